@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -32,6 +34,43 @@ def _root(
     ] = False,
 ) -> None:
     """Declare database services in Git; plan, apply and tunnel to them on SSH hosts."""
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+@app.command()
+def validate(
+    path: Annotated[
+        Path, typer.Argument(help="Environment file or directory of *.yaml/*.yml files.", show_default=True)
+    ] = Path("."),
+) -> None:
+    """Load and check the environment's files, and place its instances; no SSH."""
+    from svcctl.model.loader import load_environment
+    from svcctl.model.placement import place
+
+    env = load_environment(path)
+    place(env, {})
+    summary = ", ".join(
+        [
+            _count(len(env.nodes), "node"),
+            _count(len(env.services), "service"),
+            _count(len(env.plans), "plan"),
+            _count(len(env.instances), "instance"),
+            _count(len(env.apps), "app"),
+            _count(len(env.bindings), "binding"),
+        ]
+    )
+    typer.echo(f"{path}: valid — {summary}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the environment format, for editors and the YAML language server."""
+    from svcctl.model.spec import Environment
+
+    typer.echo(json.dumps(Environment.model_json_schema(), indent=2, ensure_ascii=False))
 
 
 def main() -> None:

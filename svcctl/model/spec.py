@@ -1,0 +1,296 @@
+"""The environment as declared in YAML: pydantic models, plus lookups the later stages need.
+
+The models describe only what the user writes, so `Environment.model_json_schema()` is the file format.
+Where each entry came from (file, line, column) lives in a side table that the loader attaches, never
+in the YAML-facing fields.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from svcctl.model.names import NAME_PATTERN
+
+Engine = Literal["postgres", "mysql", "redis"]
+SQL_ENGINES: frozenset[str] = frozenset({"postgres", "mysql"})
+
+Eviction = Literal[
+    "noeviction",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-random",
+    "volatile-ttl",
+]
+
+SCHEMA_ID = "urn:svcctl:schema:environment:1"
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """Where something was declared: file as shown to the user, 1-based line and column."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """Sort key comparing versions numerically by dot parts, so "10.11" > "10.9"."""
+    return tuple(int(part) for part in version.split("."))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Capacity(_Model):
+    """What a node offers to instances; placement never fills a node past it."""
+
+    memory_mb: int = Field(
+        4096,
+        ge=0,
+        description="Memory (MiB) available to Redis instances; each redis plan's memory_mb is taken "
+        "from it. Default 4096.",
+    )
+    storage_mb: int = Field(
+        20000,
+        ge=0,
+        description="Disk (MiB) available to PostgreSQL and MariaDB instances; each sql plan's "
+        "storage_mb is taken from it. Default 20000.",
+    )
+
+
+class Node(_Model):
+    """An SSH host that runs database engines."""
+
+    host: str = Field(
+        min_length=1, description="Address or ~/.ssh/config alias (resolved through ssh_config if set)."
+    )
+    user: str | None = Field(None, description="SSH user (sudo-capable). Default: from ssh_config.")
+    port: int = Field(22, ge=1, le=65535, description="SSH port. Default 22.")
+    identity_file: str | None = Field(
+        None, description="Private key file, relative to this YAML file; ~ is expanded."
+    )
+    jump_host: str | None = Field(
+        None, description="Bastion to go through, like ssh -J / ProxyJump: [user@]host[:port]."
+    )
+    ssh_config: str | None = Field(
+        None,
+        description="OpenSSH client config file to read, like ssh -F; relative to this YAML file.",
+    )
+    known_hosts: str | None = Field(
+        None, description="known_hosts file pinning the host key, relative to this YAML file."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Free-form labels matched by instances' placement.labels."
+    )
+    engines: list[Engine] = Field(
+        default_factory=list, description="Engines this node may run: postgres, mysql, redis."
+    )
+    capacity: Capacity = Field(
+        default_factory=Capacity,
+        description="Memory and storage placement may use. Default 4096 MiB memory, 20000 MiB storage.",
+    )
+    client_networks: list[str] = Field(
+        default_factory=list,
+        description="IPv4/IPv6 networks (CIDR) allowed to connect to the engines directly, "
+        "besides localhost and SSH tunnels.",
+    )
+
+    @field_validator("client_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=True)
+            except ValueError as exc:
+                raise ValueError(f'"{network}" is not an IP network in CIDR form ({exc})') from None
+        return value
+
+
+class Service(_Model):
+    """A catalogue entry: an engine and the versions offered."""
+
+    engine: Engine = Field(description="postgres, mysql (MariaDB) or redis.")
+    versions: list[str] = Field(
+        min_length=1,
+        description='Versions offered, as strings such as "15", "10.11", "7"; the highest is the default.',
+    )
+
+    @field_validator("versions")
+    @classmethod
+    def _versions(cls, value: list[str]) -> list[str]:
+        for version in value:
+            if not _is_version(version):
+                raise ValueError(f'version "{version}" must be dot-separated numbers such as "15" or "10.11"')
+        return value
+
+
+def _is_version(value: str) -> bool:
+    parts = value.split(".")
+    return all(part.isascii() and part.isdigit() for part in parts)
+
+
+class ServicePlan(_Model):
+    """A size of a service: quotas the instance gets and placement reserves."""
+
+    service: str = Field(description="Name of the service (catalogue entry) this plan sizes.")
+    connections: int | None = Field(None, ge=1, description="Maximum client connections (all engines).")
+    storage_mb: int | None = Field(
+        None, ge=1, description="Disk quota in MiB; postgres and mysql plans only."
+    )
+    memory_mb: int | None = Field(None, ge=1, description="maxmemory in MiB; redis plans only, required.")
+    eviction: Eviction = Field(
+        "noeviction", description="Redis maxmemory-policy; redis plans only. Default noeviction."
+    )
+    description: str | None = Field(None, description="Free text shown to people choosing a plan.")
+
+
+class Placement(_Model):
+    """Constraints on where a new instance may go."""
+
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels the node must have (all of them, same values)."
+    )
+
+
+class Instance(_Model):
+    """A database (or Redis server) the environment wants to exist."""
+
+    plan: str = Field(description="Name of the plan; the service and engine follow from it.")
+    version: str | None = Field(
+        None, description="One of the service's versions. Default: the highest offered."
+    )
+    node: str | None = Field(None, description="Pin to this node. Not together with placement.")
+    placement: Placement | None = Field(
+        None, description="Let svcctl choose a node with these labels. Not together with node."
+    )
+    protect: bool = Field(
+        True, description="Never destroyed by apply while true (the default), even with --allow-destroy."
+    )
+
+    @model_validator(mode="after")
+    def _node_or_placement(self) -> Instance:
+        if self.node is not None and self.placement is not None:
+            raise ValueError("give either node or placement, not both")
+        return self
+
+
+class App(_Model):
+    """An application whose manifest receives the credentials of its bindings."""
+
+    manifest: str = Field(description="Path of the app's manifest, relative to this YAML file.")
+    format: Literal["cf", "dotenv", "json"] = Field(
+        "cf", description="Manifest format: cf (Cloud Foundry manifest), dotenv or json. Default cf."
+    )
+    name: str | None = Field(
+        None, description="Application name inside a cf manifest. Default: this app's key."
+    )
+
+
+class Binding(_Model):
+    """Credentials for one app on one instance: a user of its own with least privilege."""
+
+    app: str = Field(description="Name of the app.")
+    instance: str = Field(description="Name of the instance.")
+    role: Literal["readwrite", "readonly"] = Field(
+        "readwrite", description="readwrite or readonly (Redis: read commands only). Default readwrite."
+    )
+    rotation: int = Field(
+        0, ge=0, description="Bump to rotate the password: it is derived from the key and this counter."
+    )
+
+    @property
+    def name(self) -> str:
+        """The binding's identity, `<app>-<instance>`."""
+        return f"{self.app}-{self.instance}"
+
+
+def _names(kind: str) -> dict[str, Any]:
+    return {"propertyNames": {"pattern": NAME_PATTERN}, "description": kind}
+
+
+class Environment(_Model):
+    """Everything one environment declares: nodes, the service catalogue, instances, apps, bindings."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="svcctl environment",
+        json_schema_extra={"$schema": SCHEMA_DIALECT, "$id": SCHEMA_ID},
+    )
+
+    nodes: dict[str, Node] = Field(
+        default_factory=dict,
+        json_schema_extra=_names("SSH hosts that run engines, by name."),
+    )
+    services: dict[str, Service] = Field(
+        default_factory=dict,
+        json_schema_extra=_names("The service catalogue: engine and offered versions, by name."),
+    )
+    plans: dict[str, ServicePlan] = Field(
+        default_factory=dict,
+        json_schema_extra=_names("Sizes of services: quotas and connection limits, by name."),
+    )
+    instances: dict[str, Instance] = Field(
+        default_factory=dict,
+        json_schema_extra=_names("Databases and Redis servers that should exist, by name."),
+    )
+    apps: dict[str, App] = Field(
+        default_factory=dict,
+        json_schema_extra=_names("Applications that receive credentials, by name."),
+    )
+    bindings: list[Binding] = Field(
+        default_factory=list, description="Which app gets credentials for which instance, and how."
+    )
+
+    _locations: dict[str, Location] = PrivateAttr(default_factory=dict)
+
+    def located(self, locations: Mapping[str, Location]) -> Environment:
+        """Return a copy that knows where each address was declared (the loader calls this)."""
+        copy = self.model_copy()
+        copy._locations = dict(locations)
+        return copy
+
+    def location(self, address: str) -> Location | None:
+        """Where `address` (node.NAME, instance.NAME.version, binding.APP.INSTANCE, ...) was declared."""
+        return self._locations.get(address)
+
+    def plan_of(self, instance: str) -> ServicePlan:
+        """The plan of an instance; KeyError if the instance or its plan is not declared."""
+        return self.plans[self.instances[instance].plan]
+
+    def service_of(self, instance: str) -> Service:
+        """The service of an instance (through its plan); KeyError if any link is missing."""
+        return self.services[self.plan_of(instance).service]
+
+    def engine_of(self, instance: str) -> Engine:
+        """The engine an instance runs on, through plan and service."""
+        return self.service_of(instance).engine
+
+    def version_of(self, instance: str) -> str:
+        """The instance's version: as declared, else the highest its service offers."""
+        declared = self.instances[instance].version
+        if declared is not None:
+            return declared
+        return max(self.service_of(instance).versions, key=version_key)
+
+    def bindings_of_instance(self, instance: str) -> list[Binding]:
+        """Bindings on one instance, in declaration order."""
+        return [b for b in self.bindings if b.instance == instance]
+
+    def bindings_of_app(self, app: str) -> list[Binding]:
+        """Bindings of one app, in declaration order."""
+        return [b for b in self.bindings if b.app == app]
