@@ -44,7 +44,7 @@ def _count(number: int, noun: str) -> str:
 def validate(
     path: Annotated[
         Path, typer.Argument(help="Environment file or directory of *.yaml/*.yml files.", show_default=True)
-    ] = Path("."),
+    ] = Path(),
 ) -> None:
     """Load and check the environment's files, and place its instances; no SSH."""
     from svcctl.model.loader import load_environment
