@@ -1,0 +1,54 @@
+# svcctl: the two commands a newcomer needs are `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LAB := $(PYTHON) lab/labctl.py
+LAB_HOSTS ?= 2
+export LAB_HOSTS
+
+.PHONY: help deps venv lab lab-down lab-status lint test unit e2e demo bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+deps:  ## Debian packages (debootstrap, systemd-nspawn, clients); no server is started on this machine
+	@bash scripts/install-system-deps.sh
+
+$(BIN)/.installed: pyproject.toml | deps
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/.installed  ## the virtualenv with svcctl and its dev tools
+
+lab: deps  ## boot the lab hosts (idempotent; LAB_HOSTS=N for more)
+	$(LAB) up --hosts $(LAB_HOSTS)
+
+lab-down:  ## remove every lab host, mount, netns, veth, cgroup and route
+	$(LAB) down
+
+lab-status:
+	@$(LAB) status
+
+lint: venv  ## ruff, mypy, import contracts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: venv  ## unit tests only (no lab)
+	$(BIN)/pytest -m 'not e2e'
+
+test: deps venv lint lab  ## everything from a fresh Debian 12 machine: deps, venv, lab, lint, all tests
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
+
+demo: deps venv lab  ## the main job on the lab: validate, plan, apply, a query through a tunnel
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+
+bench: venv lab  ## benchmarks (figures and ratios against a baseline measured in the same run)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/plan.py
+
+clean: lab-down
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

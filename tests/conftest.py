@@ -1,0 +1,84 @@
+"""Shared fixtures: the lab (real hosts booted by lab/labctl.py) and unique names per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+LAB_ROOT = Path(os.environ.get("SVCCTL_LAB_ROOT", "/var/lib/svcctl-lab"))
+LABCTL = [sys.executable, str(REPO / "lab" / "labctl.py")]
+
+
+@dataclass(frozen=True)
+class Lab:
+    """The running lab: where its SSH files are and which hosts it has."""
+
+    root: Path
+    hosts: dict[str, str]  # name -> address
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.root / "ssh_config"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.root / "known_hosts"
+
+    @property
+    def identity(self) -> Path:
+        return self.root / "id_ed25519"
+
+    def ssh(
+        self, host: str, command: str, *, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command on a lab host with the system's OpenSSH client and the lab's config."""
+        res = subprocess.run(
+            ["ssh", "-F", str(self.ssh_config), host, command],
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        if check and res.returncode != 0:
+            raise AssertionError(f"ssh {host} {command!r} failed ({res.returncode}): {res.stderr}")
+        return res
+
+    def labctl(self, *args: str) -> None:
+        """Drive the lab itself (stop/start a host)."""
+        subprocess.run([*LABCTL, *args], check=True, timeout=300)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e is an e2e test, whether or not it says so."""
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Lab:
+    """The lab, brought up if needed.  An e2e test that cannot get one fails loudly; it never skips."""
+    if os.geteuid() != 0:
+        pytest.fail("e2e tests need root (the lab creates network namespaces, mounts and cgroups); "
+                    "run `make test` as root or deselect them with -m 'not e2e'")  # fmt: skip
+    if not shutil.which("systemd-nspawn"):
+        pytest.fail("e2e tests need systemd-nspawn to boot the lab hosts; `make deps` installs it")
+    count = int(os.environ.get("LAB_HOSTS", "2"))
+    res = subprocess.run([*LABCTL, "up", "--hosts", str(count)], capture_output=True, text=True, timeout=900)
+    if res.returncode != 0:
+        pytest.fail(f"could not bring the lab up:\n{res.stderr[-3000:]}")
+    hosts = json.loads((LAB_ROOT / "hosts.json").read_text())
+    return Lab(root=LAB_ROOT, hosts={n: h["address"] for n, h in hosts.items()})
+
+
+@pytest.fixture
+def unique() -> Iterator[str]:
+    """A short random token to build names no other test (or earlier run) uses: `f"t{unique}-db"`."""
+    yield secrets.token_hex(3)
