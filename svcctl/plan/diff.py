@@ -1,0 +1,238 @@
+"""The diff: a pure function from (desired, observed) State to an ordered Plan; reads no host, prints nothing.
+
+Resources are matched by address.  deepdiff decides which attributes differ (lists compare as sets, types
+strictly: 1, 1.0, True and "1" all differ, so drivers must report the types desired() uses).  An attribute
+that is absent compares equal to one that is None.  The host's record of svcctl's last apply (`recorded`)
+tells drift (live != recorded) from a configuration change (desired != recorded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Collection, Iterable
+from typing import Any, TypeGuard
+
+from deepdiff import DeepDiff
+
+from svcctl.plan.types import Action, AttrChange, Cause, Change, Plan
+from svcctl.state import Attrs, Kind, Resource, State
+
+FORCES_REPLACE: dict[Kind, set[str]] = {
+    Kind.INSTANCE: {"engine", "node", "major_version"},
+    Kind.BINDING: {"engine"},
+}
+"""Attributes that cannot change in place: a change to one replaces the resource."""
+
+RESTARTING: dict[Kind, set[str]] = {
+    Kind.ENGINE: {"listen", "client_networks", "version"},
+    Kind.INSTANCE: {"memory_mb", "eviction", "port"},  # Redis instances are processes
+}
+"""Attributes whose in-place update restarts a service (and so drops its connections)."""
+
+SENSITIVE = {"password", "credentials"}
+"""Attribute names whose values never leave the diff; names ending in `_password` are sensitive too."""
+
+OBSERVED_ONLY = {"size_mb", "missing"}
+"""Attributes drivers report for information; never diffed."""
+
+KIND_ORDER: tuple[Kind, ...] = (Kind.ENGINE, Kind.INSTANCE, Kind.BINDING, Kind.SESSION)
+"""Apply order for creates, updates and replaces; deletes run in the reverse order."""
+
+DELETED_OUTSIDE = "deleted outside svcctl"
+
+
+def is_sensitive(name: str) -> bool:
+    """True if an attribute's value is a secret (or derived from one) and must never be shown or stored."""
+    return name in SENSITIVE or name.endswith("_password")
+
+
+def fingerprint(observed: State) -> str:
+    """sha256 of the observed state's canonical JSON, so apply can refuse a saved plan the hosts outgrew."""
+    canonical = json.dumps(observed.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def diff(desired: State, observed: State, *, protected: Collection[str] = (), environment: str = "") -> Plan:
+    """Plan what apply must do to turn `observed` into `desired`; pure, so plans are testable as data.
+
+    `protected` names the instances declared `protect: true` at the last apply; an instance whose record
+    says `protect: true` is protected too.
+    """
+    changes: list[Change] = []
+    errors: list[str] = []
+    unmanaged: list[str] = []
+    for address in sorted(desired.resources.keys() | observed.resources.keys()):
+        want, have = desired.get(address), observed.get(address)
+        if have is None:
+            assert want is not None
+            changes.append(_create(want))
+        elif not have.managed:
+            if want is None:
+                unmanaged.append(f"{address} on {have.node}")
+            else:
+                errors.append(_collision(have))
+        elif want is None:
+            if have.kind is Kind.INSTANCE and _is_protected(have, protected) and not _is_missing(have):
+                errors.append(
+                    f"{address} is protected and no longer declared; restore it in the YAML, or set "
+                    "`protect: false` on it and apply with --allow-destroy to destroy it"
+                )
+            else:
+                changes.append(_delete(have))
+        elif _is_missing(have):
+            changes.append(_create(want, cause=Cause.DRIFT, reason=DELETED_OUTSIDE))
+        else:
+            change = _update(want, have)
+            if change is not None:
+                changes.append(change)
+                if change.destroys_data and _is_protected(have, protected, want):
+                    errors.append(_protected_replace(change))
+    return Plan(
+        environment=environment,
+        changes=sorted(changes, key=_apply_order),
+        unmanaged=unmanaged,
+        warnings=_quota_warnings(observed),
+        errors=errors,
+        fingerprint=fingerprint(observed),
+    )
+
+
+def _is_missing(r: Resource) -> bool:
+    return r.attrs.get("missing") is True
+
+
+def _is_protected(have: Resource, protected: Collection[str], want: Resource | None = None) -> bool:
+    """Protected by the caller's list, by the host's record of the last apply, or (replace) by the YAML."""
+    recorded = have.recorded or {}
+    declared = want is not None and want.attrs.get("protect") is True
+    return have.name in protected or recorded.get("protect") is True or declared
+
+
+def _collision(have: Resource) -> str:
+    if have.kind is Kind.INSTANCE:
+        fix = f"rename the instance in the YAML or remove the object from {have.node}"
+    else:
+        fix = f"remove the object from {have.node} or stop declaring it there"
+    return (
+        f"{have.address} exists on {have.node} but svcctl did not create it; {fix} "
+        "(svcctl never adopts or overwrites what it did not create)"
+    )
+
+
+def _protected_replace(change: Change) -> str:
+    fields = ", ".join(a.field for a in change.attrs if a.forces_replace)
+    return (
+        f"{change.address} is protected and changing {fields} forces its replacement, which destroys its "
+        "data; revert the change, or set `protect: false` on it and apply with --allow-destroy to replace it"
+    )
+
+
+def _attr(name: str, old: Any, new: Any, cause: Cause = Cause.CONFIG, forces: bool = False) -> AttrChange:
+    """One AttrChange; sensitive values are dropped here, before anything can print them."""
+    if is_sensitive(name):
+        return AttrChange(field=name, cause=cause, sensitive=True, forces_replace=forces)
+    return AttrChange(field=name, old=old, new=new, cause=cause, forces_replace=forces)
+
+
+def _diffable(r: Resource) -> Attrs:
+    """The attributes the diff compares: the resource's own, minus observed-only ones, plus node and engine.
+
+    node and engine are Resource fields, not attrs; they join the comparison so that moving an instance to
+    another node (or engine) shows up, and replaces it.
+    """
+    return {**{k: v for k, v in r.attrs.items() if k not in OBSERVED_ONLY}, "node": r.node, "engine": r.engine}
+
+
+def _recorded(have: Resource) -> Attrs | None:
+    """What svcctl recorded at its last apply; node and engine default to the live ones (a host never moves)."""
+    if have.recorded is None:
+        return None
+    recorded = {k: v for k, v in have.recorded.items() if k not in OBSERVED_ONLY}
+    return {"node": have.node, "engine": have.engine, **recorded}
+
+
+def _create(want: Resource, cause: Cause = Cause.CONFIG, reason: str | None = None) -> Change:
+    return Change(
+        action=Action.CREATE,
+        address=want.address,
+        kind=want.kind,
+        node=want.node,
+        engine=want.engine,
+        cause=cause,
+        attrs=[_attr(k, None, v, cause) for k, v in sorted(_diffable(want).items()) if v is not None],
+        reason=reason,
+    )
+
+
+def _delete(have: Resource) -> Change:
+    missing = _is_missing(have)
+    return Change(
+        action=Action.DELETE,
+        address=have.address,
+        kind=have.kind,
+        node=have.node,
+        engine=have.engine,
+        cause=Cause.DRIFT if missing else Cause.CONFIG,
+        attrs=[_attr(k, v, None) for k, v in sorted(_diffable(have).items()) if v is not None],
+        destroys_data=have.kind is Kind.INSTANCE and not missing,
+        reason=f"{DELETED_OUTSIDE} and no longer declared; apply forgets its record" if missing else None,
+    )
+
+
+def _differing(old: Attrs, new: Attrs) -> list[str]:
+    """Top-level keys whose values differ (absent == None), in name order."""
+    keys: Iterable[str] = DeepDiff(old, new, ignore_order=True, verbose_level=2).affected_root_keys
+    return sorted(k for k in keys if old.get(k) is not None or new.get(k) is not None)
+
+
+def _update(want: Resource, have: Resource) -> Change | None:
+    live, target, recorded = _diffable(have), _diffable(want), _recorded(have)
+    keys = _differing(live, target)
+    if not keys:
+        return None
+    drifted = set(_differing(recorded, live)) if recorded is not None else set()
+    replacing = FORCES_REPLACE.get(want.kind, set())
+    attrs = [
+        _attr(
+            k,
+            live.get(k),
+            target.get(k),
+            Cause.DRIFT if k in drifted else Cause.CONFIG,
+            forces=k in replacing,
+        )
+        for k in keys
+    ]
+    replace = any(a.forces_replace for a in attrs)
+    return Change(
+        action=Action.REPLACE if replace else Action.UPDATE,
+        address=want.address,
+        kind=want.kind,
+        node=want.node,
+        engine=want.engine,
+        cause=Cause.DRIFT if all(a.cause is Cause.DRIFT for a in attrs) else Cause.CONFIG,
+        attrs=attrs,
+        restarts_service=not replace and bool(set(keys) & RESTARTING.get(want.kind, set())),
+        destroys_data=replace and want.kind is Kind.INSTANCE,
+    )
+
+
+def _apply_order(change: Change) -> tuple[int, int, str]:
+    """Creates, updates and replaces in KIND_ORDER, then deletes in reverse; by address within a group."""
+    rank = KIND_ORDER.index(change.kind)
+    if change.action is Action.DELETE:
+        return 1, len(KIND_ORDER) - rank, change.address
+    return 0, rank, change.address
+
+
+def _quota_warnings(observed: State) -> list[str]:
+    warnings = []
+    for r in sorted(observed, key=lambda r: r.address):
+        size, quota = r.attrs.get("size_mb"), r.attrs.get("storage_mb")
+        if r.kind is Kind.INSTANCE and _is_number(size) and _is_number(quota) and size > quota:
+            warnings.append(f"{r.address} on {r.node} uses {size} MB of its {quota} MB quota (over quota)")
+    return warnings
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
