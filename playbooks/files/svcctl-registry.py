@@ -1,0 +1,58 @@
+#!/usr/bin/python3
+"""Record or forget what svcctl manages on this host: /var/lib/svcctl/registry.json (root, 0600).
+
+    svcctl-registry.py record ADDRESS   (JSON record on stdin: {"attrs": {...}, "environment": ...})
+    svcctl-registry.py forget ADDRESS
+
+Writes are atomic (temp file, fsync, rename), so a crash never leaves a half-written registry.
+"""
+
+import datetime
+import json
+import os
+import sys
+import tempfile
+
+PATH = "/var/lib/svcctl/registry.json"
+
+
+def load():
+    try:
+        with open(PATH) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {"format": 1, "objects": {}}
+
+
+def save(doc):
+    os.makedirs(os.path.dirname(PATH), mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(PATH), prefix=".registry.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, PATH)
+
+
+def main():
+    verb, address = sys.argv[1], sys.argv[2]
+    doc = load()
+    before = json.dumps(doc, sort_keys=True)
+    if verb == "record":
+        record = json.load(sys.stdin)
+        old = doc["objects"].get(address, {})
+        if old.get("attrs") != record.get("attrs") or old.get("environment") != record.get("environment"):
+            record["applied_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            doc["objects"][address] = record
+    elif verb == "forget":
+        doc["objects"].pop(address, None)
+    else:
+        sys.exit(f"unknown verb {verb}")
+    changed = json.dumps(doc, sort_keys=True) != before
+    if changed:
+        save(doc)
+    print("changed" if changed else "unchanged")
+
+
+main()
