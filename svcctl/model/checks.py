@@ -63,8 +63,7 @@ def _check_plans(env: Environment, add: _Add) -> None:
         service = env.services.get(plan.service)
         if service is None:
             add(
-                f'plan {name}: service "{plan.service}" is not declared; declared services: '
-                f"{_listing(env.services)}",
+                f'plan {name}: service "{plan.service}" is not declared; declared services: {_listing(env.services)}',
                 f"{here}.service",
                 here,
             )
@@ -73,8 +72,7 @@ def _check_plans(env: Environment, add: _Add) -> None:
         if engine == "redis":
             if plan.storage_mb is not None:
                 add(
-                    f"plan {name}: storage_mb is for postgres and mysql plans; redis plans are sized "
-                    "with memory_mb",
+                    f"plan {name}: storage_mb is for postgres and mysql plans; redis plans are sized with memory_mb",
                     f"{here}.storage_mb",
                     here,
                 )
@@ -97,8 +95,7 @@ def _check_instances(env: Environment, add: _Add) -> None:
         plan = env.plans.get(instance.plan)
         if plan is None:
             add(
-                f'instance {name}: plan "{instance.plan}" is not declared; declared plans: '
-                f"{_listing(env.plans)}",
+                f'instance {name}: plan "{instance.plan}" is not declared; declared plans: {_listing(env.plans)}',
                 f"{here}.plan",
                 here,
             )
@@ -125,8 +122,7 @@ def _check_instances(env: Environment, add: _Add) -> None:
             pinned = env.nodes.get(instance.node)
             if pinned is None:
                 add(
-                    f'instance {name}: node "{instance.node}" is not declared; declared nodes: '
-                    f"{_listing(env.nodes)}",
+                    f'instance {name}: node "{instance.node}" is not declared; declared nodes: {_listing(env.nodes)}',
                     f"{here}.node",
                     here,
                 )

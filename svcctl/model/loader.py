@@ -208,8 +208,7 @@ class _Loader:
         if not isinstance(root, MappingNode):
             self.problem(
                 Location(shown, root.start_mark.line + 1, root.start_mark.column + 1),
-                f"the top level must be a mapping with some of: {', '.join(SECTIONS)}; "
-                f"found {_node_kind(root)}",
+                f"the top level must be a mapping with some of: {', '.join(SECTIONS)}; found {_node_kind(root)}",
             )
             return None
         try:
@@ -268,8 +267,7 @@ class _Loader:
                     if earlier is not None:
                         self.problem(
                             at.at_key(),
-                            f"binding of app {pair[0]} to instance {pair[1]} is already declared "
-                            f"at {earlier}",
+                            f"binding of app {pair[0]} to instance {pair[1]} is already declared at {earlier}",
                         )
                     else:
                         self.bindings_seen[pair] = at.at_key()
@@ -390,10 +388,7 @@ def _vet(root: Node) -> Iterator[tuple[tuple[int, int], str]]:
                     if earlier is not None:
                         yield (
                             key_at,
-                            (
-                                f'duplicate key "{key_node.value}" (first at line {earlier[0]}, '
-                                f"column {earlier[1]})"
-                            ),
+                            (f'duplicate key "{key_node.value}" (first at line {earlier[0]}, column {earlier[1]})'),
                         )
                     else:
                         first[key_node.value] = key_at
@@ -449,7 +444,11 @@ def _mark_location(exc: MarkedYAMLError, shown: str) -> Location:
 
 
 def _yaml_message(exc: MarkedYAMLError) -> str:
-    parts = [str(part) for part in (exc.context, exc.problem) if part]
+    context = str(exc.context or "")
+    mark = exc.context_mark
+    if context and mark is not None and mark is not exc.problem_mark:
+        context += f" (from line {mark.line + 1}, column {mark.column + 1})"
+    parts = [part for part in (context, str(exc.problem or "")) if part]
     return "YAML syntax: " + (", ".join(parts) if parts else "invalid YAML")
 
 

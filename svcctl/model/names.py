@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 
+NAME_MIN = 2
 NAME_MAX = 24
-NAME_PATTERN = r"^[a-z](?:-?[a-z0-9]){1,23}$"
+NAME_PATTERN = r"^[a-z](-?[a-z0-9])+$"
 NAME_RULE = (
-    f"names must match {NAME_PATTERN}: a lowercase letter first, then lowercase letters, digits and "
-    f"single hyphens, not ending in a hyphen, 2 to {NAME_MAX} characters"
+    f"names are {NAME_MIN} to {NAME_MAX} characters: a lowercase letter first, then lowercase letters, "
+    f"digits and single hyphens, not ending in a hyphen ({NAME_PATTERN})"
 )
 
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -50,7 +51,7 @@ def name_problem(kind: str, name: object, *, reserved: bool = True) -> str | Non
     """
     if not isinstance(name, str):
         return f"{kind} name {name!r} is not a string; {NAME_RULE}"
-    if not _NAME_RE.fullmatch(name):
+    if not NAME_MIN <= len(name) <= NAME_MAX or not _NAME_RE.fullmatch(name):
         return f'{kind} name "{name}" is not allowed; {NAME_RULE}'
     if reserved and (name in RESERVED or name.startswith(_RESERVED_PREFIXES)):
         return f'{kind} name "{name}" is reserved (it collides with engine or system names); choose another'

@@ -48,9 +48,7 @@ def demand_of(env: Environment, instance: str) -> Demand:
 
 def place(env: Environment, existing: Mapping[str, str]) -> dict[str, str]:
     """Map every instance to a node; `existing` (instance -> node, as observed) is kept as it is."""
-    free = {
-        name: _Free(node.capacity.memory_mb, node.capacity.storage_mb) for name, node in env.nodes.items()
-    }
+    free = {name: _Free(node.capacity.memory_mb, node.capacity.storage_mb) for name, node in env.nodes.items()}
     result: dict[str, str] = {}
 
     def take(instance: str, node: str) -> None:
@@ -79,8 +77,7 @@ def place(env: Environment, existing: Mapping[str, str]) -> dict[str, str]:
             reasons = _reasons(env, instance, pinned, free, check_labels=False)
             if reasons:
                 raise PlacementError(
-                    f"instance {instance} is pinned to node {pinned}, which cannot take it: "
-                    f"{'; '.join(reasons)}."
+                    f"instance {instance} is pinned to node {pinned}, which cannot take it: {'; '.join(reasons)}."
                 )
             take(instance, pinned)
 
@@ -108,9 +105,7 @@ def place(env: Environment, existing: Mapping[str, str]) -> dict[str, str]:
     return result
 
 
-def _reasons(
-    env: Environment, instance: str, node: str, free: Mapping[str, _Free], *, check_labels: bool
-) -> list[str]:
+def _reasons(env: Environment, instance: str, node: str, free: Mapping[str, _Free], *, check_labels: bool) -> list[str]:
     """Why `node` cannot take `instance` now; empty when it can."""
     spec = env.nodes.get(node)
     if spec is None:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from svcctl.model.names import NAME_PATTERN
+from svcctl.model.names import NAME_MAX, NAME_MIN, NAME_PATTERN
 
 Engine = Literal["postgres", "mysql", "redis"]
 SQL_ENGINES: frozenset[str] = frozenset({"postgres", "mysql"})
@@ -75,14 +75,10 @@ class Capacity(_Model):
 class Node(_Model):
     """An SSH host that runs database engines."""
 
-    host: str = Field(
-        min_length=1, description="Address or ~/.ssh/config alias (resolved through ssh_config if set)."
-    )
+    host: str = Field(min_length=1, description="Address or ~/.ssh/config alias (resolved through ssh_config if set).")
     user: str | None = Field(None, description="SSH user (sudo-capable). Default: from ssh_config.")
     port: int = Field(22, ge=1, le=65535, description="SSH port. Default 22.")
-    identity_file: str | None = Field(
-        None, description="Private key file, relative to this YAML file; ~ is expanded."
-    )
+    identity_file: str | None = Field(None, description="Private key file, relative to this YAML file; ~ is expanded.")
     jump_host: str | None = Field(
         None, description="Bastion to go through, like ssh -J / ProxyJump: [user@]host[:port]."
     )
@@ -148,9 +144,7 @@ class ServicePlan(_Model):
 
     service: str = Field(description="Name of the service (catalogue entry) this plan sizes.")
     connections: int | None = Field(None, ge=1, description="Maximum client connections (all engines).")
-    storage_mb: int | None = Field(
-        None, ge=1, description="Disk quota in MiB; postgres and mysql plans only."
-    )
+    storage_mb: int | None = Field(None, ge=1, description="Disk quota in MiB; postgres and mysql plans only.")
     memory_mb: int | None = Field(None, ge=1, description="maxmemory in MiB; redis plans only, required.")
     eviction: Eviction = Field(
         "noeviction", description="Redis maxmemory-policy; redis plans only. Default noeviction."
@@ -170,9 +164,7 @@ class Instance(_Model):
     """A database (or Redis server) the environment wants to exist."""
 
     plan: str = Field(description="Name of the plan; the service and engine follow from it.")
-    version: str | None = Field(
-        None, description="One of the service's versions. Default: the highest offered."
-    )
+    version: str | None = Field(None, description="One of the service's versions. Default: the highest offered.")
     node: str | None = Field(None, description="Pin to this node. Not together with placement.")
     placement: Placement | None = Field(
         None, description="Let svcctl choose a node with these labels. Not together with node."
@@ -195,9 +187,7 @@ class App(_Model):
     format: Literal["cf", "dotenv", "json"] = Field(
         "cf", description="Manifest format: cf (Cloud Foundry manifest), dotenv or json. Default cf."
     )
-    name: str | None = Field(
-        None, description="Application name inside a cf manifest. Default: this app's key."
-    )
+    name: str | None = Field(None, description="Application name inside a cf manifest. Default: this app's key.")
 
 
 class Binding(_Model):
@@ -219,7 +209,8 @@ class Binding(_Model):
 
 
 def _names(kind: str) -> dict[str, Any]:
-    return {"propertyNames": {"pattern": NAME_PATTERN}, "description": kind}
+    names = {"pattern": NAME_PATTERN, "minLength": NAME_MIN, "maxLength": NAME_MAX}
+    return {"propertyNames": names, "description": kind}
 
 
 class Environment(_Model):

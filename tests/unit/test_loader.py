@@ -1,0 +1,216 @@
+"""Loader tests: one case per folder under loader_cases/, plus paths, lookups and fuzzing."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ruamel.yaml import YAML
+
+from svcctl.errors import InvalidEnvironment, SvcctlError
+from svcctl.model.loader import load_environment
+from svcctl.model.spec import Environment, Location
+
+CASES = Path(__file__).parent / "loader_cases"
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir() if p.is_dir()))
+def test_loader_case(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each case folder holds YAML input and expected.txt: the exact problems, or nothing if valid."""
+    folder = CASES / case
+    expected = (folder / "expected.txt").read_text().splitlines()
+    monkeypatch.chdir(folder)
+    try:
+        load_environment(Path("."))
+    except InvalidEnvironment as exc:
+        assert [str(p) for p in exc.problems] == expected
+        assert exc.message.endswith(
+            f"{len(expected)} problem{'s' if len(expected) != 1 else ''} found; nothing was changed."
+        )
+    else:
+        assert expected == [], "loaded fine, but problems were expected"
+
+
+def _write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+VALID = """\
+nodes:
+  db-1:
+    host: db-1
+    identity_file: keys/id_ed25519
+    ssh_config: ~/ssh/config
+    known_hosts: /etc/ssh/known
+    engines: [postgres, redis]
+services:
+  pg: {engine: postgres, versions: ["9.6", "15", "10"]}
+  redis: {engine: redis, versions: ["7"]}
+plans:
+  pg-small: {service: pg, storage_mb: 512}
+  cache-64: {service: redis, memory_mb: 64}
+instances:
+  orders-db: {plan: pg-small}
+  old-db: {plan: pg-small, version: "9.6"}
+  sessions: {plan: cache-64}
+apps:
+  web: {manifest: ../apps/web.yml}
+bindings:
+  - {app: web, instance: orders-db}
+  - app: web
+    instance: sessions
+    role: readonly
+"""
+
+
+def test_paths_resolve_relative_to_the_declaring_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    _write(tmp_path / "env", "svcctl.yaml", VALID)
+    env = load_environment(tmp_path / "env")
+    node = env.nodes["db-1"]
+    assert node.identity_file == str(tmp_path / "env" / "keys" / "id_ed25519")
+    assert node.ssh_config == str(tmp_path / "home" / "ssh" / "config")
+    assert node.known_hosts == "/etc/ssh/known"
+    assert env.apps["web"].manifest == str(tmp_path / "apps" / "web.yml")
+
+
+def test_lookups_follow_plan_and_service(tmp_path: Path) -> None:
+    env = load_environment(_write(tmp_path, "env.yml", VALID))
+    assert env.engine_of("sessions") == "redis"
+    assert env.plan_of("orders-db").storage_mb == 512
+    assert env.service_of("orders-db").versions == ["9.6", "15", "10"]
+    assert env.version_of("orders-db") == "15"  # numeric, not string order ("9.6" > "15" as text)
+    assert env.version_of("old-db") == "9.6"
+    assert [b.name for b in env.bindings_of_instance("sessions")] == ["web-sessions"]
+    assert env.bindings_of_instance("old-db") == []
+
+
+def test_locations_are_kept_out_of_the_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = load_environment(_write(tmp_path, "env.yml", VALID))
+    assert env.location("node.db-1") == Location("env.yml", 2, 3)
+    assert env.location("instance.old-db") == Location("env.yml", 16, 3)
+    assert env.location("instance.old-db.version") == Location("env.yml", 16, 37)
+    assert env.location("binding.web.sessions") == Location("env.yml", 22, 5)
+    assert env.location("binding.web.sessions.role") == Location("env.yml", 24, 11)
+    assert env.location("app.nope") is None
+    assert "_locations" not in env.model_dump()
+
+
+def test_files_outside_the_cwd_are_shown_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path / "env", "bad.yaml", "nodes: 3\n")
+    monkeypatch.chdir(CASES)
+    with pytest.raises(InvalidEnvironment) as caught:
+        load_environment(path)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}:1:8: nodes must be a mapping from names to entries, found the value 3"
+    ]
+
+
+def test_missing_path_and_empty_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SvcctlError, match=r"^nope: no such file or directory\.$"):
+        load_environment(Path("nope"))
+    (tmp_path / "empty").mkdir()
+    _write(tmp_path / "empty", "notes.txt", "nodes: {}\n")
+    with pytest.raises(SvcctlError, match=r"^empty: no \*\.yaml or \*\.yml files in this directory\.$"):
+        load_environment(Path("empty"))
+
+
+def test_directory_load_is_not_recursive(tmp_path: Path) -> None:
+    _write(tmp_path, "a.yaml", VALID)
+    _write(tmp_path / "sub", "b.yaml", "nodes: [broken]\n")
+    assert len(load_environment(tmp_path).instances) == 3
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, 30):
+        refs = ", ".join([f"*l{level - 1}"] * 10)
+        lines.append(f"l{level}: &l{level} [{refs}]")
+    path = _write(tmp_path, "bomb.yaml", "\n".join(lines) + "\n")
+    started = time.monotonic()
+    with pytest.raises(InvalidEnvironment) as caught:
+        load_environment(path)
+    assert time.monotonic() - started < 5
+    assert len(caught.value.problems) == 30
+    assert all("anchor &l" in p.message for p in caught.value.problems)
+
+
+def test_deep_nesting_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    path = _write(tmp_path, "deep.yaml", "nodes: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(InvalidEnvironment):
+        load_environment(path)
+
+
+# -- fuzzing: whatever the input, an Environment or InvalidEnvironment, nothing else ----------------------
+
+
+def _load_bytes(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "svcctl.yaml"
+        path.write_bytes(data)
+        try:
+            assert isinstance(load_environment(path), Environment)
+        except InvalidEnvironment as exc:
+            assert exc.problems
+            for problem in exc.problems:
+                assert problem.line >= 0 and problem.column >= 0 and problem.message
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400))
+def test_random_bytes_never_crash(data: bytes) -> None:
+    _load_bytes(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("nodes:services- []{}&*!|>#'\"\t\n  ,?x1.~")), max_size=200))
+def test_random_yaml_punctuation_never_crashes(text: str) -> None:
+    _load_bytes(text.encode())
+
+
+_KEYS = [
+    "nodes", "services", "plans", "instances", "apps", "bindings", "host", "user", "port", "engines",
+    "labels", "capacity", "memory_mb", "storage_mb", "client_networks", "engine", "versions", "service",
+    "connections", "eviction", "plan", "version", "node", "placement", "protect", "manifest", "format",
+    "name", "app", "instance", "role", "rotation", "db-1", "pg", "pg-small", "orders-db", "web",
+]  # fmt: skip
+_SCALARS = st.one_of(
+    st.sampled_from(["postgres", "mysql", "redis", "15", "10.11", "db-1", "pg", "pg-small", "web", "a"]),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+)
+_DOCUMENTS = st.recursive(
+    _SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.sampled_from(_KEYS), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(_KEYS[:8]), _DOCUMENTS, max_size=6))
+def test_random_documents_never_crash(document: dict[str, object]) -> None:
+    yaml = YAML()
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "doc.yaml"
+        with path.open("w") as stream:
+            yaml.dump(document, stream)
+        _load_bytes(path.read_bytes())
+
+
+def test_fuzz_helper_really_loads_valid_input() -> None:
+    """Guard the fuzz tests: the helper must accept a valid document, not just swallow everything."""
+    _load_bytes(VALID.encode())
