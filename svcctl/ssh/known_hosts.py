@@ -1,0 +1,213 @@
+"""Host key pinning: known_hosts parsing (hashed, `[host]:port`, wildcard entries), checking, accept-new."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from svcctl.ssh.errors import ChangedHostKey, SshConfigError, UnknownHostKey
+from svcctl.ssh.target import DEFAULT_PORT, ResolvedTarget
+
+# Host key algorithms that a known_hosts key type may be presented under, best first.
+_ALGORITHMS_OF_TYPE = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")}
+_known_hosts_lock = threading.Lock()
+
+
+def fingerprint(key_blob: bytes) -> str:
+    """OpenSSH's SHA256 fingerprint of a public key blob: `SHA256:` + unpadded base64, as `ssh-keygen -l`."""
+    digest = hashlib.sha256(key_blob).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+def _blob_type(blob: bytes) -> str:
+    """The key type named inside a public key blob (its first SSH string)."""
+    if len(blob) < 4:
+        return ""
+    length = int.from_bytes(blob[:4], "big")
+    return blob[4 : 4 + length].decode("ascii", "replace")
+
+
+def _pattern_matches(pattern: str, name: str) -> bool:
+    if pattern.startswith("|1|"):
+        parts = pattern.split("|")
+        if len(parts) != 4:
+            return False
+        try:
+            salt = base64.b64decode(parts[2], validate=True)
+            expected = base64.b64decode(parts[3], validate=True)
+        except ValueError:
+            return False
+        actual = hmac.new(salt, name.encode(), hashlib.sha1).digest()
+        return hmac.compare_digest(actual, expected)
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, name, flags=re.IGNORECASE) is not None
+
+
+@dataclass(frozen=True)
+class KnownHostEntry:
+    """One line of a known_hosts file, with where it is so messages can point at it."""
+
+    file: Path
+    line: int
+    patterns: tuple[str, ...]
+    key_type: str
+    blob: bytes
+    marker: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA256 fingerprint of the pinned key."""
+        return fingerprint(self.blob)
+
+    def matches(self, name: str) -> bool:
+        """Whether this entry covers `name` (plain, `[host]:port`, wildcard or hashed; `!` negates)."""
+        hit = False
+        for pattern in self.patterns:
+            negated = pattern.startswith("!")
+            if _pattern_matches(pattern[1:] if negated else pattern, name):
+                if negated:
+                    return False
+                hit = True
+        return hit
+
+
+def read_known_hosts(path: Path) -> list[KnownHostEntry]:
+    """Parse a known_hosts file (missing file: no entries); lines that cannot be parsed are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise SshConfigError(f"cannot read known_hosts {path}: {exc.strerror or exc}") from None
+    entries = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        fields = raw.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        marker = None
+        if fields[0].startswith("@"):
+            marker, fields = fields[0], fields[1:]
+        if len(fields) < 3:
+            continue
+        try:
+            blob = base64.b64decode(fields[2], validate=True)
+        except ValueError:
+            continue
+        if _blob_type(blob) != fields[1]:
+            continue
+        entries.append(KnownHostEntry(path, number, tuple(fields[0].split(",")), fields[1], blob, marker))
+    return entries
+
+
+def known_entries(target: ResolvedTarget) -> list[KnownHostEntry]:
+    """Every known_hosts entry that pins `target` under any of its names (alias or address)."""
+    names = target.lookup_names
+    return [
+        entry
+        for path in target.known_hosts_files
+        for entry in read_known_hosts(path)
+        if any(entry.matches(name) for name in names)
+    ]
+
+
+def preferred_key_types(entries: Sequence[KnownHostEntry], offered: Sequence[str]) -> list[str]:
+    """Host key algorithms with those we hold keys for first, so the server shows us a key we can check."""
+    first: list[str] = []
+    for entry in entries:
+        if entry.marker is None:
+            first += [a for a in _ALGORITHMS_OF_TYPE.get(entry.key_type, (entry.key_type,)) if a in offered]
+    first = list(dict.fromkeys(first))
+    return first + [a for a in offered if a not in first]
+
+
+def check_host_key(target: ResolvedTarget, key_blob: bytes, *, role: str = "") -> None:
+    """Refuse a host key that is unknown, revoked or changed; record an unknown one if accept-new is on."""
+    entries = known_entries(target)
+    verdict = _verdict(target, key_blob, entries, role)
+    if verdict is None:
+        return
+    if isinstance(verdict, UnknownHostKey) and target.accept_new_host_keys:
+        with _known_hosts_lock:  # re-check: another thread may have recorded it meanwhile
+            verdict = _verdict(target, key_blob, known_entries(target), role)
+            if isinstance(verdict, UnknownHostKey):
+                _append_known_host(target, key_blob)
+                return
+    if verdict is not None:
+        raise verdict
+
+
+def _verdict(
+    target: ResolvedTarget, blob: bytes, entries: list[KnownHostEntry], role: str
+) -> UnknownHostKey | ChangedHostKey | None:
+    key_type = _blob_type(blob)
+    presented = fingerprint(blob)
+    node = target.name
+    what = f"{role}{target.shown}"
+    for entry in entries:
+        if entry.marker == "@revoked" and entry.blob == blob:
+            return ChangedHostKey(
+                f"node {node}: {what} presented host key {key_type} {presented}, which {entry.file}:{entry.line} "
+                "marks as @revoked. svcctl refuses to connect; find out why the key was revoked and give the host "
+                "a new key.",
+                node=node,
+                host=target.hostname,
+                expected=[],
+                presented=presented,
+            )
+    pinned = [e for e in entries if e.marker is None]
+    if any(e.blob == blob for e in pinned):
+        return None
+    if pinned:
+        same_type = [e for e in pinned if e.key_type == key_type] or pinned
+        expected = "; ".join(f"{e.key_type} {e.fingerprint} ({e.file}:{e.line})" for e in same_type)
+        return ChangedHostKey(
+            f"node {node}: the host key of {what} has CHANGED. known_hosts expects {expected}, but the host "
+            f"presented {key_type} {presented}. Someone may be intercepting the connection, or the host was "
+            "reinstalled. svcctl never connects to a host whose key changed: verify the new fingerprint with "
+            f"the host's administrator, then fix or delete {same_type[0].file} line {same_type[0].line} "
+            f"(e.g. ssh-keygen -R {target.lookup_names[0]} -f {same_type[0].file}) and record the new key.",
+            node=node,
+            host=target.hostname,
+            expected=[e.fingerprint for e in same_type],
+            presented=presented,
+        )
+    files = ", ".join(str(p) for p in target.known_hosts_files)
+    first = target.known_hosts_files[0] if target.known_hosts_files else Path("~/.ssh/known_hosts")
+    short_type = key_type.removeprefix("ssh-").split("-")[0]
+    port = "" if target.port == DEFAULT_PORT else f" -p {target.port}"
+    return UnknownHostKey(
+        f"node {node}: the host key of {what} is not known (looked in {files}); the host presented "
+        f"{key_type} {presented}. svcctl does not connect to unknown hosts. Verify that fingerprint out of band "
+        f"(on the host: ssh-keygen -lf /etc/ssh/ssh_host_{short_type}_key.pub), then record it with "
+        f"`ssh-keyscan -t {key_type}{port} {target.hostname} >> {first}`, or let svcctl record it on first "
+        "connect with accept_new_host_keys or `StrictHostKeyChecking accept-new` in ssh_config.",
+        node=node,
+        host=target.hostname,
+        key_type=key_type,
+        fingerprint=presented,
+    )
+
+
+def _append_known_host(target: ResolvedTarget, blob: bytes) -> None:
+    """Record a newly accepted host key in the first known_hosts file (created 0600 if missing)."""
+    path = target.known_hosts_files[0]
+    names = ",".join(target.lookup_names)
+    line = f"{names} {_blob_type(blob)} {base64.b64encode(blob).decode('ascii')}\n"
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as out:
+            if out.tell() > 0 and not path.read_bytes().endswith(b"\n"):
+                out.write("\n")
+            out.write(line)
+    except OSError as exc:
+        raise SshConfigError(
+            f"node {target.name}: cannot record the host key of {target.shown} in {path}: {exc.strerror or exc}"
+        ) from None

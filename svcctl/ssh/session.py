@@ -1,0 +1,346 @@
+"""Connections: dial through jump hosts, check the host key before any credential, authenticate, run."""
+
+from __future__ import annotations
+
+import os
+import select
+import shlex
+import socket
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+import paramiko
+
+from svcctl.errors import SvcctlError
+from svcctl.ssh.errors import CommandTimeout, Unreachable
+from svcctl.ssh.known_hosts import check_host_key, fingerprint, known_entries, preferred_key_types
+from svcctl.ssh.target import ResolvedTarget, SshTarget, resolve
+
+T = TypeVar("T")
+
+KEEPALIVE_SECONDS = 15
+_DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a remote command returned: exit code and its decoded output."""
+
+    rc: int
+    stdout: str
+    stderr: str
+
+
+def _command_line(argv: Sequence[str], sudo: bool) -> str:
+    if isinstance(argv, str) or not argv:
+        raise ValueError("argv must be a non-empty sequence of arguments, not a string")
+    return shlex.join(["sudo", "-n", "--", *argv] if sudo else list(argv))
+
+
+def _brief(command: str, limit: int = 200) -> str:
+    return command if len(command) <= limit else command[: limit - 3] + "..."
+
+
+@dataclass
+class SshSession:
+    """One authenticated connection to a node (through its jump hosts); run commands or open forwards."""
+
+    target: ResolvedTarget
+    transport: paramiko.Transport
+    hops: list[paramiko.Transport] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The node's name, for messages."""
+        return self.target.name
+
+    def run(
+        self, argv: Sequence[str], *, sudo: bool = False, stdin: bytes | None = None, timeout: float = 60
+    ) -> CommandResult:
+        """Run argv (each argument shell-quoted) on the node, optionally via `sudo -n`, within `timeout` s.
+
+        The command line can appear in error messages: pass secrets through `stdin`, never argv.
+        """
+        command = _command_line(argv, sudo)
+        deadline = time.monotonic() + timeout
+        try:
+            channel = self.transport.open_session(timeout=timeout)
+        except (paramiko.SSHException, OSError) as exc:
+            raise self._lost(exc) from None
+        try:
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            if stdin:
+                channel.sendall(stdin)
+            channel.shutdown_write()
+            out, err = self._collect(channel, deadline)
+            if not channel.status_event.wait(max(deadline - time.monotonic(), 0)):
+                raise TimeoutError
+            if channel.exit_status == -1 and not self.transport.is_active():
+                raise self._lost(EOFError("the connection closed before the command's exit status arrived"))
+            return CommandResult(channel.exit_status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+        except TimeoutError:
+            raise CommandTimeout(
+                f"node {self.name}: command did not finish within {timeout:g} s and was abandoned: "
+                f"{_brief(command)}. Check what it waits for on the host, or allow it more time.",
+                node=self.name,
+                command=command,
+            ) from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise self._lost(exc) from None
+        finally:
+            channel.close()
+
+    @staticmethod
+    def _collect(channel: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
+        out, err = bytearray(), bytearray()
+        while True:
+            while channel.recv_ready():
+                out += channel.recv(65536)
+            while channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+            if (channel.eof_received or channel.closed) and not (channel.recv_ready() or channel.recv_stderr_ready()):
+                return bytes(out), bytes(err)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            select.select([channel], [], [], remaining)
+
+    def open_forward(self, remote_host: str, remote_port: int, *, timeout: float | None = None) -> paramiko.Channel:
+        """A direct-tcpip channel to remote_host:remote_port as seen from the node (what a tunnel carries)."""
+        try:
+            return self.transport.open_channel(
+                "direct-tcpip",
+                (remote_host, remote_port),
+                ("127.0.0.1", 0),
+                timeout=timeout if timeout is not None else self.target.connect_timeout,
+            )
+        except paramiko.ChannelException as exc:
+            raise Unreachable(
+                f"node {self.name}: the SSH server of {self.target.shown} refused to forward to "
+                f"{remote_host}:{remote_port} ({exc.text}). Check that something listens there on the node "
+                "and that sshd allows TCP forwarding (AllowTcpForwarding).",
+                node=self.name,
+            ) from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise self._lost(exc) from None
+
+    def _lost(self, exc: BaseException) -> Unreachable:
+        reason = str(exc) or type(exc).__name__
+        return Unreachable(
+            f"node {self.name}: the SSH connection to {self.target.shown} was lost ({reason}). "
+            "Check that the host is still up and reachable, then retry.",
+            node=self.name,
+        )
+
+    def close(self) -> None:
+        """Close the connection and then the jump hosts' connections it went through."""
+        self.transport.close()
+        for hop in reversed(self.hops):
+            hop.close()
+
+    def __enter__(self) -> SshSession:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def connect(target: SshTarget | ResolvedTarget) -> SshSession:
+    """Resolve, dial (through jump hosts), check the host key before sending credentials, authenticate."""
+    resolved = resolve(target) if isinstance(target, SshTarget) else target
+    chain: list[ResolvedTarget] = []
+    hop: ResolvedTarget | None = resolved
+    while hop is not None:
+        chain.insert(0, hop)
+        hop = hop.jump
+    transports: list[paramiko.Transport] = []
+    try:
+        for index, hop_target in enumerate(chain):
+            is_final = index == len(chain) - 1
+            role = "" if is_final else "jump host "
+            via = transports[-1] if transports else None
+            transports.append(_open_transport(hop_target, via, role))
+    except BaseException:
+        for transport in reversed(transports):
+            transport.close()
+        raise
+    return SshSession(resolved, transports[-1], transports[:-1])
+
+
+def _unreachable(target: ResolvedTarget, role: str, reason: str, advice: str) -> Unreachable:
+    via = f" through jump host {target.jump.shown}" if target.jump is not None else ""
+    return Unreachable(
+        f"node {target.name}: cannot connect to {role}{target.shown}{via}: {reason}. {advice}",
+        node=target.name,
+    )
+
+
+def _dial(target: ResolvedTarget, via: paramiko.Transport | None, role: str) -> socket.socket | paramiko.Channel:
+    timeout = target.connect_timeout
+    check = f"Check that the host is up and sshd listens on port {target.port}"
+    if via is not None:
+        try:
+            return via.open_channel("direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0), timeout=timeout)
+        except paramiko.ChannelException as exc:
+            raise _unreachable(target, role, f"the jump host could not connect ({exc.text})", check + ".") from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise _unreachable(target, role, f"the jump host did not open a channel ({exc})", check + ".") from None
+    try:
+        return socket.create_connection((target.hostname, target.port), timeout=timeout)
+    except socket.gaierror as exc:
+        raise _unreachable(
+            target, role, f"cannot resolve {target.hostname} ({exc.strerror})", "Check the host name and DNS."
+        ) from None
+    except TimeoutError:
+        raise _unreachable(
+            target, role, f"timed out after {timeout:g} s", check + ", and that no firewall drops packets."
+        ) from None
+    except ConnectionRefusedError:
+        raise _unreachable(target, role, "connection refused", check + ".") from None
+    except OSError as exc:
+        reason = "no route to host" if exc.errno in (113, 101) else (exc.strerror or str(exc))
+        raise _unreachable(target, role, reason, check + ", and the network path to it.") from None
+
+
+def _open_transport(target: ResolvedTarget, via: paramiko.Transport | None, role: str) -> paramiko.Transport:
+    sock = _dial(target, via, role)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.banner_timeout = target.connect_timeout
+        transport.handshake_timeout = target.connect_timeout
+        transport.auth_timeout = target.connect_timeout
+        options = transport.get_security_options()
+        options.key_types = preferred_key_types(known_entries(target), list(options.key_types))
+        try:
+            transport.start_client(timeout=target.connect_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise _unreachable(
+                target,
+                role,
+                f"SSH handshake failed ({reason})",
+                f"Check that an SSH server answers on port {target.port}.",
+            ) from None
+        server_key = transport.get_remote_server_key()
+        check_host_key(target, server_key.asbytes(), role=role)
+        _authenticate(transport, target, role)
+        transport.set_keepalive(KEEPALIVE_SECONDS)
+        return transport
+    except BaseException:
+        transport.close()
+        raise
+
+
+def _identities(target: ResolvedTarget) -> tuple[list[tuple[str, paramiko.PKey]], list[str]]:
+    """Keys to offer, described, in order: identity files, agent (unless IdentitiesOnly), default keys."""
+    keys: list[tuple[str, paramiko.PKey]] = []
+    problems: list[str] = []
+    files = list(target.identity_files)
+    for path in files:
+        try:
+            key = paramiko.PKey.from_path(path)
+        except FileNotFoundError:
+            problems.append(f"{path} does not exist")
+        except paramiko.PasswordRequiredException:
+            problems.append(f"{path} is encrypted (load it into ssh-agent instead)")
+        except (OSError, paramiko.SSHException, ValueError) as exc:
+            problems.append(f"{path} cannot be read ({exc})")
+        else:
+            keys.append((f"{path} ({key.get_name()} {fingerprint(key.asbytes())})", key))
+    if os.environ.get("SSH_AUTH_SOCK") and not (target.identities_only and files):
+        try:
+            agent_keys = paramiko.Agent().get_keys()
+        except (paramiko.SSHException, OSError) as exc:
+            problems.append(f"ssh-agent unusable ({exc})")
+        else:
+            keys += [(f"agent key {k.get_name()} {fingerprint(k.asbytes())}", k) for k in agent_keys]
+    if not files:
+        for name in _DEFAULT_KEYS:
+            path = Path.home() / ".ssh" / name
+            if path.is_file():
+                try:
+                    key = paramiko.PKey.from_path(path)
+                except (OSError, paramiko.SSHException, ValueError):
+                    continue
+                keys.append((f"{path} ({key.get_name()} {fingerprint(key.asbytes())})", key))
+    return keys, problems
+
+
+def _authenticate(transport: paramiko.Transport, target: ResolvedTarget, role: str) -> None:
+    keys, problems = _identities(target)
+    tried: list[str] = []
+    for described, key in keys:
+        try:
+            transport.auth_publickey(target.user, key)
+        except paramiko.BadAuthenticationType as exc:
+            allowed = ", ".join(exc.allowed_types) or "nothing"
+            raise _unreachable(
+                target,
+                role,
+                f"authentication failed for user {target.user}: the server accepts only {allowed}",
+                "svcctl logs in with keys only; allow publickey authentication for that user.",
+            ) from None
+        except paramiko.AuthenticationException:
+            tried.append(described)
+            continue
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise _unreachable(target, role, f"connection lost during authentication ({exc})", "Retry.") from None
+        if transport.is_authenticated():
+            return
+    offered = "; ".join(tried) if tried else "no usable key"
+    notes = f" ({'; '.join(problems)})" if problems else ""
+    raise _unreachable(
+        target,
+        role,
+        f"authentication failed for user {target.user} with keys: {offered}{notes}",
+        f"Check the user, the identity_file / IdentityFile, and that the public key is in "
+        f"~{target.user}/.ssh/authorized_keys on the host.",
+    )
+
+
+def run_on_nodes(
+    targets: Sequence[SshTarget],
+    fn: Callable[[SshSession], T],
+    *,
+    max_parallel: int = 8,
+    progress: Callable[[str, str], None] | None = None,
+) -> dict[str, T | SvcctlError]:
+    """Connect to each node (one connection each, bounded parallelism) and run fn; per-node result or error.
+
+    Errors are returned, not raised, so callers can fail closed on partial information. `progress`, if
+    given, is called from worker threads with (node, status): connecting, running, done or failed.
+    """
+    names = [t.name for t in targets]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate node names: {', '.join(duplicates)}")
+
+    def report(node: str, status: str) -> None:
+        if progress is not None:
+            progress(node, status)
+
+    def one(target: SshTarget) -> T | SvcctlError:
+        report(target.name, "connecting")
+        try:
+            with connect(target) as session:
+                report(target.name, "running")
+                result = fn(session)
+        except SvcctlError as exc:
+            report(target.name, "failed")
+            return exc
+        report(target.name, "done")
+        return result
+
+    if not targets:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(targets))), thread_name_prefix="ssh") as pool:
+        futures = {t.name: pool.submit(one, t) for t in targets}
+        return {name: future.result() for name, future in futures.items()}
