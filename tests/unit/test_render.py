@@ -372,3 +372,20 @@ def test_render_dispatches() -> None:
     assert render(PLAN, "markdown") == render_markdown(PLAN)
     with pytest.raises(ValueError, match="unknown plan format 'yaml'"):
         render(PLAN, "yaml")  # type: ignore[arg-type]
+
+
+# -- docs ---------------------------------------------------------------------------------------------------
+
+
+def test_documented_example_matches_the_renderer() -> None:
+    """docs/plan-json.md's example has exactly the keys render_json produces, so the doc cannot fall behind."""
+    doc = (Path(__file__).parents[2] / "docs" / "plan-json.md").read_text()
+    example = json.loads(doc.split("```json\n", 1)[1].split("\n```", 1)[0])
+    rendered = json.loads(render_json(PLAN))
+    assert list(example) == list(rendered)
+    assert list(example["summary"]) == list(rendered["summary"])
+    change_keys = {tuple(c) for c in example["changes"]} | {tuple(c) for c in rendered["changes"]}
+    assert len(change_keys) == 1
+    attr_keys = {tuple(a) for d in (example, rendered) for c in d["changes"] for a in c["attributes"]}
+    assert len(attr_keys) == 1
+    assert example["format_version"] == rendered["format_version"]
