@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -71,6 +73,91 @@ def schema() -> None:
     from svcctl.model.spec import Environment
 
     typer.echo(json.dumps(Environment.model_json_schema(), indent=2, ensure_ascii=False))
+
+
+PathArg = Annotated[Path, typer.Argument(help="Environment file or directory of *.yaml/*.yml files.")]
+
+
+class OutputFormat(StrEnum):
+    """Plan output formats."""
+
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+def _progress() -> Callable[[str, str], None] | None:
+    """Per-node progress lines on stderr, on a terminal only (CI logs stay clean)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(node: str, status: str) -> None:
+        print(f"  {node}: {status}" if node != "*" else f"  {status}", file=sys.stderr, flush=True)
+
+    return show
+
+
+@app.command()
+def plan(
+    path: PathArg = Path(),
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="text, json or markdown.")] = (
+        OutputFormat.text
+    ),
+    out: Annotated[Path | None, typer.Option("--out", help="Also save the plan here, for `svcctl apply FILE`.")] = None,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 0: no changes, 1: error, 2: changes (drift).")
+    ] = False,
+    parallel: Annotated[int, typer.Option("--parallel", min=1, max=64, help="Nodes observed at once.")] = 8,
+    accept_new_host_keys: Annotated[
+        bool,
+        typer.Option(
+            "--accept-new-host-keys", help="Trust and record host keys never seen before (never changed ones)."
+        ),
+    ] = False,
+    color: Annotated[bool, typer.Option("--color/--no-color", help="Colour the text plan.")] = sys.stdout.isatty(),
+) -> None:
+    """Observe the nodes over SSH, diff them against the YAML and print what apply would do. Changes nothing."""
+    from svcctl.model.loader import load_environment
+    from svcctl.plan.observe import ObserveOptions
+    from svcctl.plan.planfile import save_plan
+    from svcctl.plan.planner import environment_name, make_plan
+    from svcctl.plan.render import render
+    from svcctl.secrets import load_key
+
+    env = load_environment(path)
+    name = environment_name(path)
+    options = ObserveOptions(accept_new_host_keys=accept_new_host_keys, max_parallel=parallel)
+    planned = make_plan(env, name, load_key(name), options, _progress())
+    typer.echo(render(planned.plan, output.value, color=color and output is OutputFormat.text), nl=False)
+    if out is not None:
+        save_plan(out, path, planned.plan)
+        print(f"Saved the plan to {out}; apply it with: svcctl apply {out}", file=sys.stderr)
+    if planned.plan.errors:
+        raise typer.Exit(1)
+    if detailed_exitcode and planned.plan.has_changes:
+        raise typer.Exit(2)
+
+
+key_app = typer.Typer(help="Manage the environment's key (passwords are derived from it; keep it out of Git).")
+app.add_typer(key_app, name="key")
+
+
+@key_app.command("init")
+def key_init(
+    path: PathArg = Path(),
+    file: Annotated[Path | None, typer.Option("--file", help="Write the key here instead of the default.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key (changes every password).")] = False,
+) -> None:
+    """Create a random key for the environment at PATH, readable only by you."""
+    from svcctl.plan.planner import environment_name
+    from svcctl.secrets import create_key
+
+    name = environment_name(path)
+    written = create_key(name, file, force=force)
+    typer.echo(
+        f"Created the key of environment {name!r} at {written} (mode 0600). Share it with your team and CI "
+        "through a secret store, never through Git."
+    )
 
 
 def main() -> None:

@@ -1,0 +1,55 @@
+"""Which observed objects svcctl manages: those the host's registry records for this environment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from svcctl.state import Kind, Resource
+
+
+def base_address(address: str) -> str:
+    """`binding.web.db~r0` (an old rotation's user) belongs to `binding.web.db`."""
+    return address.split("~", 1)[0]
+
+
+def mark_ownership(
+    node: str, live: Iterable[Resource], registry: Mapping[str, Any], environment: str
+) -> list[Resource]:
+    """Mark live resources managed (with their recorded attrs) or not, and add recorded-but-missing ones.
+
+    Records written by another environment are not ours: their objects are unmanaged here, so two
+    environments sharing a node never delete each other's databases.  Engines are shared
+    infrastructure: always managed, never deleted (the plan drops engines nobody wants).
+    """
+    ours = {a: r for a, r in registry.items() if isinstance(r, Mapping) and r.get("environment") == environment}
+    out: list[Resource] = []
+    seen: set[str] = set()
+    for res in live:
+        seen.add(res.address)
+        record = ours.get(res.address)
+        owner = record or ours.get(base_address(res.address))
+        attrs = dict(res.attrs)
+        if res.kind is Kind.INSTANCE and record is not None and "protect" in record.get("attrs", {}):
+            attrs["protect"] = record["attrs"]["protect"]  # registry-only attribute
+        out.append(
+            res.model_copy(
+                update={
+                    "attrs": attrs,
+                    "managed": owner is not None or res.kind is Kind.ENGINE,
+                    "recorded": dict(record["attrs"]) if record else None,
+                }
+            )
+        )
+    for address, record in sorted(ours.items()):
+        if address in seen:
+            continue
+        kind_name, _, name = address.partition(".")
+        try:
+            kind = Kind(kind_name)
+        except ValueError:
+            continue
+        attrs = dict(record.get("attrs", {}))
+        engine = str(attrs.get("engine") or name.rsplit(".", 1)[-1])
+        out.append(Resource(kind=kind, name=name, node=node, engine=engine, attrs={"missing": True}, recorded=attrs))
+    return out

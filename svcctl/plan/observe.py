@@ -1,0 +1,116 @@
+"""Observe the nodes: one SSH round trip per node runs every driver's read-only snippet; fail closed."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from svcctl.drivers import drivers, observe_script
+from svcctl.drivers.base import Observed, PasswordFor
+from svcctl.drivers.ownership import mark_ownership
+from svcctl.errors import SvcctlError
+from svcctl.model.spec import Environment
+from svcctl.ssh import SshSession, SshTarget, run_on_nodes
+from svcctl.state import Resource, State
+
+Progress = Callable[[str, str], None]
+
+
+class NodesUnobservable(SvcctlError):
+    """One or more nodes could not be observed: the plan fails closed rather than guess."""
+
+    def __init__(self, failures: Mapping[str, str]) -> None:
+        self.failures = dict(failures)
+        lines = "\n".join(f"  {node}: {why}" for node, why in sorted(self.failures.items()))
+        names = ", ".join(sorted(self.failures))
+        super().__init__(
+            f"could not observe {names}:\n{lines}\nNothing was planned: svcctl never re-places an instance "
+            "or proposes a destroy on partial information. Bring the node back (or fix its SSH settings) "
+            "and run the command again."
+        )
+
+
+@dataclass(frozen=True)
+class ObserveOptions:
+    """How to reach the nodes."""
+
+    accept_new_host_keys: bool = False
+    max_parallel: int = 8
+    connect_timeout: float = 10.0
+    command_timeout: float = 60.0
+
+
+DEFAULT_OPTIONS = ObserveOptions()
+
+
+def fetch(session: SshSession, script: str, timeout: float) -> dict[str, Any]:
+    """Run the observe script as root on one node and return its JSON document."""
+    res = session.run(["python3", "-"], sudo=True, stdin=script.encode(), timeout=timeout)
+    if res.rc != 0:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-3:]
+        raise SvcctlError(f"the observe script failed with exit code {res.rc}: {' / '.join(tail)}")
+    try:
+        doc = json.loads(res.stdout)
+    except json.JSONDecodeError as exc:
+        raise SvcctlError(f"the observe script printed something that is not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise SvcctlError("the observe script printed JSON that is not an object")
+    return doc
+
+
+def parse_node(raw: Observed, environment: str, password_for: PasswordFor) -> list[Resource]:
+    """All resources on one node, marked managed or not; raise if any engine could not be observed."""
+    live: list[Resource] = []
+    for engine, driver in drivers().items():
+        data = raw.engines.get(engine)
+        if not isinstance(data, Mapping):
+            raise SvcctlError(f"the observe script reported nothing for {engine}")
+        if "error" in data:
+            raise SvcctlError(f"observing {engine} failed on the node: {data['error']}")
+        live += driver.parse(raw.node, data, password_for)
+    return mark_ownership(raw.node, live, raw.registry, environment)
+
+
+def observe(
+    env: Environment,
+    environment: str,
+    password_for: PasswordFor,
+    options: ObserveOptions = DEFAULT_OPTIONS,
+    progress: Progress | None = None,
+) -> State:
+    """Observe every node of the environment in parallel; NodesUnobservable if any node fails."""
+    script = observe_script()
+    targets = [
+        SshTarget.from_node(
+            name,
+            node,
+            accept_new_host_keys=options.accept_new_host_keys,
+            connect_timeout=options.connect_timeout,
+        )
+        for name, node in sorted(env.nodes.items())
+    ]
+
+    def one(session: SshSession) -> dict[str, Any]:
+        return fetch(session, script, options.command_timeout)
+
+    t0 = time.monotonic()
+    results = run_on_nodes(targets, one, max_parallel=options.max_parallel, progress=progress)
+    failures: dict[str, str] = {}
+    resources: list[Resource] = []
+    for node, result in sorted(results.items()):
+        if isinstance(result, SvcctlError):
+            failures[node] = result.message
+            continue
+        raw = Observed(node=node, engines=result.get("engines", {}), registry=result.get("registry", {}))
+        try:
+            resources += parse_node(raw, environment, password_for)
+        except SvcctlError as exc:
+            failures[node] = exc.message
+    if failures:
+        raise NodesUnobservable(failures)
+    if progress:
+        progress("*", f"observed {len(targets)} node(s) in {time.monotonic() - t0:.1f} s")
+    return State.of(resources)

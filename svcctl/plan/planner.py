@@ -1,0 +1,60 @@
+"""From an environment to a Plan: observe, place, compute desired state, diff.  Reads hosts, writes nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from svcctl.drivers.base import PasswordFor
+from svcctl.model.placement import place
+from svcctl.model.spec import Environment
+from svcctl.plan.desired import desired_state
+from svcctl.plan.diff import diff, fingerprint
+from svcctl.plan.observe import DEFAULT_OPTIONS, ObserveOptions, Progress, observe
+from svcctl.plan.types import Plan
+from svcctl.secrets import derive_password
+from svcctl.state import Kind, State
+
+
+def environment_name(path: Path) -> str:
+    """The environment's name: its directory's name (or the file's stem); keys and registry records use it."""
+    path = path.resolve()
+    return path.name if path.is_dir() else path.stem
+
+
+def password_source(key: bytes) -> PasswordFor:
+    """Derive any purpose's password from the environment's key."""
+    return lambda purpose: derive_password(key, purpose)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A plan with the states it was made from (apply needs both)."""
+
+    plan: Plan
+    desired: State
+    observed: State
+    placement: dict[str, str]
+
+
+def relevant(observed: State, desired: State) -> State:
+    """Drop engines nobody wants: svcctl installs engines but never removes one."""
+    return State.of(r for r in observed if r.kind is not Kind.ENGINE or desired.get(r.address) is not None)
+
+
+def make_plan(
+    env: Environment,
+    name: str,
+    key: bytes,
+    options: ObserveOptions = DEFAULT_OPTIONS,
+    progress: Progress | None = None,
+) -> Planned:
+    """Observe the nodes and diff them against the environment."""
+    observed = observe(env, name, password_source(key), options, progress)
+    placement = place(env, observed.placements())
+    desired = desired_state(env, placement, observed)
+    seen = relevant(observed, desired)
+    protected = {n for n, inst in env.instances.items() if inst.protect}
+    plan = diff(desired, seen, protected=protected, environment=name)
+    plan = plan.model_copy(update={"fingerprint": fingerprint(seen)})
+    return Planned(plan=plan, desired=desired, observed=seen, placement=placement)
