@@ -331,7 +331,11 @@ class _Loader:
         if isinstance(value, bool | int | float | str) or value is None:
             message += f", got {_show(value)}"
             if kind == "string_type" and isinstance(value, int | float) and not isinstance(value, bool):
-                message += f' (quote it: "{value}")'
+                message += (
+                    f' (quote it: "{value}")'
+                    if isinstance(value, int)
+                    else " (quote it as written: YAML reads 10.10 as the number 10.1)"
+                )
         return where, f"{dotted}: {message}"
 
     def _addresses(self, env: Environment) -> dict[str, Location]:
