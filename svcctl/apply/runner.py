@@ -1,0 +1,178 @@
+"""Run playbooks/apply.yml with ansible-runner: one run over every affected node, progress from events.
+
+Variables (including secrets) go into a private data directory of mode 0700 that is removed afterwards;
+host keys are checked strictly against the same known_hosts files as svcctl's own SSH layer.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+from svcctl.ssh import ResolvedTarget
+
+EventSink = Callable[[str], None]
+
+
+def playbooks_dir() -> Path:
+    """Where apply.yml lives: $SVCCTL_PLAYBOOKS, else the project's playbooks/ beside the package."""
+    env = os.environ.get("SVCCTL_PLAYBOOKS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent.parent / "playbooks"
+
+
+@dataclass
+class TaskFailure:
+    """One failed task: where, which, and the module's message (never a secret: no_log tasks are censored)."""
+
+    host: str
+    task: str
+    message: str
+
+
+@dataclass
+class RunResult:
+    """What ansible-runner reported, per host."""
+
+    status: str
+    rc: int
+    failures: list[TaskFailure] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)
+    changed: dict[str, int] = field(default_factory=dict)
+    ok: dict[str, int] = field(default_factory=dict)
+    reports: list[str] = field(default_factory=list)  # e.g. where a dump was written
+
+    @property
+    def succeeded(self) -> bool:
+        """True when every host ran every task."""
+        return self.status == "successful" and not self.failures and not self.unreachable
+
+
+def ssh_args(target: ResolvedTarget) -> str:
+    """OpenSSH options for Ansible equivalent to what svcctl's SSH layer does: strict, pinned host keys."""
+    opts = ["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15"]
+    if target.known_hosts_files:
+        opts += ["-o", "UserKnownHostsFile=" + " ".join(str(p) for p in target.known_hosts_files)]
+    if target.identities_only:
+        opts += ["-o", "IdentitiesOnly=yes"]
+    for ident in target.identity_files:
+        opts += ["-i", str(ident)]
+    if target.jump is not None:
+        j = target.jump
+        inner = ["ssh", *_strict(j), "-W", "%h:%p", "-p", str(j.port), f"{j.user}@{j.hostname}"]
+        opts += ["-o", "ProxyCommand=" + shlex.join(inner)]
+    return shlex.join(opts)
+
+
+def _strict(target: ResolvedTarget) -> list[str]:
+    opts = ["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"]
+    if target.known_hosts_files:
+        opts += ["-o", "UserKnownHostsFile=" + " ".join(str(p) for p in target.known_hosts_files)]
+    for ident in target.identity_files:
+        opts += ["-i", str(ident)]
+    return opts
+
+
+def inventory(targets: Mapping[str, ResolvedTarget], hostvars: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """An inventory of the nodes that have changes, each with its SSH settings and its variables."""
+    hosts: dict[str, Any] = {}
+    for node, vars_ in hostvars.items():
+        t = targets[node]
+        hosts[node] = {
+            "ansible_host": t.hostname,
+            "ansible_port": t.port,
+            "ansible_user": t.user,
+            "ansible_ssh_common_args": ssh_args(t),
+            **vars_,
+        }
+    return {"all": {"hosts": hosts}}
+
+
+def run_apply(
+    targets: Mapping[str, ResolvedTarget],
+    hostvars: Mapping[str, Mapping[str, Any]],
+    extravars: Mapping[str, Any],
+    progress: EventSink | None = None,
+    forks: int = 8,
+) -> RunResult:
+    """Run apply.yml over the given nodes in one ansible-runner run; never raises for task failures."""
+    result = RunResult(status="unknown", rc=-1)
+    current_task: dict[str, str] = {}
+
+    def on_event(event: dict[str, Any]) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data", {}) or {}
+        host = str(data.get("host", ""))
+        task = str(data.get("task", ""))
+        if kind == "playbook_on_task_start":
+            current_task["name"] = task
+        elif kind == "runner_on_ok":
+            res = data.get("res", {}) or {}
+            result.ok[host] = result.ok.get(host, 0) + 1
+            if res.get("changed"):
+                result.changed[host] = result.changed.get(host, 0) + 1
+                if progress:
+                    progress(f"  {host}: {task}: changed")
+            report = res.get("svcctl_report") if isinstance(res, dict) else None
+            if isinstance(res, dict) and isinstance(res.get("msg"), str) and str(res["msg"]).startswith("svcctl: "):
+                report = str(res["msg"])[len("svcctl: ") :]
+            if report:
+                result.reports.append(f"{host}: {report}")
+        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+            res = data.get("res", {}) or {}
+            message = str(res.get("msg") or res.get("stderr") or "failed").strip()
+            if res.get("censored"):
+                message = "(output hidden: the task handles a secret) " + message
+            result.failures.append(TaskFailure(host=host, task=task, message=message[:500]))
+            if progress:
+                progress(f"  {host}: {task}: FAILED")
+        elif kind == "runner_on_unreachable":
+            res = data.get("res", {}) or {}
+            result.unreachable[host] = str(res.get("msg", "unreachable")).strip()[:500]
+            if progress:
+                progress(f"  {host}: unreachable")
+        return True
+
+    old_umask = os.umask(0o077)
+    private = Path(tempfile.mkdtemp(prefix="svcctl-apply-"))
+    try:
+        private.chmod(0o700)
+        venv_bin = str(Path(sys.executable).parent)
+        envvars = {
+            "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(private / "cp"),
+            "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_NOCOLOR": "True",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "False",
+            "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
+        }
+        runner = ansible_runner.run(
+            private_data_dir=str(private),
+            project_dir=str(playbooks_dir()),
+            playbook="apply.yml",
+            inventory=inventory(targets, hostvars),
+            extravars=dict(extravars),
+            envvars=envvars,
+            forks=forks,
+            quiet=True,
+            event_handler=on_event,
+            suppress_env_files=False,
+        )
+        result.status = str(runner.status)
+        result.rc = int(runner.rc if runner.rc is not None else -1)
+    finally:
+        os.umask(old_umask)
+        shutil.rmtree(private, ignore_errors=True)
+    return result
