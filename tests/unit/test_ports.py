@@ -65,7 +65,7 @@ def test_a_requested_port_outside_tcp_range_is_refused(port: int) -> None:
 
 
 def test_an_address_not_on_this_machine_is_a_clear_error() -> None:
-    with pytest.raises(SvcctlError, match="cannot listen on 192.0.2.1"):
+    with pytest.raises(SvcctlError, match=r"cannot listen on 192\.0\.2\.1"):
         pick_port("192.0.2.1", None)  # TEST-NET-1: never local
 
 
