@@ -138,6 +138,55 @@ def plan(
         raise typer.Exit(2)
 
 
+@app.command()
+def apply(
+    path: Annotated[
+        Path, typer.Argument(help="Environment file or directory, or a plan saved with `svcctl plan --out`.")
+    ] = Path(),
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", help="Do not ask for confirmation (needed without a terminal).")
+    ] = False,
+    allow_destroy: Annotated[
+        bool,
+        typer.Option("--allow-destroy", help="Allow destroying instances declared `protect: false` (dumped first)."),
+    ] = False,
+    break_lock: Annotated[
+        bool, typer.Option("--break-lock", help="Remove a stale apply lock left by an apply that died.")
+    ] = False,
+    parallel: Annotated[int, typer.Option("--parallel", min=1, max=64, help="Nodes worked on at once.")] = 8,
+    accept_new_host_keys: Annotated[
+        bool,
+        typer.Option(
+            "--accept-new-host-keys", help="Trust and record host keys never seen before (never changed ones)."
+        ),
+    ] = False,
+    color: Annotated[bool, typer.Option("--color/--no-color", help="Colour the plan.")] = sys.stdout.isatty(),
+) -> None:
+    """Plan, ask for confirmation, then make the nodes match the YAML; verifies nothing is left to do."""
+    from svcctl.apply.execute import ApplyOptions
+    from svcctl.apply.execute import apply as run
+
+    opts = ApplyOptions(
+        auto_approve=auto_approve,
+        allow_destroy=allow_destroy,
+        break_lock=break_lock,
+        parallel=parallel,
+        accept_new_host_keys=accept_new_host_keys,
+        color=color,
+    )
+
+    def say(text: str) -> None:
+        typer.echo(text)
+
+    def confirm(question: str) -> bool:
+        return bool(input(question).strip() == "yes")
+
+    def progress(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    raise typer.Exit(run(path, opts, say, confirm, progress))
+
+
 key_app = typer.Typer(help="Manage the environment's key (passwords are derived from it; keep it out of Git).")
 app.add_typer(key_app, name="key")
 

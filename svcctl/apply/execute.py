@@ -1,0 +1,235 @@
+"""`svcctl apply`: lock, plan, confirm, run the playbook, write manifests, observe again and verify.
+
+Nothing here decides *what* to change (the plan did); this module only carries a plan out safely:
+refuse stale saved plans and unconfirmed or undeclared destruction, hold every node's lock for the whole
+run, write manifests only for apps whose bindings were all realised, and fail unless the hosts converged.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from svcctl.apply.lock import locked
+from svcctl.apply.manifests import BoundService, git_tracked_warning, update_manifest
+from svcctl.apply.runner import RunResult, run_apply
+from svcctl.drivers import drivers
+from svcctl.drivers.base import PasswordFor
+from svcctl.errors import SvcctlError
+from svcctl.model.loader import load_environment
+from svcctl.model.spec import Environment
+from svcctl.plan.observe import ObserveOptions
+from svcctl.plan.planfile import is_plan_file, load_plan
+from svcctl.plan.planner import Planned, environment_name, make_plan, password_source
+from svcctl.plan.render import render_text
+from svcctl.plan.types import Action, Change
+from svcctl.secrets import load_key
+from svcctl.ssh import SshTarget, resolve
+from svcctl.state import Resource, State
+
+Say = Callable[[str], None]
+Confirm = Callable[[str], bool]
+
+LABELS = {"postgres": "postgresql", "mysql": "mysql", "redis": "redis"}
+DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306}
+
+
+class StalePlan(SvcctlError):
+    """The hosts no longer look as they did when the saved plan was made."""
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    """What the operator allowed."""
+
+    auto_approve: bool = False
+    allow_destroy: bool = False
+    break_lock: bool = False
+    parallel: int = 8
+    accept_new_host_keys: bool = False
+    color: bool = False
+
+
+def _change_vars(change: Change, planned: Planned) -> list[dict[str, Any]]:
+    """The playbook's view of one change; a replace is a delete (with its dump) followed by a create."""
+    want = planned.desired.get(change.address)
+    have = planned.observed.get(change.address)
+    have_attrs = None if have is None or have.attrs.get("missing") else dict(have.attrs)
+
+    def one(action: str, res: Resource, old: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "action": action,
+            "address": res.address,
+            "kind": res.kind.value,
+            "engine": res.engine,
+            "name": res.name,
+            "node": res.node,
+            "attrs": {k: v for k, v in res.attrs.items() if k not in ("size_mb", "missing")},
+            "old": old,
+        }
+
+    if change.action is Action.REPLACE and want is not None and have is not None:
+        return [one("delete", have, have_attrs), one("create", want, None)]
+    if change.action is Action.DELETE and have is not None:
+        return [one("delete", have, have_attrs)]
+    if want is None:
+        raise SvcctlError(f"internal error: {change.address} has no desired state for a {change.action.value}")
+    return [one(change.action.value, want, have_attrs)]
+
+
+def hostvars(planned: Planned, password_for: PasswordFor) -> dict[str, dict[str, Any]]:
+    """Per-node variables for apply.yml: ordered changes and the secrets they need (never logged)."""
+    by_driver = drivers()
+    out: dict[str, dict[str, Any]] = {}
+    for change in planned.plan.changes:
+        node = out.setdefault(change.node, {"svcctl_changes": [], "svcctl_secrets": {}})
+        node["svcctl_changes"].extend(_change_vars(change, planned))
+        res = planned.desired.get(change.address) or planned.observed.get(change.address)
+        if res is not None:
+            secrets = by_driver[res.engine].secrets_for(res, password_for)
+            if secrets:
+                node["svcctl_secrets"][res.address] = {k: v.reveal() for k, v in secrets.items()}
+    return out
+
+
+def bound_services(
+    env: Environment, app: str, desired: State, addresses: dict[str, str], password_for: PasswordFor
+) -> list[BoundService]:
+    """What an app's manifest should hold: one entry per binding, with its derived credentials."""
+    out: list[BoundService] = []
+    by_driver = drivers()
+    for b in env.bindings_of_app(app):
+        binding = desired.get(f"binding.{b.app}.{b.instance}")
+        instance = desired.get(f"instance.{b.instance}")
+        if binding is None or instance is None:
+            continue
+        engine = instance.engine
+        password = by_driver[engine].secrets_for(binding, password_for)["password"]
+        out.append(
+            BoundService(
+                binding_name=b.name,
+                instance=b.instance,
+                engine=engine,  # type: ignore[arg-type]
+                label=LABELS[engine],
+                plan=env.instances[b.instance].plan,
+                tags=[engine, "svcctl"],
+                host=addresses[instance.node],
+                port=int(instance.attrs.get("port") or DEFAULT_PORTS[engine]),
+                database=instance.attrs.get("database"),
+                username=str(binding.attrs["user"]),
+                password=password,
+                role=b.role,
+            )
+        )
+    return out
+
+
+def write_manifests(
+    env: Environment,
+    planned: Planned,
+    password_for: PasswordFor,
+    addresses: dict[str, str],
+    failed_nodes: set[str],
+    say: Say,
+) -> None:
+    """Update each app's manifest, atomically; skip apps with a binding on a node where apply failed."""
+    for app_name, app in sorted(env.apps.items()):
+        nodes = {planned.placement.get(b.instance, "") for b in env.bindings_of_app(app_name)}
+        if nodes & failed_nodes:
+            say(f"Manifest of app {app_name} left as it was: its bindings on {', '.join(sorted(nodes & failed_nodes))} "
+                "were not all realised.")  # fmt: skip
+            continue
+        services = bound_services(env, app_name, planned.desired, addresses, password_for)
+        path = Path(app.manifest)
+        if update_manifest(path, app.format, app.name or app_name, services):
+            say(f"Wrote the credentials of {len(services)} binding(s) to {path} (mode 0600).")
+            warning = git_tracked_warning(path)
+            if warning:
+                say(f"Warning: {warning}")
+
+
+def _summary(result: RunResult) -> str:
+    lines = []
+    for f in result.failures:
+        lines.append(f"  {f.host}: task '{f.task}' failed: {f.message}")
+    for host, why in sorted(result.unreachable.items()):
+        lines.append(f"  {host}: unreachable: {why}")
+    return "\n".join(lines)
+
+
+def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: Say | None = None) -> int:
+    """Carry out the plan for an environment (or a saved plan file); return the exit code."""
+    saved = None
+    env_path = path
+    if is_plan_file(path):
+        env_path, saved = load_plan(path)
+    env = load_environment(env_path)
+    name = environment_name(env_path)
+    key = load_key(name)
+    password_for = password_source(key)
+    options = ObserveOptions(accept_new_host_keys=opts.accept_new_host_keys, max_parallel=opts.parallel)
+    targets = [SshTarget.from_node(n, node, accept_new_host_keys=opts.accept_new_host_keys)
+               for n, node in sorted(env.nodes.items())]  # fmt: skip
+    node_progress = (lambda node, status: progress(f"  {node}: {status}")) if progress else None
+
+    with locked(targets, break_lock=opts.break_lock):
+        planned = make_plan(env, name, key, options, node_progress)
+        plan = planned.plan
+        if saved is not None and saved.fingerprint != plan.fingerprint:
+            raise StalePlan(
+                f"the saved plan {path} is stale: the hosts have changed since it was made (fingerprint "
+                f"{saved.fingerprint[:12]} then, {plan.fingerprint[:12]} now). Nothing was changed. Make a new "
+                "plan with `svcctl plan --out` and review it."
+            )
+        say(render_text(plan, color=opts.color))
+        if plan.errors:
+            say("Apply refused: the plan has errors (above); nothing was changed.")
+            return 1
+        resolved = {t.name: resolve(t) for t in targets}
+        addresses = {n: r.hostname for n, r in resolved.items()}
+        if not plan.has_changes:
+            write_manifests(env, planned, password_for, addresses, set(), say)
+            return 0
+        destroying = [c.address for c in plan.changes if c.destroys_data]
+        if destroying and not opts.allow_destroy:
+            raise SvcctlError(
+                f"this plan destroys data ({', '.join(destroying)}); apply refuses without --allow-destroy. "
+                "Each destroyed instance is dumped on its node first. Nothing was changed."
+            )
+        if not opts.auto_approve:
+            if not sys.stdin.isatty():
+                raise SvcctlError(
+                    "apply needs confirmation and there is no terminal to ask on; review the plan and run "
+                    "again with --auto-approve (or apply a saved plan file). Nothing was changed."
+                )
+            if not confirm("Do you want to perform these actions? Only 'yes' will be accepted: "):
+                say("Apply cancelled; nothing was changed.")
+                return 1
+        vars_ = hostvars(planned, password_for)
+        result = run_apply(
+            {n: resolved[n] for n in vars_}, vars_, {"svcctl_environment": name}, progress, forks=opts.parallel
+        )
+        for report in result.reports:
+            say(report)
+        failed = {f.host for f in result.failures} | set(result.unreachable)
+        write_manifests(env, planned, password_for, addresses, failed, say)
+        if not result.succeeded:
+            done = sorted(set(vars_) - failed)
+            say(
+                f"Apply failed:\n{_summary(result)}\nNodes that completed: {', '.join(done) or 'none'}. "
+                "Every change is recorded on its node before it is made, so running `svcctl plan` shows "
+                "what is left and `svcctl apply` resumes; no data was dropped."
+            )
+            return 1
+        after = make_plan(env, name, key, options, None)
+        if after.plan.has_changes or after.plan.errors:
+            say("Apply ran, but the nodes have not converged; still planned:\n" + render_text(after.plan))
+            return 1
+        add, change, destroy = plan.counts()
+        say(
+            f"Apply complete! Resources: {add} added, {change} changed, {destroy} destroyed. Verified: no changes left."
+        )
+        return 0
