@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import shlex
@@ -24,6 +25,9 @@ from svcctl.ssh.target import ResolvedTarget, SshTarget, resolve
 T = TypeVar("T")
 
 KEEPALIVE_SECONDS = 15
+# paramiko's transport threads log failures (with tracebacks) at ERROR; without a handler Python would print
+# them to stderr. Our errors already say what went wrong, so they are silent unless the CLI configures logging.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 _DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 
 
@@ -221,6 +225,8 @@ def _open_transport(target: ResolvedTarget, via: paramiko.Transport | None, role
         options.key_types = preferred_key_types(known_entries(target), list(options.key_types))
         try:
             transport.start_client(timeout=target.connect_timeout)
+            if not transport.initial_kex_done:  # start_client returns quietly when its timeout passes
+                raise paramiko.SSHException(f"no key exchange within {target.connect_timeout:g} s")
         except (paramiko.SSHException, OSError, EOFError) as exc:
             reason = str(exc) or type(exc).__name__
             raise _unreachable(
