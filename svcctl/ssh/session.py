@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -210,7 +211,8 @@ def _dial(target: ResolvedTarget, via: paramiko.Transport | None, role: str) -> 
     except ConnectionRefusedError:
         raise _unreachable(target, role, "connection refused", check + ".") from None
     except OSError as exc:
-        reason = "no route to host" if exc.errno in (113, 101) else (exc.strerror or str(exc))
+        unroutable = exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH)
+        reason = "no route to host" if unroutable else (exc.strerror or str(exc))
         raise _unreachable(target, role, reason, check + ", and the network path to it.") from None
 
 

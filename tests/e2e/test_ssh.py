@@ -155,6 +155,8 @@ def test_a_stopped_host_is_unreachable_quickly_and_the_others_still_answer(lab: 
         results = run_on_nodes(
             [target(lab, h, connect_timeout=2) for h in sorted(lab.hosts)], lambda s: s.run(["hostname"]).stdout
         )
+        with pytest.raises(Unreachable) as through_jump:
+            connect(target(lab, "lab-2", jump_host="lab-1", connect_timeout=2))
     finally:
         lab.labctl("start", "lab-2")
     assert results["lab-1"] == "lab-1\n"
@@ -167,6 +169,11 @@ def test_a_stopped_host_is_unreachable_quickly_and_the_others_still_answer(lab: 
         "node lab-2: cannot connect to lab-2 (10.211.37.12:22): connection refused. "
         "Check that the host is up and sshd listens on port 22."
     )
+    assert str(through_jump.value).startswith(
+        "node lab-2: cannot connect to lab-2 (10.211.37.12:22) through jump host lab-1 (10.211.37.11:22): "
+        "the jump host could not connect ("
+    )
+    assert_one_paragraph(through_jump.value, "lab-2")
 
 
 def test_an_address_that_never_answers_times_out_after_connect_timeout(lab: Lab) -> None:
