@@ -1,0 +1,337 @@
+"""The postgres engine (PostgreSQL 15 on Debian 12): observe snippet, pure parser, desired resources, secrets.
+
+One Debian cluster `<version>/main` per node (unit `postgresql@<version>-main`); each instance is a database
+owned by a NOLOGIN role `<db>_owner`, each binding a login role `sv_<app>_<instance>_r<n>`.  Besides the
+contract's attributes, instances keep `storage_mb` in the database comment (PostgreSQL has no quota to read
+it back from), and bindings report `connections` (the role's CONNECTION LIMIT, the instance's plan's) so a
+plan change reaches the users.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from svcctl.drivers.base import DesiredContext, PasswordFor, load_script
+from svcctl.model.names import is_valid_name, sql_ident
+from svcctl.secrets import Secret, scram_sha256_matches
+from svcctl.state import Attrs, Kind, Resource
+
+ENGINE = "postgres"
+SYSTEM_DATABASES = frozenset({"postgres"})
+"""Databases the Debian cluster creates (templates are not listed by the snippet at all)."""
+SYSTEM_ROLES = frozenset({"postgres"})
+"""The cluster's own superuser; `pg_*` roles are not listed by the snippet at all."""
+CUSTOM_ROLE = "custom"
+"""Observed role of a user whose privileges are neither svcctl role (so the diff puts them back)."""
+COMMENT_PREFIX = "svcctl"
+"""Database comments svcctl writes: `svcctl storage_mb=512` (an absent value left out)."""
+ANYWHERE = "0.0.0.0/0"
+"""What client_networks says for a server listening beyond localhost without a network svcctl can name."""
+
+_USER_RE = re.compile(r"^sv_([a-z0-9_]+)_r(0|[1-9][0-9]*)$")
+
+
+class PostgresDriver:
+    """PostgreSQL: databases as instances, one login role per binding, SCRAM verifiers checked in memory."""
+
+    engine = ENGINE
+
+    def snippet(self) -> str:
+        """The host-side `observe_postgres()`; read-only, stdlib only."""
+        return load_script("observe_postgres.py")
+
+    def parse(self, node: str, raw: Mapping[str, Any], password_for: PasswordFor) -> list[Resource]:
+        """Live engine, databases and roles of the node's main cluster from the snippet's output (pure)."""
+        packages: Mapping[str, str] = raw.get("packages") or {}
+        if not packages:
+            return []
+        version = max(packages, key=int)
+        cluster = next((c for c in raw.get("clusters", []) if c["version"] == version and c["name"] == "main"), None)
+        unit = (cluster or {}).get("unit") or {}
+        out = [
+            Resource(
+                kind=Kind.ENGINE,
+                name=f"{node}.{ENGINE}",
+                node=node,
+                engine=ENGINE,
+                attrs={
+                    "installed": True,
+                    "version": version,
+                    "running": bool(unit.get("active")),
+                    "enabled": bool(unit.get("enabled")),
+                    "client_networks": observed_client_networks(cluster) if cluster else [],
+                },
+            )
+        ]
+        if cluster is None or not cluster.get("running"):
+            return out
+        databases = {str(d["name"]): d for d in cluster.get("databases", []) if d["name"] not in SYSTEM_DATABASES}
+        out += [_instance(node, version, db) for _, db in sorted(databases.items())]
+        roles = [r for r in cluster.get("roles", []) if r["name"] not in SYSTEM_ROLES and r["login"]]
+        out += _bindings(node, roles, databases, password_for)
+        return out
+
+    def desired(self, ctx: DesiredContext) -> list[Resource]:
+        """Engine per node hosting a postgres instance, each instance's database, each binding's current user."""
+        env = ctx.env
+        out: list[Resource] = []
+        versions: dict[str, list[str]] = defaultdict(list)
+        for name in sorted(env.instances):
+            node = ctx.placement.get(name)
+            if env.engine_of(name) != ENGINE or node is None:
+                continue
+            plan = env.plan_of(name)
+            versions[node].append(env.version_of(name))
+            out.append(
+                Resource(
+                    kind=Kind.INSTANCE,
+                    name=name,
+                    node=node,
+                    engine=ENGINE,
+                    attrs={
+                        "engine": ENGINE,
+                        "major_version": env.version_of(name),
+                        "database": sql_ident(name),
+                        "owner": owner_role(name),
+                        "connections": plan.connections,
+                        "storage_mb": plan.storage_mb,
+                    },
+                )
+            )
+        for b in env.bindings:
+            node = ctx.placement.get(b.instance)
+            if b.instance not in env.instances or env.engine_of(b.instance) != ENGINE or node is None:
+                continue
+            out.append(
+                Resource(
+                    kind=Kind.BINDING,
+                    name=f"{b.app}.{b.instance}",
+                    node=node,
+                    engine=ENGINE,
+                    attrs={
+                        "engine": ENGINE,
+                        "role": b.role,
+                        "rotation": b.rotation,
+                        "user": user_name(b.app, b.instance, b.rotation),
+                        "credentials": "current",
+                        "connections": env.plan_of(b.instance).connections,
+                    },
+                )
+            )
+        for node, node_versions in sorted(versions.items()):
+            out.append(
+                Resource(
+                    kind=Kind.ENGINE,
+                    name=f"{node}.{ENGINE}",
+                    node=node,
+                    engine=ENGINE,
+                    attrs={
+                        "installed": True,
+                        "version": max(node_versions, key=int),
+                        "running": True,
+                        "enabled": True,
+                        "client_networks": list(env.nodes[node].client_networks),
+                    },
+                )
+            )
+        return out
+
+    def secrets_for(self, resource: Resource, password_for: PasswordFor) -> dict[str, Secret]:
+        """A binding's derived password (its current rotation); nothing for anything else."""
+        if resource.kind is not Kind.BINDING or "~" in resource.name:
+            return {}
+        app, instance = resource.name.split(".", 1)
+        return {"password": password_for(binding_purpose(app, instance, int(resource.attrs["rotation"])))}
+
+
+def user_name(app: str, instance: str, rotation: int) -> str:
+    """The login role of a binding: `sv_<app>_<instance>_r<rotation>`."""
+    return f"sv_{sql_ident(app)}_{sql_ident(instance)}_r{rotation}"
+
+
+def owner_role(instance: str) -> str:
+    """The NOLOGIN role owning an instance's database (and, through readwrite users, its tables)."""
+    return f"{sql_ident(instance)}_owner"
+
+
+def binding_purpose(app: str, instance: str, rotation: int) -> str:
+    """The derivation purpose of a binding's password (docs/ARCHITECTURE.md, Secrets)."""
+    return f"binding/{app}/{instance}/{rotation}"
+
+
+def observed_client_networks(cluster: Mapping[str, Any]) -> list[str]:
+    """Networks the cluster admits: [] when it listens on localhost only.
+
+    Listening beyond localhost, the non-loopback `host*` lines of pg_hba.conf say for whom; a server
+    opened without any such line reports 0.0.0.0/0, so the diff closes it again.
+    """
+    listen = str((cluster.get("settings") or {}).get("listen_addresses", "localhost"))
+    if all(_is_loopback(a.strip()) for a in listen.split(",") if a.strip()):
+        return []
+    networks: set[str] = set()
+    for line in cluster.get("hba") or []:
+        if not line or not str(line[0]).startswith("host") or len(line) < 5:
+            continue
+        network = _hba_network(line[3], line[4])
+        if network is not None and not ipaddress.ip_network(network).is_loopback:
+            networks.add(network)
+    return sorted(networks) or [ANYWHERE]
+
+
+def _hba_network(address: str, mask: str) -> str | None:
+    """A pg_hba address (CIDR, or address plus netmask) as a CIDR; None for names such as `samenet`."""
+    try:
+        if "/" in address:
+            return str(ipaddress.ip_network(address, strict=False))
+        return str(ipaddress.ip_network(f"{address}/{mask}", strict=False))
+    except ValueError:
+        return None
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False  # "*" and host names
+
+
+def _limit(value: int) -> int | None:
+    """CONNECTION LIMIT -1 means unlimited, which a plan says as None."""
+    return None if value < 0 else value
+
+
+def _name_of(ident: str) -> str | None:
+    """An SQL identifier back to the svcctl name it came from, or None when svcctl would not make it."""
+    name = ident.replace("_", "-")
+    if not is_valid_name(name, reserved=False) or sql_ident(name) != ident:
+        return None
+    return name
+
+
+def parse_comment(comment: str | None) -> dict[str, int]:
+    """`svcctl storage_mb=512` -> {"storage_mb": 512}; any other comment -> {}."""
+    words = (comment or "").split()
+    if not words or words[0] != COMMENT_PREFIX:
+        return {}
+    out: dict[str, int] = {}
+    for word in words[1:]:
+        key, _, value = word.partition("=")
+        if key == "storage_mb" and value.isdigit():
+            out[key] = int(value)
+    return out
+
+
+def _acl(entries: Iterable[str] | None) -> dict[str, str]:
+    """PostgreSQL ACL items (`grantee=privs/grantor`, PUBLIC as empty grantee) -> grantee: privilege letters."""
+    out: dict[str, str] = {}
+    for item in entries or []:
+        grantee, _, rest = item.partition("=")
+        out[grantee.strip('"')] = out.get(grantee.strip('"'), "") + rest.split("/", 1)[0]
+    return out
+
+
+def _instance(node: str, version: str, db: Mapping[str, Any]) -> Resource:
+    ident = str(db["name"])
+    name = _name_of(ident)
+    return Resource(
+        kind=Kind.INSTANCE,
+        name=name if name is not None else f"{node}.{ENGINE}:{ident}",
+        node=node,
+        engine=ENGINE,
+        attrs={
+            "engine": ENGINE,
+            "major_version": version,
+            "database": ident,
+            "owner": db["owner"],
+            "connections": _limit(int(db["connlimit"])),
+            "storage_mb": parse_comment(db.get("comment")).get("storage_mb"),
+            "size_mb": math.ceil(int(db["size"]) / 1048576),
+        },
+    )
+
+
+def _role(role: Mapping[str, Any], db: Mapping[str, Any]) -> str:
+    """readwrite/readonly when the role holds exactly what svcctl grants that role on `db`, else custom."""
+    user, owner = str(role["name"]), str(db["owner"])
+    if "c" not in _acl(db.get("acl")).get(user, ""):
+        return CUSTOM_ROLE
+    schema = set(_acl(db.get("public_acl")).get(user, ""))
+    acts_as_owner = owner in role.get("member_of", []) and f"role={owner}" in (role.get("config") or [])
+    if acts_as_owner and {"U", "C"} <= schema:
+        return "readwrite"
+    reads_future = any(
+        d["role"] == owner and d["schema"] == "public" and d["type"] == "r" and "r" in _acl(d["acl"]).get(user, "")
+        for d in db.get("default_acl", [])
+    )
+    if not role.get("member_of") and not role.get("config") and schema == {"U"} and reads_future:
+        return "readonly"
+    return CUSTOM_ROLE
+
+
+def _split_user(prefix: str, connect_dbs: set[str], databases: Iterable[str]) -> tuple[str, str] | None:
+    """`web_orders_db` -> ("web", "orders-db"): the database it may connect to decides where app ends."""
+    candidates: list[tuple[str, str]] = []
+    parts = prefix.split("_")
+    for i in range(1, len(parts)):
+        app, inst = _name_of("_".join(parts[:i])), _name_of("_".join(parts[i:]))
+        if app is not None and inst is not None:
+            candidates.append((app, inst))
+    for known in (connect_dbs, set(databases)):
+        hits = [c for c in candidates if sql_ident(c[1]) in known]
+        if len(hits) == 1:
+            return hits[0]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _bindings(
+    node: str, roles: list[Mapping[str, Any]], databases: Mapping[str, Mapping[str, Any]], password_for: PasswordFor
+) -> list[Resource]:
+    out: list[Resource] = []
+    svcctl: dict[tuple[str, str], dict[int, Attrs]] = defaultdict(dict)
+    for role in sorted(roles, key=lambda r: str(r["name"])):
+        user = str(role["name"])
+        connect_dbs = {name for name, db in databases.items() if "c" in _acl(db.get("acl")).get(user, "")}
+        m = _USER_RE.match(user)
+        split = _split_user(m[1], connect_dbs, databases) if m else None
+        if m is None or split is None:
+            out.append(
+                Resource(
+                    kind=Kind.BINDING,
+                    name=f"{node}.{ENGINE}:{user}",
+                    node=node,
+                    engine=ENGINE,
+                    attrs={"engine": ENGINE, "user": user},
+                )
+            )
+            continue
+        app, instance = split
+        rotation = int(m[2])
+        db = databases.get(sql_ident(instance))
+        verifier = str(role.get("verifier") or "")
+        current = scram_sha256_matches(password_for(binding_purpose(app, instance, rotation)), verifier)
+        svcctl[(app, instance)][rotation] = {
+            "engine": ENGINE,
+            "role": _role(role, db) if db is not None else CUSTOM_ROLE,
+            "rotation": rotation,
+            "user": user,
+            "credentials": "current" if current else "stale",
+            "connections": _limit(int(role["connlimit"])),
+        }
+    for (app, instance), rotations in sorted(svcctl.items()):
+        newest = max(rotations)
+        for rotation, attrs in sorted(rotations.items()):
+            suffix = "" if rotation == newest else f"~r{rotation}"
+            out.append(
+                Resource(kind=Kind.BINDING, name=f"{app}.{instance}{suffix}", node=node, engine=ENGINE, attrs=attrs)
+            )
+    return out
+
+
+DRIVER = PostgresDriver()
