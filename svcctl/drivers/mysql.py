@@ -1,0 +1,391 @@
+"""The mysql engine (MariaDB 10.11 on Debian 12): observe snippet, pure parser, desired resources, secrets.
+
+One `mariadb.service` per node; each instance is a database, each binding a user `sv_<app>_<instance>_r<n>`
+at the loopback hosts (tunnels arrive there) plus one netmask host per client network.  Besides the
+contract's attributes, instances keep `storage_mb` (and `connections` while no user carries it) in the
+database comment, and bindings report `connections` and `hosts` so that a change of either reaches the
+users.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from svcctl.drivers.base import DesiredContext, PasswordFor, load_script
+from svcctl.errors import SvcctlError
+from svcctl.model.names import is_valid_name, sql_ident
+from svcctl.secrets import Secret, mysql_native_matches
+from svcctl.state import Attrs, Kind, Resource
+
+ENGINE = "mysql"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+SYSTEM_USERS = frozenset({"root", "mysql", "mariadb.sys"})
+"""Accounts the Debian package creates: the engine's own, never reported as unmanaged objects."""
+
+READWRITE = frozenset(
+    {
+        "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "ALTER", "DROP", "INDEX", "REFERENCES",
+        "CREATE TEMPORARY TABLES", "LOCK TABLES", "CREATE VIEW", "SHOW VIEW", "TRIGGER",
+    }
+)  # fmt: skip
+READONLY = frozenset({"SELECT", "SHOW VIEW"})
+ROLES: dict[frozenset[str], str] = {READWRITE: "readwrite", READONLY: "readonly"}
+CUSTOM_ROLE = "custom"
+"""Observed role of a user whose privileges are neither svcctl role (so the diff puts them back)."""
+
+COMMENT_PREFIX = "svcctl"
+"""Database comments svcctl writes: `svcctl storage_mb=512 connections=20` (absent values left out)."""
+
+_USER_RE = re.compile(r"^sv_([a-z0-9_]+)_r(0|[1-9][0-9]*)$")
+_GRANT_RE = re.compile(r"^GRANT (?P<privs>.+?) ON (?P<object>\S+) TO ")
+_DB_OBJECT_RE = re.compile(r"^`((?:[^`]|``)+)`\.\*$")
+
+
+class MysqlDriver:
+    """MariaDB: databases as instances, one user per binding, verifiers checked in memory."""
+
+    engine = ENGINE
+
+    def snippet(self) -> str:
+        """The host-side `observe_mysql()`; read-only, stdlib only."""
+        return load_script("observe_mysql.py")
+
+    def parse(self, node: str, raw: Mapping[str, Any], password_for: PasswordFor) -> list[Resource]:
+        """Live engine, databases and users on one node from the snippet's output (pure)."""
+        if not raw.get("installed"):
+            return []
+        version = major_minor(str(raw.get("package_version") or ""))
+        out = [
+            Resource(
+                kind=Kind.ENGINE,
+                name=f"{node}.{ENGINE}",
+                node=node,
+                engine=ENGINE,
+                attrs={
+                    "installed": True,
+                    "version": version,
+                    "running": bool(raw.get("active")),
+                    "enabled": bool(raw.get("enabled")),
+                    "client_networks": observed_client_networks(raw),
+                },
+            )
+        ]
+        users = [u for u in raw.get("users", []) if u["user"] not in SYSTEM_USERS]
+        databases = {d["name"]: d for d in raw.get("databases", [])}
+        bindings = _bindings(node, users, set(databases), password_for)
+        limits: dict[str, set[int | None]] = defaultdict(set)
+        for _, db, row in bindings.rows:
+            limits[db].add(_limit(row["max_user_connections"]))
+        for name, db in sorted(databases.items()):
+            out.append(_instance(node, version, db, limits.get(name)))
+        out += bindings.resources
+        return out
+
+    def desired(self, ctx: DesiredContext) -> list[Resource]:
+        """Engine per node hosting a mysql instance, each instance's database, each binding's current user."""
+        env = ctx.env
+        out: list[Resource] = []
+        versions: dict[str, list[str]] = defaultdict(list)
+        for name in sorted(env.instances):
+            node = ctx.placement.get(name)
+            if env.engine_of(name) != ENGINE or node is None:
+                continue
+            plan = env.plan_of(name)
+            versions[node].append(env.version_of(name))
+            out.append(
+                Resource(
+                    kind=Kind.INSTANCE,
+                    name=name,
+                    node=node,
+                    engine=ENGINE,
+                    attrs={
+                        "engine": ENGINE,
+                        "major_version": env.version_of(name),
+                        "database": sql_ident(name),
+                        "connections": plan.connections,
+                        "storage_mb": plan.storage_mb,
+                    },
+                )
+            )
+        for b in env.bindings:
+            node = ctx.placement.get(b.instance)
+            if b.instance not in env.instances or env.engine_of(b.instance) != ENGINE or node is None:
+                continue
+            out.append(
+                Resource(
+                    kind=Kind.BINDING,
+                    name=f"{b.app}.{b.instance}",
+                    node=node,
+                    engine=ENGINE,
+                    attrs={
+                        "engine": ENGINE,
+                        "role": b.role,
+                        "rotation": b.rotation,
+                        "user": user_name(b.app, b.instance, b.rotation),
+                        "credentials": "current",
+                        "connections": env.plan_of(b.instance).connections,
+                        "hosts": user_hosts(env.nodes[node].client_networks),
+                    },
+                )
+            )
+        for node, node_versions in sorted(versions.items()):
+            out.append(
+                Resource(
+                    kind=Kind.ENGINE,
+                    name=f"{node}.{ENGINE}",
+                    node=node,
+                    engine=ENGINE,
+                    attrs={
+                        "installed": True,
+                        "version": max(node_versions, key=_version_key),
+                        "running": True,
+                        "enabled": True,
+                        "client_networks": list(env.nodes[node].client_networks),
+                    },
+                )
+            )
+        return out
+
+    def secrets_for(self, resource: Resource, password_for: PasswordFor) -> dict[str, Secret]:
+        """A binding's derived password (its current rotation); nothing for anything else."""
+        if resource.kind is not Kind.BINDING or "~" in resource.name:
+            return {}
+        app, instance = resource.name.split(".", 1)
+        return {"password": password_for(binding_purpose(app, instance, int(resource.attrs["rotation"])))}
+
+
+def user_name(app: str, instance: str, rotation: int) -> str:
+    """The engine user of a binding: `sv_<app>_<instance>_r<rotation>`."""
+    return f"sv_{sql_ident(app)}_{sql_ident(instance)}_r{rotation}"
+
+
+def binding_purpose(app: str, instance: str, rotation: int) -> str:
+    """The derivation purpose of a binding's password (docs/ARCHITECTURE.md, Secrets)."""
+    return f"binding/{app}/{instance}/{rotation}"
+
+
+def user_hosts(client_networks: Iterable[str]) -> list[str]:
+    """Hosts a binding user exists at: loopback (tunnels, local clients) plus `addr/netmask` per network."""
+    hosts = set(LOOPBACK_HOSTS)
+    for cidr in client_networks:
+        net = ipaddress.ip_network(cidr, strict=True)
+        if not isinstance(net, ipaddress.IPv4Network):
+            raise SvcctlError(
+                f"client network {cidr}: MariaDB matches client hosts by IPv4 netmask only; "
+                "use IPv4 networks for mysql nodes"
+            )
+        hosts.add(f"{net.network_address}/{net.netmask}")
+    return sorted(hosts)
+
+
+def major_minor(package_version: str) -> str:
+    """ "1:10.11.19-0+deb12u1" -> "10.11" (MariaDB's series is its first two parts)."""
+    upstream = package_version.split(":", 1)[-1].split("-", 1)[0]
+    return ".".join(upstream.split(".")[:2])
+
+
+def observed_client_networks(raw: Mapping[str, Any]) -> list[str]:
+    """Networks the server is open to: [] when it listens on loopback only (or not at all).
+
+    When it listens beyond loopback, the networks svcctl wrote into its config file say for whom; a server
+    opened by someone else reports 0.0.0.0/0, so the diff closes it again.
+    """
+    conf = raw.get("conf") or {}
+    server = raw.get("server")
+    if server is not None:
+        addresses = [str(a) for a in server.get("listening", [])]
+    else:
+        addresses = [str(conf["bind_address"])] if conf.get("bind_address") else []
+    if all(_is_loopback(a) for a in addresses):
+        return []
+    return sorted(str(n) for n in conf.get("client_networks") or []) or ["0.0.0.0/0"]
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+def _limit(value: int) -> int | None:
+    """MAX_USER_CONNECTIONS 0 means unlimited, which a plan says as None."""
+    return value or None
+
+
+def _name_of(ident: str) -> str | None:
+    """An SQL identifier back to the svcctl name it came from, or None when svcctl would not make it."""
+    name = ident.replace("_", "-")
+    if not is_valid_name(name, reserved=False) or sql_ident(name) != ident:
+        return None
+    return name
+
+
+def parse_comment(comment: str | None) -> dict[str, int | None]:
+    """`svcctl storage_mb=512 connections=20` -> {"storage_mb": 512, "connections": 20}; others -> {}."""
+    words = (comment or "").split()
+    if not words or words[0] != COMMENT_PREFIX:
+        return {}
+    out: dict[str, int | None] = {}
+    for word in words[1:]:
+        key, _, value = word.partition("=")
+        if key in ("storage_mb", "connections") and value.isdigit():
+            out[key] = int(value)
+    return out
+
+
+def _instance(node: str, version: str, db: Mapping[str, Any], user_limits: set[int | None] | None) -> Resource:
+    ident = str(db["name"])
+    name = _name_of(ident)
+    noted = parse_comment(db.get("comment"))
+    connections: Any = noted.get("connections")
+    if user_limits:
+        connections = _unanimous(user_limits)
+    return Resource(
+        kind=Kind.INSTANCE,
+        name=name if name is not None else f"{node}.{ENGINE}:{ident}",
+        node=node,
+        engine=ENGINE,
+        attrs={
+            "engine": ENGINE,
+            "major_version": version,
+            "database": ident,
+            "connections": connections,
+            "storage_mb": noted.get("storage_mb"),
+            "size_mb": math.ceil(int(db["size_bytes"]) / 1048576),
+        },
+    )
+
+
+def _unanimous(values: set[int | None]) -> Any:
+    """The one value all rows agree on, else the sorted distinct values (which never equal a desired int)."""
+    if len(values) == 1:
+        return next(iter(values))
+    return sorted(values, key=lambda v: -1 if v is None else v)
+
+
+class _Bindings:
+    """Binding resources parsed from user rows, plus (user, database, row) for the instances' limits."""
+
+    def __init__(self) -> None:
+        self.resources: list[Resource] = []
+        self.rows: list[tuple[str, str, Mapping[str, Any]]] = []
+
+
+def _row_grants(row: Mapping[str, Any]) -> tuple[dict[str, frozenset[str]], bool]:
+    """One user@host's privileges per database (`db`.* grants), and whether it holds any other grant."""
+    per_db: dict[str, set[str]] = defaultdict(set)
+    other = False
+    for grant in row.get("grants", []):
+        m = _GRANT_RE.match(grant)
+        if m is None:
+            other = True
+            continue
+        privs = {p.strip() for p in m["privs"].split(",")}
+        if m["object"] == "*.*":
+            other = other or privs != {"USAGE"}
+            continue
+        obj = _DB_OBJECT_RE.match(m["object"])
+        if obj is None:
+            other = True
+            continue
+        per_db[obj[1].replace("``", "`").replace("\\_", "_").replace("\\%", "%")] |= privs
+    return {db: frozenset(p) for db, p in per_db.items()}, other
+
+
+def _role(rows: Iterable[Mapping[str, Any]], db: str) -> str:
+    """readwrite/readonly when every host row holds exactly that role's privileges on `db`.* and nothing else."""
+    seen: set[frozenset[str]] = set()
+    for row in rows:
+        per_db, other = _row_grants(row)
+        if other or set(per_db) != {db}:
+            return CUSTOM_ROLE
+        seen.add(per_db[db])
+    return ROLES.get(next(iter(seen)), CUSTOM_ROLE) if len(seen) == 1 else CUSTOM_ROLE
+
+
+def _split_user(prefix: str, grant_dbs: Iterable[str], databases: set[str]) -> tuple[str, str] | None:
+    """`web_catalog_db` -> ("web", "catalog-db"): the database its grant names decides where app ends."""
+    candidates: list[tuple[str, str]] = []
+    parts = prefix.split("_")
+    for i in range(1, len(parts)):
+        app, db = "_".join(parts[:i]), "_".join(parts[i:])
+        app_name, inst_name = _name_of(app), _name_of(db)
+        if app_name is not None and inst_name is not None:
+            candidates.append((app_name, inst_name))
+    for known in (set(grant_dbs), databases):
+        hits = [c for c in candidates if sql_ident(c[1]) in known]
+        if len(hits) == 1:
+            return hits[0]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _bindings(node: str, users: list[Mapping[str, Any]], databases: set[str], password_for: PasswordFor) -> _Bindings:
+    out = _Bindings()
+    by_user: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in users:
+        by_user[str(row["user"])].append(row)
+    svcctl: dict[tuple[str, str], dict[int, Attrs]] = defaultdict(dict)
+    for user, rows in sorted(by_user.items()):
+        hosts = sorted(str(r["host"]) for r in rows)
+        grant_dbs = {db for r in rows for db in _row_grants(r)[0]}
+        m = _USER_RE.match(user)
+        split = _split_user(m[1], grant_dbs, databases) if m else None
+        if m is None or split is None:
+            out.resources.append(
+                Resource(
+                    kind=Kind.BINDING,
+                    name=f"{node}.{ENGINE}:{user}",
+                    node=node,
+                    engine=ENGINE,
+                    attrs={"engine": ENGINE, "user": user, "hosts": hosts},
+                )
+            )
+            continue
+        app, instance = split
+        rotation = int(m[2])
+        db = sql_ident(instance)
+        out.rows += [(user, db, r) for r in rows]
+        password = password_for(binding_purpose(app, instance, rotation))
+        current = all(
+            r.get("plugin") == "mysql_native_password"
+            and mysql_native_matches(password, str(r.get("authentication_string") or ""))
+            for r in rows
+        )
+        svcctl[(app, instance)][rotation] = {
+            "engine": ENGINE,
+            "role": _role(rows, db),
+            "rotation": rotation,
+            "user": user,
+            "credentials": "current" if current else "stale",
+            "connections": _unanimous({_limit(int(r["max_user_connections"])) for r in rows}),
+            "hosts": hosts,
+        }
+    for (app, instance), rotations in sorted(svcctl.items()):
+        newest = max(rotations)
+        for rotation, attrs in sorted(rotations.items()):
+            suffix = "" if rotation == newest else f"~r{rotation}"
+            out.resources.append(
+                Resource(
+                    kind=Kind.BINDING,
+                    name=f"{app}.{instance}{suffix}",
+                    node=node,
+                    engine=ENGINE,
+                    attrs=attrs,
+                )
+            )
+    return out
+
+
+DRIVER = MysqlDriver()
