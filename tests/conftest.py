@@ -39,12 +39,12 @@ class Lab:
         return self.root / "id_ed25519"
 
     def ssh(
-        self, host: str, command: str, *, check: bool = True, timeout: float = 60
+        self, host: str, command: str, *, check: bool = True, timeout: float = 60, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Run a command on a lab host with the system's OpenSSH client and the lab's config."""
         res = subprocess.run(
             ["ssh", "-F", str(self.ssh_config), host, command],
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True, text=True, timeout=timeout, input=stdin if stdin is not None else "",
         )  # fmt: skip
         if check and res.returncode != 0:
             raise AssertionError(f"ssh {host} {command!r} failed ({res.returncode}): {res.stderr}")

@@ -160,6 +160,18 @@ def _summary(result: RunResult) -> str:
     return "\n".join(lines)
 
 
+def check_manifest_dirs(env: Environment) -> None:
+    """Refuse up front an app whose manifest could not be written, rather than fail after changing hosts."""
+    for name, app in sorted(env.apps.items()):
+        directory = Path(app.manifest).parent
+        if not directory.is_dir():
+            where = env.location(f"app.{name}")
+            raise SvcctlError(
+                f"{where or 'app ' + name}: the manifest of app {name} is to be written to {app.manifest}, but "
+                f"the directory {directory} does not exist. Create it or fix the path; nothing was changed."
+            )
+
+
 def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: Say | None = None) -> int:
     """Carry out the plan for an environment (or a saved plan file); return the exit code."""
     saved = None
@@ -167,6 +179,7 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
     if is_plan_file(path):
         env_path, saved = load_plan(path)
     env = load_environment(env_path)
+    check_manifest_dirs(env)
     name = environment_name(env_path)
     key = load_key(name)
     password_for = password_source(key)

@@ -1,0 +1,153 @@
+"""`svcctl apply` against the lab: provision, bind, write manifests, verify, and refuse what is unsafe."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from svcctl.apply.lock import Holder, locked
+from svcctl.model.loader import load_environment
+from svcctl.secrets import binding_password, decode_key
+from svcctl.ssh import SshTarget
+from tests.conftest import Lab
+from tests.e2e.envs import TEST_KEY, Env, make_env
+
+
+def body(env: Env, *, protect: bool = True, with_pg: bool = True, rotation: int = 0) -> str:
+    instances = f"  {env.my()}: {{plan: mysql-small}}\n  {env.rd()}: {{plan: cache-16, node: lab-1}}\n"
+    bindings = (
+        f"  - {{app: {env.app()}, instance: {env.my()}, role: readonly}}\n"
+        f"  - {{app: {env.app()}, instance: {env.rd()}}}\n"
+    )
+    if with_pg:
+        instances = f"  {env.pg()}: {{plan: pg-small, node: lab-1, protect: {str(protect).lower()}}}\n" + instances
+        bindings = f"  - {{app: {env.app()}, instance: {env.pg()}, rotation: {rotation}}}\n" + bindings
+    return (
+        f"instances:\n{instances}apps:\n  {env.app()}: {{manifest: apps/manifest.yml, format: cf}}\n"
+        f"bindings:\n{bindings}"
+    )
+
+
+def vcap(env: Env) -> dict[str, list[dict[str, object]]]:
+    manifest = YAML(typ="safe").load((env.path / "apps" / "manifest.yml").read_text())
+    return json.loads(manifest["applications"][0]["env"]["VCAP_SERVICES"])  # type: ignore[no-any-return]
+
+
+def psql_on_node(lab: Lab, user: str, password: str, db: str, sql: str) -> str:
+    """Run SQL as a binding user on lab-1, password on stdin (never in argv)."""
+    res = lab.ssh(
+        "lab-1",
+        f'read -r PGPASSWORD; export PGPASSWORD; psql -XAtq -h 127.0.0.1 -U {user} -d {db} -c "{sql}"',
+        check=False,
+        stdin=password + "\n",
+    )
+    return res.stdout.strip() + res.stderr.strip()
+
+
+def test_apply_provisions_binds_writes_manifests_and_converges(lab: Lab, tmp_path: Path, unique: str) -> None:
+    env = make_env(tmp_path, unique)
+    (env.path / "apps").mkdir()
+    (env.path / "apps" / "manifest.yml").write_text(
+        f"# the app's own manifest\napplications:\n  - name: {env.app()}\n    memory: 256M  # keep\n"
+    )
+    env.write(body(env, protect=False))
+
+    # No terminal and no --auto-approve: refused, nothing changed.
+    res = env.run("apply", ".")
+    assert res.returncode == 1
+    assert "--auto-approve" in res.stderr
+    assert env.run("plan", ".", "--detailed-exitcode").returncode == 2
+
+    res = env.run("apply", ".", "--auto-approve")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Apply complete!" in res.stdout
+    key = decode_key(TEST_KEY, "test key")
+    passwords = {i: binding_password(key, env.app(), i, 0).reveal() for i in (env.pg(), env.my(), env.rd())}
+    for p in passwords.values():
+        assert p not in res.stdout and p not in res.stderr
+
+    # Converged: a new plan has nothing to do.
+    again = env.run("plan", ".", "--detailed-exitcode")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "No changes." in again.stdout
+
+    # The manifest: comments and keys kept, credentials for each binding, mode 0600.
+    manifest = env.path / "apps" / "manifest.yml"
+    assert stat.S_IMODE(manifest.stat().st_mode) == 0o600
+    text = manifest.read_text()
+    assert "# the app's own manifest" in text and "memory: 256M  # keep" in text
+    services = vcap(env)
+    assert sorted(services) == ["mysql", "postgresql", "redis"]
+    pg = services["postgresql"][0]["credentials"]
+    assert isinstance(pg, dict)
+    assert pg["username"] == f"sv_{env.app()}_{env.pg()}_r0" and pg["password"] == passwords[env.pg()]
+
+    # The credentials work, with least privilege.
+    user, db = str(pg["username"]), str(pg["name"])
+    assert psql_on_node(lab, user, passwords[env.pg()], db, "create table t (x int); insert into t values (42)") == ""
+    assert psql_on_node(lab, user, passwords[env.pg()], db, "select x from t") == "42"
+    assert "permission denied" in psql_on_node(lab, user, passwords[env.pg()], "postgres", "create table z (x int)")
+
+
+def test_a_concurrent_apply_fails_naming_the_lock_holder(lab: Lab, tmp_path: Path, unique: str) -> None:
+    env = make_env(tmp_path, unique)
+    env.write(body(env))
+    loaded = load_environment(env.path)
+    targets = [SshTarget.from_node(n, node) for n, node in sorted(loaded.nodes.items())]
+    holder = Holder(token=f"test-{unique}", who="someone@elsewhere", pid=4242)
+    with locked(targets, holder=holder):
+        res = env.run("apply", ".", "--auto-approve")
+    assert res.returncode == 1
+    assert "locked by someone@elsewhere (pid 4242)" in res.stderr
+    assert "Traceback" not in res.stderr
+    # The lock was released on the way out: a plan (which needs no lock) and the lock itself work again.
+    with locked(targets, holder=Holder(token=f"again-{unique}", who="me@here", pid=1)):
+        pass
+
+
+def test_destroying_needs_protect_false_and_allow_destroy_and_dumps_first(
+    lab: Lab, tmp_path: Path, unique: str
+) -> None:
+    env = make_env(tmp_path, unique)
+    env.write(body(env, protect=True))
+    res = env.run("apply", ".", "--auto-approve")  # the manifest's directory is missing: refused up front
+    assert res.returncode == 1
+    assert "does not exist" in res.stderr and "nothing was changed" in res.stderr
+    assert env.run("plan", ".", "--detailed-exitcode").returncode == 2
+    (env.path / "apps").mkdir()
+    assert env.run("apply", ".", "--auto-approve").returncode == 0
+
+    # Dropped from the YAML while protected: an error, not a delete.
+    env.write(body(env, with_pg=False))
+    res = env.run("plan", ".", "--detailed-exitcode")
+    assert res.returncode == 1
+    assert f"instance.{env.pg()} is protected" in res.stdout
+
+    # protect: false is applied first (registry only), then the removal needs --allow-destroy.
+    env.write(body(env, protect=False))
+    assert env.run("apply", ".", "--auto-approve").returncode == 0
+    env.write(body(env, with_pg=False))
+    res = env.run("apply", ".", "--auto-approve")
+    assert res.returncode == 1
+    assert "--allow-destroy" in res.stderr
+    assert (
+        lab.ssh(
+            "lab-1", f"sudo -u postgres psql -XAtc \"select 1 from pg_database where datname = '{env.pg()}'\""
+        ).stdout.strip()
+        == "1"
+    )
+
+    res = env.run("apply", ".", "--auto-approve", "--allow-destroy")
+    assert res.returncode == 0, res.stdout + res.stderr
+    dumps = lab.ssh("lab-1", f"sudo ls /var/backups/svcctl/ | grep '^{env.pg()}-'").stdout.split()
+    assert len(dumps) == 1
+    assert (
+        lab.ssh(
+            "lab-1", f"sudo -u postgres psql -XAtc \"select 1 from pg_database where datname = '{env.pg()}'\""
+        ).stdout.strip()
+        == ""
+    )
+    assert env.run("plan", ".", "--detailed-exitcode").returncode == 0

@@ -1,0 +1,146 @@
+"""`svcctl plan` against the lab: real SSH, real engines; outputs checked by parsing them."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+from pathlib import Path
+
+from svcctl.secrets import binding_password, decode_key
+from tests.conftest import Lab
+from tests.e2e.envs import TEST_KEY, Env, make_env
+
+
+def body(env: Env) -> str:
+    return f"""\
+instances:
+  {env.pg()}: {{plan: pg-small, placement: {{labels: {{zone: a}}}}}}
+  {env.my()}: {{plan: mysql-small}}
+  {env.rd()}: {{plan: cache-16, node: lab-2}}
+apps:
+  {env.app()}: {{manifest: manifest.yml, format: cf}}
+bindings:
+  - {{app: {env.app()}, instance: {env.pg()}}}
+  - {{app: {env.app()}, instance: {env.my()}, role: readonly}}
+  - {{app: {env.app()}, instance: {env.rd()}}}
+"""
+
+
+def key_fingerprint(pub: Path) -> str:
+    return subprocess.run(["ssh-keygen", "-lf", str(pub)], capture_output=True, text=True, check=True).stdout.split()[1]
+
+
+def test_a_fresh_environment_plans_every_instance_and_binding_as_created(lab: Lab, tmp_path: Path, unique: str) -> None:
+    env = make_env(tmp_path, unique)
+    env.write(body(env))
+    expected = {
+        f"instance.{env.pg()}",
+        f"instance.{env.my()}",
+        f"instance.{env.rd()}",
+        f"binding.{env.app()}.{env.pg()}",
+        f"binding.{env.app()}.{env.my()}",
+        f"binding.{env.app()}.{env.rd()}",
+    }
+
+    text = env.run("plan", ".", "--detailed-exitcode", "--no-color")
+    assert text.returncode == 2, text.stderr
+    for address in expected:
+        assert f"# {address} will be created" in text.stdout
+    assert "Traceback" not in text.stderr
+
+    js = env.run("plan", ".", "-o", "json")
+    assert js.returncode == 0, js.stderr
+    doc = json.loads(js.stdout)
+    assert doc["format_version"] == 1
+    creates = {c["address"]: c for c in doc["changes"] if c["action"] == "create"}
+    assert expected <= set(creates)
+    assert creates[f"instance.{env.pg()}"]["node"] == "lab-1"
+    assert creates[f"instance.{env.my()}"]["node"] == "lab-2"
+    assert doc["summary"]["add"] == len(doc["changes"])
+    assert doc["summary"]["destroy"] == 0
+    key = decode_key(TEST_KEY, "test key")
+    for b in (env.pg(), env.my(), env.rd()):
+        password = binding_password(key, env.app(), b, 0).reveal()
+        assert password not in js.stdout and password not in text.stdout
+
+    md = env.run("plan", ".", "-o", "markdown")
+    assert md.returncode == 0, md.stderr
+    summary = next(line for line in md.stdout.splitlines() if line.startswith("**Plan:**"))
+    assert summary.startswith(f"**Plan:** {doc['summary']['add']} to add, 0 to change, 0 to destroy")
+    fence = md.stdout.split("```diff\n", 1)[1].split("\n```", 1)[0]
+    assert all(line[:1] in {"+", "-", "!", " ", ""} for line in fence.splitlines())
+    assert f'+   resource "instance" "{env.pg()}" {{' in fence.splitlines()
+
+
+def test_a_saved_plan_is_private_and_marked_as_a_plan(lab: Lab, tmp_path: Path, unique: str) -> None:
+    env = make_env(tmp_path, unique)
+    env.write(body(env))
+    res = env.run("plan", ".", "--out", "saved.plan")
+    assert res.returncode == 0, res.stderr
+    saved = env.path / "saved.plan"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    doc = json.loads(saved.read_text())
+    assert doc["kind"] == "svcctl-plan"
+    assert len(doc["plan"]["fingerprint"]) == 64
+
+
+def test_an_unreachable_node_fails_the_plan_closed_naming_it(lab: Lab, tmp_path: Path, unique: str) -> None:
+    lab.labctl("up", "--hosts", "3")  # a third host just to switch off, so lab-1/lab-2 stay up
+    lab.labctl("stop", "lab-3")
+    env = make_env(tmp_path, unique)
+    env.write(
+        body(env) + "\n# appended: a node that is down\n",
+    )
+    text = (
+        (env.path / "svcctl.yaml")
+        .read_text()
+        .replace(
+            "services:",
+            "  lab-3:\n    host: lab-3\n    ssh_config: /var/lib/svcctl-lab/ssh_config\n    engines: [redis]\n"
+            "    capacity: {memory_mb: 4096, storage_mb: 40960}\nservices:",
+            1,
+        )
+    )
+    (env.path / "svcctl.yaml").write_text(text)
+    res = env.run("plan", ".", "--detailed-exitcode")
+    assert res.returncode == 1
+    assert "lab-3" in res.stderr
+    assert "could not observe lab-3" in res.stderr
+    assert "Nothing was planned" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert res.stdout == ""
+
+
+def test_a_changed_host_key_is_refused_with_both_fingerprints(lab: Lab, tmp_path: Path, unique: str) -> None:
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    kind, blob = other.with_suffix(".pub").read_text().split()[:2]
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"lab-2,{lab.hosts['lab-2']} {kind} {blob}\n")
+    env = make_env(tmp_path, unique)
+    env.write(body(env), lab2_extra=f"\n    known_hosts: {wrong}")
+    res = env.run("plan", ".")
+    assert res.returncode == 1
+    real = key_fingerprint(lab.root / "hosts" / "lab-2" / "ssh_host_ed25519_key.pub")
+    fake = key_fingerprint(other.with_suffix(".pub"))
+    assert real in res.stderr and fake in res.stderr
+    assert "lab-2" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_an_unknown_host_key_is_refused_unless_accepted_and_then_recorded(
+    lab: Lab, tmp_path: Path, unique: str
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    env = make_env(tmp_path, unique)
+    env.write(body(env), lab2_extra=f"\n    known_hosts: {empty}")
+    res = env.run("plan", ".")
+    assert res.returncode == 1
+    real = key_fingerprint(lab.root / "hosts" / "lab-2" / "ssh_host_ed25519_key.pub")
+    assert real in res.stderr
+    assert empty.read_text() == ""
+    res = env.run("plan", ".", "--accept-new-host-keys", "--detailed-exitcode")
+    assert res.returncode == 2, res.stderr
+    assert (lab.root / "hosts" / "lab-2" / "ssh_host_ed25519_key.pub").read_text().split()[1] in empty.read_text()
