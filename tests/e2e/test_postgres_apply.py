@@ -1,0 +1,322 @@
+"""The postgres playbook tasks on a real lab host, through playbooks/apply.yml and ansible-runner, checked with
+the engine's own client and with the driver's snippet and parser.
+
+The tests share one module fixture (an engine, an instance, a readwrite and a readonly binding, all with
+this run's unique names) and run in file order; the last one deletes the instance.  They use lab-2, whose
+PostgreSQL no other test uses, and leave its cluster stopped and disabled again, as the lab boots it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+import pytest
+
+from svcctl.drivers.postgres import DRIVER, owner_role, user_name
+from svcctl.model.names import sql_ident
+from svcctl.secrets import binding_password
+from svcctl.state import Resource
+from tests.conftest import REPO, Lab
+
+HOST = "lab-2"
+UNIT = "postgresql@15-main"
+DUMP_DIR = "/var/backups/svcctl"
+ENGINE_ATTRS = {"installed": True, "version": "15", "running": True, "enabled": True, "client_networks": []}
+
+
+@dataclass
+class Run:
+    """One ansible-runner run of apply.yml: its status, stats and every event."""
+
+    status: str
+    stats: dict[str, Any]
+    events: list[dict[str, Any]]
+
+    def ok_results(self) -> list[dict[str, Any]]:
+        """Per-task results of the host (ok and failed; skipped tasks have none worth checking)."""
+        return [e["event_data"] for e in self.events if e.get("event") in ("runner_on_ok", "runner_on_failed")]
+
+
+@dataclass
+class Pg:
+    """This module's objects on the host, and ways to act on and look at them."""
+
+    lab: Lab
+    tmp: Path
+    env: str
+    key: bytes
+    instance: str
+    rw_app: str
+    ro_app: str
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def database(self) -> str:
+        return sql_ident(self.instance)
+
+    def password(self, app: str, rotation: int = 0) -> str:
+        return binding_password(self.key, app, self.instance, rotation).reveal()
+
+    def engine_change(self, action: str = "create") -> dict[str, Any]:
+        return {"action": action, "address": f"engine.{HOST}.postgres", "kind": "engine", "engine": "postgres",
+                "name": f"{HOST}.postgres", "attrs": ENGINE_ATTRS, "old": None}  # fmt: skip
+
+    def instance_attrs(self) -> dict[str, Any]:
+        return {"engine": "postgres", "major_version": "15", "database": self.database,
+                "owner": owner_role(self.instance), "connections": 7, "storage_mb": 64}  # fmt: skip
+
+    def instance_change(self, action: str = "create") -> dict[str, Any]:
+        attrs = self.instance_attrs()
+        return {"action": action, "address": f"instance.{self.instance}", "kind": "instance", "engine": "postgres",
+                "name": self.instance, "attrs": None if action == "delete" else attrs,
+                "old": attrs if action == "delete" else None}  # fmt: skip
+
+    def binding_attrs(self, app: str, rotation: int = 0) -> dict[str, Any]:
+        role = "readwrite" if app == self.rw_app else "readonly"
+        user = user_name(app, self.instance, rotation)
+        return {"engine": "postgres", "role": role, "rotation": rotation, "user": user, "credentials": "current",
+                "connections": 7}  # fmt: skip
+
+    def binding_change(
+        self, app: str, action: str = "create", rotation: int = 0, old: dict[str, Any] | None = None, suffix: str = ""
+    ) -> dict[str, Any]:
+        return {"action": action, "address": f"binding.{app}.{self.instance}{suffix}", "kind": "binding",
+                "engine": "postgres", "name": f"{app}.{self.instance}{suffix}",
+                "attrs": None if action == "delete" else self.binding_attrs(app, rotation), "old": old}  # fmt: skip
+
+    def secrets(self, *apps_rotations: tuple[str, int]) -> dict[str, Any]:
+        return {f"binding.{app}.{self.instance}": {"password": self.password(app, rot)} for app, rot in apps_rotations}
+
+    def apply(self, changes: list[dict[str, Any]], secrets_: dict[str, Any]) -> Run:
+        """Run playbooks/apply.yml on HOST with these changes, as svcctl apply does."""
+        data = self.tmp / f"run{len(self.runs)}"
+        shutil.copytree(REPO / "playbooks", data / "project")
+        events: list[dict[str, Any]] = []
+
+        def on_event(event: dict[str, Any]) -> bool:
+            events.append(event)
+            return True
+
+        runner = ansible_runner.run(
+            private_data_dir=str(data),
+            playbook="apply.yml",
+            inventory={"all": {"hosts": {HOST: {"ansible_host": HOST}}}},
+            extravars={"svcctl_environment": self.env, "svcctl_changes": changes, "svcctl_secrets": secrets_},
+            quiet=True,
+            event_handler=on_event,
+            envvars={
+                "ANSIBLE_HOST_KEY_CHECKING": "True",
+                "ANSIBLE_SSH_ARGS": f"-F {self.lab.ssh_config} -o ControlMaster=auto -o ControlPersist=60s",
+                "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.tmp / "cp"),
+            },
+        )
+        run = Run(status=runner.status, stats=runner.stats or {}, events=events)
+        self.runs.append(run)
+        assert run.status == "successful", "\n".join(e.get("stdout", "") for e in events)[-4000:]
+        return run
+
+    def observe(self) -> dict[str, Resource]:
+        """The snippet run on the host inside the shared frame, parsed by the driver, by address."""
+        scripts = REPO / "svcctl" / "drivers" / "scripts"
+        script = "\n\n".join(
+            (scripts / name).read_text() for name in ("observe_header.py", "observe_postgres.py", "observe_footer.py")
+        )
+        res = subprocess.run(["ssh", "-F", str(self.lab.ssh_config), HOST, "sudo python3 -"],
+                             input=script, capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        raw = json.loads(res.stdout)["engines"]["postgres"]
+        assert "error" not in raw, raw
+
+        def password_for(purpose: str) -> Any:
+            _, app, instance, rotation = purpose.split("/")
+            return binding_password(self.key, app, instance, int(rotation))
+
+        return {r.address: r for r in DRIVER.parse(HOST, raw, password_for)}
+
+    def psql_as(
+        self, app: str, sql: str, rotation: int = 0, password: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run SQL over TCP on the host as a binding's user (the password travels on stdin, not argv)."""
+        user = user_name(app, self.instance, rotation)
+        command = (
+            "read -r PGPASSWORD; export PGPASSWORD; psql -h 127.0.0.1 -XAtq -v ON_ERROR_STOP=1 "
+            f"-U {user} -d {self.database} -c {shlex.quote(sql)}"
+        )
+        secret = password if password is not None else self.password(app, rotation)
+        return subprocess.run(["ssh", "-F", str(self.lab.ssh_config), HOST, command], input=secret + "\n",
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    def superuser(self, sql: str, database: str = "postgres") -> str:
+        """SQL as the postgres superuser on the host (for checks and cleanup only)."""
+        cmd = f"sudo runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d {database} -c {shlex.quote(sql)}"
+        return self.lab.ssh(HOST, cmd).stdout
+
+    def registry(self) -> dict[str, Any]:
+        objects: dict[str, Any] = json.loads(self.lab.ssh(HOST, "sudo cat /var/lib/svcctl/registry.json").stdout)[
+            "objects"
+        ]
+        return {a: r for a, r in objects.items() if r.get("environment") == self.env}
+
+
+@pytest.fixture(scope="module")
+def pg(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pg]:
+    """Engine, instance, a readwrite and a readonly binding created on a cluster that was stopped and disabled."""
+    token = secrets.token_hex(3)
+    pg = Pg(lab=lab, tmp=tmp_path_factory.mktemp("pg"), env=f"pg-e2e-{token}", key=secrets.token_bytes(32),
+            instance=f"t{token}-db", rw_app=f"w{token}", ro_app=f"r{token}")  # fmt: skip
+    lab.ssh(HOST, f"sudo systemctl disable --now {UNIT} 2>&1")
+    try:
+        pg.apply(
+            [pg.engine_change(), pg.instance_change(), pg.binding_change(pg.rw_app), pg.binding_change(pg.ro_app)],
+            pg.secrets((pg.rw_app, 0), (pg.ro_app, 0)),
+        )
+        yield pg
+    finally:
+        _cleanup(pg)
+
+
+def _cleanup(pg: Pg) -> None:
+    users = [user_name(app, pg.instance, r) for app in (pg.rw_app, pg.ro_app) for r in (0, 1)]
+    active = pg.lab.ssh(HOST, f"systemctl is-active {UNIT}", check=False).stdout.strip() == "active"
+    if active:
+        pg.superuser(f"DROP DATABASE IF EXISTS {pg.database} WITH (FORCE)")
+        for role in [*users, owner_role(pg.instance)]:
+            pg.superuser(f"DROP ROLE IF EXISTS {role}")
+    forget = " && ".join(
+        f"sudo /usr/local/lib/svcctl/svcctl-registry.py forget {shlex.quote(a)} >/dev/null" for a in pg.registry()
+    )
+    if forget:
+        pg.lab.ssh(HOST, forget)
+    pg.lab.ssh(HOST, f"sudo sh -c 'rm -f {DUMP_DIR}/{pg.instance}-*.pgc'")
+    pg.lab.ssh(HOST, f"sudo systemctl disable --now {UNIT} 2>&1; sudo rm -f /etc/postgresql/15/main/conf.d/svcctl.conf")
+
+
+def test_engine_create_starts_and_enables_the_cluster(pg: Pg) -> None:
+    assert pg.observe()[f"engine.{HOST}.postgres"].attrs == ENGINE_ATTRS
+    res = pg.lab.ssh(HOST, f"systemctl is-active {UNIT}; systemctl is-enabled {UNIT}")
+    assert res.stdout.split() == ["active", "enabled"]
+
+
+def test_what_the_snippet_observes_equals_what_was_applied(pg: Pg) -> None:
+    observed = pg.observe()
+    instance = observed[f"instance.{pg.instance}"]
+    assert {k: v for k, v in instance.attrs.items() if k != "size_mb"} == pg.instance_attrs()
+    assert isinstance(instance.attrs["size_mb"], int)
+    for app in (pg.rw_app, pg.ro_app):
+        assert observed[f"binding.{app}.{pg.instance}"].attrs == pg.binding_attrs(app)
+
+
+def test_privileges_are_least_privilege_and_tables_belong_to_the_owner(pg: Pg) -> None:
+    created = pg.psql_as(pg.rw_app, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (41), (42)")
+    assert created.returncode == 0, created.stderr
+    owner = pg.superuser("SELECT tableowner FROM pg_tables WHERE tablename = 'orders'", pg.database)
+    assert owner.strip() == owner_role(pg.instance)
+    # The readonly user was created before the table: it reads it through the default privileges.
+    assert pg.psql_as(pg.ro_app, "SELECT sum(id) FROM orders").stdout.strip() == "83"
+    refused_write = pg.psql_as(pg.ro_app, "INSERT INTO orders VALUES (1)")
+    assert refused_write.returncode != 0
+    assert "permission denied for table orders" in refused_write.stderr
+    refused_create = pg.psql_as(pg.ro_app, "CREATE TABLE mine (id int)")
+    assert refused_create.returncode != 0
+    assert "permission denied for schema public" in refused_create.stderr
+    wrong = pg.psql_as(pg.rw_app, "SELECT 1", password="not-the-password")
+    assert "password authentication failed" in wrong.stderr
+
+
+def test_a_second_identical_apply_changes_nothing(pg: Pg) -> None:
+    run = pg.apply(
+        [pg.engine_change(), pg.instance_change(), pg.binding_change(pg.rw_app), pg.binding_change(pg.ro_app)],
+        pg.secrets((pg.rw_app, 0), (pg.ro_app, 0)),
+    )
+    changed = [r["task"] for r in run.ok_results() if r["res"].get("changed")]
+    assert changed == []
+    assert run.stats["changed"] == {}  # counts the no_log tasks too, whose events hide `changed`
+    assert len(run.ok_results()) > 20  # the tasks did run (and were skipped only where the kind differs)
+
+
+def test_the_registry_records_every_address_root_only(pg: Pg) -> None:
+    assert sorted(pg.registry()) == sorted(
+        [f"engine.{HOST}.postgres", f"instance.{pg.instance}", f"binding.{pg.rw_app}.{pg.instance}",
+         f"binding.{pg.ro_app}.{pg.instance}"]
+    )  # fmt: skip
+    assert pg.registry()[f"instance.{pg.instance}"]["attrs"] == pg.instance_attrs()
+    mode = pg.lab.ssh(HOST, "sudo stat -c '%a %U' /var/lib/svcctl/registry.json").stdout.split()
+    assert mode == ["600", "root"]
+
+
+def test_a_password_changed_behind_svcctls_back_is_stale_until_reapplied(pg: Pg) -> None:
+    pg.superuser(f"ALTER ROLE {user_name(pg.ro_app, pg.instance, 0)} PASSWORD 'changed-by-hand'")
+    assert pg.observe()[f"binding.{pg.ro_app}.{pg.instance}"].attrs["credentials"] == "stale"
+    old = {**pg.binding_attrs(pg.ro_app), "credentials": "stale"}
+    run = pg.apply([pg.binding_change(pg.ro_app, action="update", old=old)], pg.secrets((pg.ro_app, 0)))
+    # ansible-runner hides a no_log task's whole result, `changed` included: the stats still count it.
+    assert [r["task"] for r in run.ok_results() if r["res"].get("changed")] == []
+    assert run.stats["changed"] == {HOST: 1}
+    assert pg.observe()[f"binding.{pg.ro_app}.{pg.instance}"].attrs["credentials"] == "current"
+    assert pg.psql_as(pg.ro_app, "SELECT count(*) FROM orders").stdout.strip() == "2"
+
+
+def test_rotation_creates_the_new_user_keeps_the_old_then_deletes_it(pg: Pg) -> None:
+    old = pg.binding_attrs(pg.rw_app, 0)
+    pg.apply([pg.binding_change(pg.rw_app, action="update", rotation=1, old=old)], pg.secrets((pg.rw_app, 1)))
+    observed = pg.observe()
+    assert observed[f"binding.{pg.rw_app}.{pg.instance}"].attrs == pg.binding_attrs(pg.rw_app, 1)
+    assert observed[f"binding.{pg.rw_app}.{pg.instance}~r0"].attrs == pg.binding_attrs(pg.rw_app, 0)
+    # Both users work during the switch-over; the new one writes as the owner too.
+    assert pg.psql_as(pg.rw_app, "INSERT INTO orders VALUES (1)", rotation=1).returncode == 0
+    assert pg.psql_as(pg.rw_app, "SELECT count(*) FROM orders", rotation=0).stdout.strip() == "3"
+
+    pg.apply([pg.binding_change(pg.rw_app, action="delete", old=old, suffix="~r0")], {})
+    observed = pg.observe()
+    assert f"binding.{pg.rw_app}.{pg.instance}~r0" not in observed
+    assert observed[f"binding.{pg.rw_app}.{pg.instance}"].attrs == pg.binding_attrs(pg.rw_app, 1)
+    assert "password authentication failed" in pg.psql_as(pg.rw_app, "SELECT 1", rotation=0).stderr
+
+
+def test_no_event_ever_contains_a_password(pg: Pg) -> None:
+    passwords = [pg.password(app, r) for app in (pg.rw_app, pg.ro_app) for r in (0, 1)]
+    assert len(pg.runs) >= 4
+    for run in pg.runs:
+        assert run.events
+        for event in run.events:
+            text = json.dumps(event)
+            for password in passwords:
+                assert password not in text, event.get("event_data", {}).get("task")
+
+
+def test_deleting_bindings_and_the_instance_dumps_it_first_then_drops_everything(pg: Pg) -> None:
+    rw_old = pg.binding_attrs(pg.rw_app, 1)
+    ro_old = pg.binding_attrs(pg.ro_app, 0)
+    run = pg.apply(
+        [
+            pg.binding_change(pg.rw_app, action="delete", old=rw_old),
+            pg.binding_change(pg.ro_app, action="delete", old=ro_old),
+            pg.instance_change(action="delete"),
+        ],
+        {},
+    )
+    reports = [r["res"]["msg"] for r in run.ok_results() if r["task"] == "Report the dump"]
+    assert len(reports) == 1
+    prefix = f"svcctl dump of instance.{pg.instance}: {DUMP_DIR}/{pg.instance}-"
+    assert reports[0].startswith(prefix) and reports[0].endswith("Z.pgc"), reports[0]
+    path = reports[0].split(": ", 1)[1]
+    stat = pg.lab.ssh(HOST, f"sudo stat -c '%a %U %s' {path} {DUMP_DIR}").stdout.split()
+    assert stat[:2] == ["600", "root"] and int(stat[2]) > 0
+    assert stat[3:5] == ["700", "root"]
+    listing = pg.lab.ssh(HOST, f"sudo pg_restore -l {shlex.quote(path)}").stdout
+    assert "TABLE public orders" in listing
+
+    assert pg.superuser(f"SELECT count(*) FROM pg_database WHERE datname = '{pg.database}'").strip() == "0"
+    roles = pg.superuser(f"SELECT count(*) FROM pg_roles WHERE rolname LIKE '%{pg.database}%'")
+    assert roles.strip() == "0"
+    observed = pg.observe()
+    assert [a for a in observed if pg.instance in a] == []
+    assert sorted(pg.registry()) == [f"engine.{HOST}.postgres"]
