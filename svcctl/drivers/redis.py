@@ -1,0 +1,239 @@
+"""Redis: one `redis-server@NAME` systemd instance per svcctl instance, its users in an ACL file of its own.
+
+The snippet reads the instances' files rather than asking the servers, so a stopped instance is still
+seen; the parser turns that into engine, instance and binding resources.  Binding users are named
+`sv_<app>_<instance>_r<rotation>`; since each lives in its instance's ACL file, the instance part is
+known and the app part is what remains, so the name maps back to its binding without ambiguity.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from svcctl.drivers.base import DesiredContext, PasswordFor, load_script
+from svcctl.model.names import is_valid_name, sql_ident
+from svcctl.model.spec import version_key
+from svcctl.secrets import Secret, redis_acl_matches
+from svcctl.state import Attrs, Kind, Resource
+
+ENGINE = "redis"
+FIRST_PORT = 6380
+READWRITE_RULES = ("~*", "&*", "+@all", "-@admin", "-@dangerous")
+READONLY_RULES = ("~*", "&*", "-@all", "+@read", "+@connection", "-@admin", "-@dangerous")
+ROLE_RULES = {"readwrite": READWRITE_RULES, "readonly": READONLY_RULES}
+_UNITS = {"k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
+_MIB = 1024**2
+
+
+def binding_user(app: str, instance: str, rotation: int) -> str:
+    """The Redis user of a binding: `sv_<app>_<instance>_r<rotation>` (sql identifiers of the names)."""
+    return f"sv_{sql_ident(app)}_{sql_ident(instance)}_r{rotation}"
+
+
+def major_of(package_version: str | None) -> str | None:
+    """`5:7.0.15-1~deb12u10` -> `7`: the major version svcctl's catalogue speaks of."""
+    if not package_version:
+        return None
+    return package_version.split(":", 1)[-1].split(".", 1)[0].split("-", 1)[0]
+
+
+def memory_bytes(value: str | None) -> int:
+    """A redis memory setting (`64mb`, `1g`, `1048576`) in bytes; absent means 0 (no limit)."""
+    if not value:
+        return 0
+    match = re.fullmatch(r"(\d+)\s*([kmg]b?)?", value.strip().lower())
+    if match is None:
+        raise ValueError(f"unreadable redis memory value {value!r}")
+    return int(match.group(1)) * _UNITS.get(match.group(2) or "", 1)
+
+
+def memory_mb(value: str | None) -> int | float:
+    """maxmemory in MiB: an int when whole (as desired() has it), else a float so the diff shows it."""
+    size = memory_bytes(value)
+    return size // _MIB if size % _MIB == 0 else round(size / _MIB, 3)
+
+
+def role_of(rules: list[str]) -> str:
+    """`readwrite` / `readonly` when the rules are exactly svcctl's, else the rules themselves."""
+    for role, expected in ROLE_RULES.items():
+        if tuple(rules) == expected:
+            return role
+    return " ".join(rules)
+
+
+def _binding_of(user: str, instance: str) -> tuple[str, int] | None:
+    """(app, rotation) if `user` is svcctl's name for a binding on `instance`, else None."""
+    if not is_valid_name(instance, reserved=False):
+        return None
+    match = re.fullmatch(rf"sv_([a-z0-9_]+)_{sql_ident(instance)}_r(0|[1-9][0-9]*)", user)
+    if match is None:
+        return None
+    app = match.group(1).replace("_", "-")
+    if not is_valid_name(app, reserved=False):
+        return None
+    return app, int(match.group(2))
+
+
+def _credentials(user: Mapping[str, Any], password: Secret) -> str:
+    """`current` when the user is on and its one password is the derived one; anything else is `stale`."""
+    flags, hashes = user.get("flags", []), user.get("hashes", [])
+    usable = "on" in flags and "nopass" not in flags and "off" not in flags
+    ok = usable and len(hashes) == 1 and redis_acl_matches(password, hashes[0])
+    return "current" if ok else "stale"
+
+
+def _split_binding_name(name: str) -> tuple[str, str]:
+    """`web.sessions` or `web.sessions~r0` -> ("web", "sessions")."""
+    app, _, rest = name.partition(".")
+    return app, rest.split("~", 1)[0]
+
+
+class RedisDriver:
+    """The redis engine: observe, parse, desired state and the secrets its playbook tasks need."""
+
+    engine = ENGINE
+
+    def snippet(self) -> str:
+        """The host-side snippet defining `observe_redis()`."""
+        return load_script("observe_redis.py")
+
+    def parse(self, node: str, raw: Mapping[str, Any], password_for: PasswordFor) -> list[Resource]:
+        """Engine, instances and every ACL user (svcctl's bindings, old rotations, foreign users) on a node."""
+        if not raw.get("installed"):
+            return []
+        major = major_of(raw.get("version"))
+        out = [Resource(kind=Kind.ENGINE, name=f"{node}.{ENGINE}", node=node, engine=ENGINE,
+                        attrs={"installed": True, "version": major})]  # fmt: skip
+        for name, inst in sorted(raw.get("instances", {}).items()):
+            config, unit = inst.get("config", {}), inst.get("unit", {})
+            connections = config.get("maxclients")
+            attrs: Attrs = {
+                "engine": ENGINE,
+                "major_version": major,
+                "port": int(config.get("port", 6379)),
+                "memory_mb": memory_mb(config.get("maxmemory")),
+                "eviction": config.get("maxmemory-policy", "noeviction"),
+                "connections": int(connections) if connections is not None else None,
+                "running": bool(unit.get("active")),
+                "enabled": bool(unit.get("enabled")),
+            }
+            out.append(Resource(kind=Kind.INSTANCE, name=name, node=node, engine=ENGINE, attrs=attrs))
+            out += self._users(node, name, inst.get("users", []), password_for)
+        return out
+
+    def _users(
+        self, node: str, instance: str, users: list[Mapping[str, Any]], password_for: PasswordFor
+    ) -> list[Resource]:
+        """Binding resources of one instance's users: the newest rotation per app at the binding's address."""
+        ours: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
+        out: list[Resource] = []
+        for user in users:
+            if user["name"] == "default":
+                continue  # the instance's admin, part of the instance itself
+            parsed = _binding_of(user["name"], instance)
+            if parsed is None:
+                attrs = {"engine": ENGINE, "role": role_of(user.get("rules", [])), "user": user["name"]}
+                out.append(Resource(kind=Kind.BINDING, name=f"{instance}:{user['name']}", node=node,
+                                    engine=ENGINE, attrs=attrs))  # fmt: skip
+                continue
+            app, rotation = parsed
+            ours.setdefault(app, []).append((rotation, user))
+        for app, found in sorted(ours.items()):
+            newest = max(rotation for rotation, _ in found)
+            for rotation, user in sorted(found, key=lambda pair: pair[0]):
+                password = password_for(f"binding/{app}/{instance}/{rotation}")
+                attrs = {
+                    "engine": ENGINE,
+                    "role": role_of(user.get("rules", [])),
+                    "rotation": rotation,
+                    "user": user["name"],
+                    "credentials": _credentials(user, password),
+                }
+                name = f"{app}.{instance}" if rotation == newest else f"{app}.{instance}~r{rotation}"
+                out.append(Resource(kind=Kind.BINDING, name=name, node=node, engine=ENGINE, attrs=attrs))
+        return out
+
+    def desired(self, ctx: DesiredContext) -> list[Resource]:
+        """Redis instances where placed (ports kept, else allocated), their bindings, and their nodes' engines."""
+        env = ctx.env
+        names = sorted(n for n in env.instances if env.engine_of(n) == ENGINE)
+        ports = self._ports(ctx, names)
+        out: list[Resource] = []
+        versions: dict[str, list[str]] = {}
+        for name in names:
+            node = ctx.placement[name]
+            plan = env.plan_of(name)
+            version = env.version_of(name)
+            versions.setdefault(node, []).append(version)
+            attrs: Attrs = {
+                "engine": ENGINE,
+                "major_version": version,
+                "port": ports[name],
+                "memory_mb": plan.memory_mb,
+                "eviction": plan.eviction,
+                "connections": plan.connections,
+                "running": True,
+                "enabled": True,
+            }
+            out.append(Resource(kind=Kind.INSTANCE, name=name, node=node, engine=ENGINE, attrs=attrs))
+        for b in env.bindings:
+            if b.instance not in names:
+                continue
+            attrs = {
+                "engine": ENGINE,
+                "role": b.role,
+                "rotation": b.rotation,
+                "user": binding_user(b.app, b.instance, b.rotation),
+                "credentials": "current",
+            }
+            out.append(Resource(kind=Kind.BINDING, name=f"{b.app}.{b.instance}", node=ctx.placement[b.instance],
+                                engine=ENGINE, attrs=attrs))  # fmt: skip
+        for node, wanted in sorted(versions.items()):
+            version = max(wanted, key=version_key)
+            out.append(Resource(kind=Kind.ENGINE, name=f"{node}.{ENGINE}", node=node, engine=ENGINE,
+                                attrs={"installed": True, "version": version}))  # fmt: skip
+        return out
+
+    def _ports(self, ctx: DesiredContext, names: list[str]) -> dict[str, int]:
+        """Each instance's port: the one it has on its node, else the lowest free one from 6380 (by name)."""
+        used: dict[str, set[int]] = {}
+        for r in ctx.observed:
+            if r.kind is Kind.INSTANCE and r.engine == ENGINE and isinstance(r.attrs.get("port"), int):
+                used.setdefault(r.node, set()).add(r.attrs["port"])
+        ports: dict[str, int] = {}
+        for name in names:
+            have = ctx.observed.get(f"instance.{name}")
+            port = have.attrs.get("port") if have is not None and have.engine == ENGINE else None
+            if have is not None and have.node == ctx.placement[name] and isinstance(port, int):
+                ports[name] = port
+        for name in names:
+            if name in ports:
+                continue
+            taken = used.setdefault(ctx.placement[name], set())  # observed ones include every kept port
+            port = FIRST_PORT
+            while port in taken:
+                port += 1
+            ports[name] = port
+            taken.add(port)
+        return ports
+
+    def secrets_for(self, resource: Resource, password_for: PasswordFor) -> dict[str, Secret]:
+        """Instances need the admin (`default` user) password; bindings theirs plus the admin's for ACL LOAD."""
+        if resource.kind is Kind.INSTANCE:
+            return {"admin_password": password_for(f"instance/{resource.name}/admin")}
+        if resource.kind is Kind.BINDING:
+            if ":" in resource.name:  # `<instance>:<user>`, a user svcctl did not name: only the admin applies
+                instance = resource.name.split(":", 1)[0]
+                return {"admin_password": password_for(f"instance/{instance}/admin")}
+            app, instance = _split_binding_name(resource.name)
+            out = {"admin_password": password_for(f"instance/{instance}/admin")}
+            rotation = resource.attrs.get("rotation")
+            if isinstance(rotation, int):  # a delete of a user whose record is all that is left needs none
+                out["password"] = password_for(f"binding/{app}/{instance}/{rotation}")
+            return out
+        return {}
+
+
+DRIVER = RedisDriver()

@@ -1,0 +1,126 @@
+# Redis: the package, the stock unit, and each `redis-server@NAME` instance read from its files on disk
+# (/etc/redis/redis-NAME.conf and its aclfile), so a stopped instance is observed too.  Reads only.
+# Helpers are `_redis_*`: the footer calls every global named observe_*, and snippets share one module.
+import glob as _redis_glob
+import hashlib as _redis_hashlib
+import shlex as _redis_shlex
+
+_REDIS_CONF_GLOB = "/etc/redis/redis-*.conf"  # what redis-server@.service reads: /etc/redis/redis-%i.conf
+_REDIS_CONF_KEYS = ("port", "bind", "maxmemory", "maxmemory-policy", "maxclients", "aclfile", "dir", "pidfile")
+_REDIS_FLAGS = ("on", "off", "nopass", "resetpass", "reset", "skip-sanitize-payload", "sanitize-payload")
+
+
+def _redis_words(line):
+    """Split a config or ACL line as redis does (quotes allowed); fall back to whitespace on bad quoting."""
+    try:
+        return _redis_shlex.split(line, comments=False, posix=True)
+    except ValueError:
+        return line.split()
+
+
+def _redis_user(words):
+    """One `user NAME rule...` line as {name, flags, rules, hashes}; clear-text `>pw` becomes its sha256."""
+    user = {"name": words[1], "flags": [], "rules": [], "hashes": []}
+    for word in words[2:]:
+        low = word.lower()
+        if low in _REDIS_FLAGS:
+            user["flags"].append(low)
+        elif word.startswith("#"):
+            user["hashes"].append(word[1:].lower())
+        elif word.startswith(">"):
+            user["hashes"].append(_redis_hashlib.sha256(word[1:].encode()).hexdigest())
+        elif word.startswith(("<", "!")):
+            continue  # removes a password: nothing to verify
+        else:
+            user["rules"].append(word)
+    if not user["name"].startswith("sv_"):
+        user["hashes"] = []  # only svcctl's users are checked; other verifiers (the admin's too) stay here
+    return user
+
+
+def _redis_read_lines(path):
+    """The non-comment lines of a file, or None if it does not exist."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+    except FileNotFoundError:
+        return None
+
+
+def _redis_instance(path):
+    """One instance's configuration (selected keys only, never requirepass/masterauth) and ACL users."""
+    config, users = {}, []
+    for line in _redis_read_lines(path) or []:
+        words = _redis_words(line)
+        if not words:
+            continue
+        key = words[0].lower()
+        if key == "user" and len(words) >= 2:
+            users.append(_redis_user(words))
+        elif key in _REDIS_CONF_KEYS:
+            config[key] = " ".join(words[1:])
+    acl = {"path": config.get("aclfile"), "exists": False}
+    if config.get("aclfile"):
+        lines = _redis_read_lines(config["aclfile"])
+        acl["exists"] = lines is not None
+        for line in lines or []:
+            words = _redis_words(line)
+            if len(words) >= 2 and words[0] == "user":
+                users.append(_redis_user(words))
+    return {"config": config, "acl": acl, "users": users}
+
+
+def _redis_units(units):
+    """{unit: {"active", "enabled"}} for many units with one systemctl call."""
+    _rc, out, _ = sh(["systemctl", "show", "--property=Id,ActiveState,UnitFileState", "--", *units])
+    states, current = {}, {}
+    for line in [*out.splitlines(), ""]:
+        if line.strip():
+            key, _, value = line.partition("=")
+            current[key] = value.strip()
+        elif current:
+            states[current.get("Id", "")] = {
+                "active": current.get("ActiveState") == "active",
+                "enabled": current.get("UnitFileState") == "enabled",
+            }
+            current = {}
+    return {u: states.get(u, {"active": False, "enabled": False}) for u in units}
+
+
+def _redis_listen():
+    """Addresses redis-server processes listen on (TCP), from ss."""
+    rc, out, _ = sh(["ss", "-H", "-ltnp"])
+    if rc != 0:
+        return []
+    return sorted({ln.split()[3] for ln in out.splitlines() if '"redis-server"' in ln and len(ln.split()) > 3})
+
+
+def observe_redis():
+    """Package, stock unit, listeners and every template instance with its ACL users (files, not server)."""
+    version = installed_version("redis-server")
+    if version is None:  # leftover files of a removed package are not instances anyone can run
+        return {
+            "installed": False,
+            "version": None,
+            "running": False,
+            "default_service": None,
+            "listen": [],
+            "instances": {},
+        }
+    paths = sorted(_redis_glob.glob(_REDIS_CONF_GLOB))
+    names = [p[len("/etc/redis/redis-") : -len(".conf")] for p in paths]
+    units = _redis_units(["redis-server.service", *(f"redis-server@{n}.service" for n in names)])
+    instances = {}
+    for name, path in zip(names, paths, strict=True):
+        inst = _redis_instance(path)
+        inst["unit"] = units[f"redis-server@{name}.service"]
+        instances[name] = inst
+    running = any(u["active"] for u in units.values())
+    return {
+        "installed": version is not None,
+        "version": version,
+        "running": running,
+        "default_service": units["redis-server.service"],
+        "listen": _redis_listen() if running else [],
+        "instances": instances,
+    }
