@@ -20,12 +20,13 @@ from typing import Any
 import ansible_runner
 import pytest
 
+from svcctl.apply.runner import playbooks_dir
 from svcctl.drivers.base import DesiredContext, load_script
 from svcctl.drivers.redis import DRIVER
 from svcctl.model.spec import Environment
 from svcctl.secrets import Secret, derive_password
 from svcctl.state import Resource, State
-from tests.conftest import REPO, Lab
+from tests.conftest import Lab
 
 HOST = "lab-1"
 ENVIRONMENT = "redis-e2e"
@@ -118,7 +119,7 @@ class Redis:
         }
         runner = ansible_runner.run(
             private_data_dir=str(private),
-            project_dir=str(REPO / "playbooks"),
+            project_dir=str(playbooks_dir()),
             playbook="apply.yml",
             inventory={"all": {"hosts": {HOST: hostvars}}},
             extravars={"svcctl_environment": ENVIRONMENT},
@@ -238,7 +239,7 @@ def main_pid(redis: Redis, instance: str) -> int:
     return int(redis.sh(f"systemctl show -p MainPID --value redis-server@{instance}.service").stdout)
 
 
-def test_create_observe_use_reapply_and_delete_an_instance_with_two_bindings(
+def test_create_observe_use_drift_rotate_and_delete_an_instance_with_two_bindings(
     redis: Redis, names: tuple[str, str]
 ) -> None:
     instance, app = names
@@ -313,8 +314,28 @@ def test_create_observe_use_reapply_and_delete_an_instance_with_two_bindings(
     inst48 = redis.desired(bigger).get(inst.address)
     assert inst48 is not None and inst48.attrs["port"] == port  # kept, not re-allocated
     redis.apply([change("update", inst48, inst)], [inst48])
-    assert main_pid(redis, instance) != pid
+    pid48 = main_pid(redis, instance)
+    assert pid48 not in (pid, 0)
     assert redis.observed().get(inst.address) == inst48
+
+    # Rotation adds the new user and keeps the old one, seen as `~r0` until a delete drops it.
+    rotated: list[dict[str, Any]] = [{"app": app, "instance": instance, "rotation": 1}, bindings[1]]
+    rw1 = redis.desired(env_of(instance, app, memory_mb=48, bindings=rotated)).get(rw.address)
+    assert rw1 is not None and rw1.attrs["user"] == rw_user[:-1] + "1"
+    redis.apply([change("update", rw1, rw)], [rw1])
+    live = redis.observed()
+    old = live.get(f"{rw.address}~r0")
+    assert old is not None and old.attrs == rw.attrs
+    assert live.get(rw.address) == rw1
+    rw1_pw = redis.password_for(f"binding/{app}/{instance}/1")
+    assert redis.cli(port, str(rw1.attrs["user"]), rw1_pw, "GET", "k1") == "v1"
+    assert redis.cli(port, rw_user, rw_pw, "GET", "k1") == "v1"
+    redis.apply([change("delete", old, old)], [old])
+    live = redis.observed()
+    assert live.get(old.address) is None and live.get(rw.address) == rw1
+    assert redis.cli(port, rw_user, rw_pw, "GET", "k1") == "NOAUTH Authentication required."
+    assert redis.cli(port, str(rw1.attrs["user"]), rw1_pw, "GET", "k1") == "v1"
+    assert main_pid(redis, instance) == pid48
 
     # Deleting the bindings revokes them; deleting the instance dumps it first.
     live = redis.observed()
@@ -334,4 +355,4 @@ def test_create_observe_use_reapply_and_delete_an_instance_with_two_bindings(
     recorded = redis.registry()
     assert [a for a in recorded if instance in a] == []
 
-    assert redis.leaked(rw_pw, ro_pw, admin_pw) == []
+    assert redis.leaked(rw_pw, ro_pw, admin_pw, rw1_pw) == []
