@@ -146,8 +146,19 @@ def _check_instances(env: Environment, add: _Add) -> None:
 
 
 def _check_bindings(env: Environment, add: _Add) -> None:
+    users: dict[str, tuple[str, str]] = {}
     for binding in env.bindings:
         here = f"binding.{binding.app}.{binding.instance}"
+        # Engine user names join the app and instance with "_" (sv_<app>_<instance>_r<n>), so app `my-app` on
+        # instance `db` and app `my` on instance `app-db` would share one user: refuse, never guess.
+        user = f"{binding.app}-{binding.instance}".replace("-", "_")
+        other = users.setdefault(user, (binding.app, binding.instance))
+        if other != (binding.app, binding.instance):
+            add(
+                f"binding {binding.app} -> {binding.instance}: its engine user would be the same as that of "
+                f"binding {other[0]} -> {other[1]} (sv_{user}_r<n>); rename the app or the instance",
+                here,
+            )
         if binding.app not in env.apps:
             add(
                 f'binding: app "{binding.app}" is not declared; declared apps: {_listing(env.apps)}',
