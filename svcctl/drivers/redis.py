@@ -84,6 +84,15 @@ def _credentials(user: Mapping[str, Any], password: Secret) -> str:
     return "current" if ok else "stale"
 
 
+def _port_of(r: Resource) -> int | None:
+    """An observed instance's port: live, else (deleted outside svcctl) the one its record holds."""
+    for attrs in (r.attrs, r.recorded or {}):
+        port = attrs.get("port")
+        if isinstance(port, int) and not isinstance(port, bool):
+            return port
+    return None
+
+
 def _split_binding_name(name: str) -> tuple[str, str]:
     """`web.sessions` or `web.sessions~r0` -> ("web", "sessions")."""
     app, _, rest = name.partition(".")
@@ -197,17 +206,23 @@ class RedisDriver:
         return out
 
     def _ports(self, ctx: DesiredContext, names: list[str]) -> dict[str, int]:
-        """Each instance's port: the one it has on its node, else the lowest free one from 6380 (by name)."""
+        """Each instance's port: the one it has on its node, else the lowest free one from 6380 (by name).
+
+        An instance deleted behind svcctl's back has no live port, but its record does: recreating it on
+        that port keeps the apps' manifests right.
+        """
         used: dict[str, set[int]] = {}
         for r in ctx.observed:
-            if r.kind is Kind.INSTANCE and r.engine == ENGINE and isinstance(r.attrs.get("port"), int):
-                used.setdefault(r.node, set()).add(r.attrs["port"])
+            port = _port_of(r)
+            if r.kind is Kind.INSTANCE and r.engine == ENGINE and port is not None:
+                used.setdefault(r.node, set()).add(port)
         ports: dict[str, int] = {}
         for name in names:
             have = ctx.observed.get(f"instance.{name}")
-            port = have.attrs.get("port") if have is not None and have.engine == ENGINE else None
-            if have is not None and have.node == ctx.placement[name] and isinstance(port, int):
-                ports[name] = port
+            if have is not None and have.engine == ENGINE and have.node == ctx.placement[name]:
+                port = _port_of(have)
+                if port is not None:
+                    ports[name] = port
         for name in names:
             if name in ports:
                 continue

@@ -210,6 +210,15 @@ def test_desired_keeps_ports_and_allocates_the_lowest_free_ones_by_name() -> Non
     assert got_again == got
 
 
+def test_an_instance_deleted_outside_svcctl_comes_back_on_its_recorded_port() -> None:
+    env = env_with({"alpha": "cache-8", "beta": "cache-8"}, [])
+    missing = Resource(kind=Kind.INSTANCE, name="beta", node="db-1", engine="redis", attrs={"missing": True},
+                       recorded={"engine": "redis", "port": 6380})  # fmt: skip
+    placement = {"alpha": "db-1", "beta": "db-1"}
+    got = DRIVER.desired(DesiredContext(env=env, placement=placement, observed=State.of([missing])))
+    assert {r.name: r.attrs["port"] for r in got if r.kind is Kind.INSTANCE} == {"alpha": 6381, "beta": 6380}
+
+
 def test_a_plan_without_connections_leaves_maxclients_to_redis() -> None:
     env = env_with({"small": "cache-8"}, [])
     [inst, _engine] = DRIVER.desired(DesiredContext(env=env, placement={"small": "db-2"}, observed=State()))
