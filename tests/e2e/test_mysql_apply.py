@@ -1,0 +1,462 @@
+"""The mysql driver against a real MariaDB: apply.yml through ansible-runner, then observe and parse again.
+
+The tests run in file order on one module-wide setup: create (engine, instance, readwrite and readonly
+bindings), check privileges for real, re-apply (no changes), drift and repair, rotation, client networks,
+and finally delete (dump first) and restore the host as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+import pytest
+
+from svcctl.drivers.base import DesiredContext
+from svcctl.drivers.mysql import DRIVER
+from svcctl.model.spec import App, Binding, Environment, Instance, Node, Service, ServicePlan
+from svcctl.secrets import Secret, derive_password
+from svcctl.state import Kind, Resource, State
+from tests.conftest import REPO, Lab
+
+HOST = "lab-2"
+KEY = secrets.token_bytes(32)
+SNIPPET_PARTS = ("observe_header.py", "observe_mysql.py", "observe_footer.py")
+ORDER = {Kind.ENGINE: 0, Kind.INSTANCE: 1, Kind.BINDING: 2}
+
+
+def password_for(purpose: str) -> Secret:
+    return derive_password(KEY, purpose)
+
+
+@dataclass
+class Run:
+    """One apply: its status, stats and every event ansible-runner emitted."""
+
+    status: str
+    stats: dict[str, Any]
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def changed_tasks(self) -> list[str]:
+        """Tasks that changed something, in order; a no_log task's result is censored, so its line decides."""
+        out: list[str] = []
+        for e in self.events:
+            if e.get("event") not in ("runner_on_ok", "runner_item_on_ok"):
+                continue
+            changed = e["event_data"].get("res", {}).get("changed") is True
+            if changed or "changed: [" in str(e.get("stdout", "")):
+                task = str(e["event_data"].get("task", ""))
+                if task not in out:
+                    out.append(task)
+        return out
+
+    def results(self, task: str) -> list[dict[str, Any]]:
+        return [
+            e["event_data"]["res"]
+            for e in self.events
+            if e.get("event") == "runner_on_ok" and e["event_data"].get("task") == task
+        ]
+
+
+@dataclass
+class World:
+    """The module's setup: names, the environment, the first apply and the host's state before it."""
+
+    lab: Lab
+    tmp: Path
+    instance: str
+    rw_app: str
+    ro_app: str
+    env: Environment
+    first: Run
+    was_active: bool
+    runs: int = 0
+
+    def apply(self, changes: list[dict[str, Any]], secrets_: Mapping[str, Mapping[str, str]]) -> Run:
+        self.runs += 1
+        return run_apply(self.lab, self.tmp / f"run{self.runs}", changes, secrets_)
+
+    def desired(self, env: Environment | None = None) -> list[Resource]:
+        e = env or self.env
+        return DRIVER.desired(DesiredContext(env=e, placement=dict.fromkeys(e.instances, HOST), observed=State()))
+
+    def observe(self) -> dict[str, Resource]:
+        raw = observe_raw(self.lab)
+        return {r.address: r for r in DRIVER.parse(HOST, raw, password_for)}
+
+    def sql(self, sql: str, user: str | None = None, password: Secret | None = None, check: bool = True) -> Any:
+        if user is None:
+            cmd = f"sudo mariadb --batch --skip-column-names -e {shlex.quote(sql)}"
+        else:
+            assert password is not None
+            cmd = (
+                f"MYSQL_PWD={shlex.quote(password.reveal())} mariadb -h 127.0.0.1 -u {user} --batch "
+                f"--skip-column-names -e {shlex.quote(sql)}"
+            )
+        return self.lab.ssh(HOST, cmd, check=check)
+
+
+def observe_raw(lab: Lab) -> dict[str, Any]:
+    script = "\n\n".join((REPO / "svcctl/drivers/scripts" / p).read_text() for p in SNIPPET_PARTS)
+    import subprocess
+
+    res = subprocess.run(
+        ["ssh", "-F", str(lab.ssh_config), HOST, "sudo python3 -"],
+        input=script, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    doc: dict[str, Any] = json.loads(res.stdout)
+    mysql: dict[str, Any] = doc["engines"]["mysql"]
+    return mysql
+
+
+def run_apply(lab: Lab, tmp: Path, changes: list[dict[str, Any]], secrets_: Mapping[str, Mapping[str, str]]) -> Run:
+    """Run playbooks/apply.yml on HOST with hand-built changes, the way svcctl's apply does."""
+    tmp.mkdir(parents=True)
+    events: list[dict[str, Any]] = []
+
+    def on_event(event: dict[str, Any]) -> bool:
+        events.append(event)
+        return True
+
+    inventory = {
+        "all": {
+            "hosts": {
+                HOST: {
+                    "ansible_host": HOST,
+                    "svcctl_environment": "e2e-mysql",
+                    "svcctl_changes": changes,
+                    "svcctl_secrets": dict(secrets_),
+                }
+            }
+        }
+    }
+    runner = ansible_runner.run(
+        private_data_dir=str(tmp),
+        project_dir=str(REPO / "playbooks"),
+        playbook="apply.yml",
+        inventory=inventory,
+        quiet=True,
+        event_handler=on_event,
+        envvars={
+            "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_SSH_ARGS": f"-F {lab.ssh_config} -o ControlMaster=auto -o ControlPersist=60s",
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp / "cp"),
+        },
+    )
+    run = Run(status=runner.status, stats=runner.stats or {}, events=events)
+    assert run.status == "successful", runner.stdout.read()[-6000:]
+    return run
+
+
+def change(action: str, res: Resource, old: Resource | None = None) -> dict[str, Any]:
+    return {
+        "action": action,
+        "address": res.address,
+        "kind": res.kind.value,
+        "engine": res.engine,
+        "name": res.name,
+        "attrs": res.attrs if action != "delete" else {},
+        "old": old.attrs if old is not None else None,
+    }
+
+
+def creates(resources: list[Resource]) -> list[dict[str, Any]]:
+    return [change("create", r) for r in sorted(resources, key=lambda r: (ORDER[r.kind], r.address))]
+
+
+def secrets_of(resources: list[Resource]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for r in resources:
+        found = DRIVER.secrets_for(r, password_for)
+        if found:
+            out[r.address] = {k: v.reveal() for k, v in found.items()}
+    return out
+
+
+def passwords(resources: list[Resource]) -> list[str]:
+    return [p for s in secrets_of(resources).values() for p in s.values()]
+
+
+def registry(lab: Lab) -> tuple[str, dict[str, Any]]:
+    res = lab.ssh(HOST, "sudo stat -c %a /var/lib/svcctl/registry.json && sudo cat /var/lib/svcctl/registry.json")
+    mode, _, body = res.stdout.partition("\n")
+    objects: dict[str, Any] = json.loads(body)["objects"]
+    return mode, objects
+
+
+def make_env(
+    instance: str, rw: str, ro: str, rw_rotation: int = 0, networks: list[str] | None = None, connections: int = 20
+) -> Environment:
+    return Environment(
+        nodes={HOST: Node(host=HOST, engines=["mysql"], client_networks=networks or [])},
+        services={"mysql": Service(engine="mysql", versions=["10.11"])},
+        plans={"m-small": ServicePlan(service="mysql", storage_mb=512, connections=connections)},
+        instances={instance: Instance(plan="m-small", node=HOST, protect=False)},
+        apps={rw: App(manifest="m.yml"), ro: App(manifest="m.yml")},
+        bindings=[
+            Binding(app=rw, instance=instance, role="readwrite", rotation=rw_rotation),
+            Binding(app=ro, instance=instance, role="readonly"),
+        ],
+    )
+
+
+def assert_no_secret_in_events(run: Run, secret_values: list[str]) -> None:
+    dumped = json.dumps(run.events)
+    for value in secret_values:
+        assert value not in dumped
+
+
+@pytest.fixture(scope="module")
+def world(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    token = secrets.token_hex(3)
+    instance, rw, ro = f"t{token}-db", f"w{token}", f"r{token}"
+    was_active = lab.ssh(HOST, "systemctl is-active mariadb", check=False).stdout.strip() == "active"
+    env = make_env(instance, rw, ro)
+    desired = DRIVER.desired(DesiredContext(env=env, placement={instance: HOST}, observed=State()))
+    tmp = tmp_path_factory.mktemp("mysql")
+    first = run_apply(lab, tmp / "run0", creates(desired), secrets_of(desired))
+    w = World(lab=lab, tmp=tmp, instance=instance, rw_app=rw, ro_app=ro, env=env, first=first, was_active=was_active)
+    yield w
+    db = instance.replace("-", "_")
+    lab.ssh(HOST, f"sudo mariadb -e 'DROP DATABASE IF EXISTS {db}'", check=False)
+    for user in (f"sv_{rw}_{db}_r0", f"sv_{rw}_{db}_r1", f"sv_{ro}_{db}_r0"):
+        lab.ssh(
+            HOST, f"sudo mariadb -e \"DROP USER IF EXISTS '{user}'@'localhost', '{user}'@'127.0.0.1'\"", check=False
+        )
+    forget = " && ".join(
+        f"sudo /usr/local/lib/svcctl/svcctl-registry.py forget {a}"
+        for a in [
+            f"instance.{instance}",
+            f"binding.{rw}.{instance}",
+            f"binding.{ro}.{instance}",
+        ]
+    )
+    lab.ssh(HOST, forget, check=False)
+    lab.ssh(HOST, f"sudo rm -f /var/backups/svcctl/{instance}-*", check=False)
+    # Other suites (plan/apply CLI) may use this server meanwhile: stop it only if it was stopped before
+    # and nothing but the system databases is left on it.
+    count = (
+        "SELECT COUNT(*) FROM information_schema.SCHEMATA "
+        "WHERE SCHEMA_NAME NOT IN ('information_schema', 'mysql', 'performance_schema', 'sys')"
+    )
+    left = lab.ssh(HOST, f"sudo mariadb -N -e {shlex.quote(count)}", check=False)
+    if not was_active and left.stdout.strip() == "0":
+        lab.ssh(HOST, f"sudo /usr/local/lib/svcctl/svcctl-registry.py forget engine.{HOST}.mysql")
+        lab.ssh(HOST, "sudo systemctl disable --now mariadb && sudo rm -f /etc/mysql/mariadb.conf.d/60-svcctl.cnf")
+
+
+def by_address(resources: list[Resource]) -> dict[str, Resource]:
+    return {r.address: r for r in resources}
+
+
+def live_attrs(r: Resource) -> dict[str, Any]:
+    return {k: v for k, v in r.attrs.items() if k != "size_mb"}
+
+
+def test_create_then_observe_gives_the_desired_attrs(world: World) -> None:
+    desired = by_address(world.desired())
+    assert sorted(desired) == sorted(
+        [
+            f"engine.{HOST}.mysql",
+            f"instance.{world.instance}",
+            f"binding.{world.rw_app}.{world.instance}",
+            f"binding.{world.ro_app}.{world.instance}",
+        ]
+    )
+    live = world.observe()
+    for address, want in desired.items():
+        assert live_attrs(live[address]) == want.attrs, address
+    assert live[f"instance.{world.instance}"].attrs["size_mb"] == 0
+    assert world.lab.ssh(HOST, "systemctl is-active mariadb; systemctl is-enabled mariadb").stdout.split() == [
+        "active",
+        "enabled",
+    ]
+
+
+def test_the_first_apply_logged_no_password(world: World) -> None:
+    values = passwords(world.desired())
+    assert len(values) == 2
+    assert_no_secret_in_events(world.first, values)
+    assert world.first.changed_tasks()  # it did create things, so the check above saw real events
+
+
+def test_the_registry_records_every_address_with_mode_0600(world: World) -> None:
+    mode, objects = registry(world.lab)
+    assert mode == "600"
+    for r in world.desired():
+        assert objects[r.address]["attrs"] == r.attrs
+        assert objects[r.address]["environment"] == "e2e-mysql"
+
+
+def test_privileges_are_real(world: World) -> None:
+    desired = by_address(world.desired())
+    rw = desired[f"binding.{world.rw_app}.{world.instance}"]
+    ro = desired[f"binding.{world.ro_app}.{world.instance}"]
+    rw_pw, ro_pw = (DRIVER.secrets_for(b, password_for)["password"] for b in (rw, ro))
+    db = world.instance.replace("-", "_")
+    world.sql(f"CREATE TABLE {db}.t1 (id INT PRIMARY KEY, v TEXT); INSERT INTO {db}.t1 VALUES (1, 'one')",
+              rw.attrs["user"], rw_pw)  # fmt: skip
+    # the readonly user reads a table created after its grant
+    assert world.sql(f"SELECT v FROM {db}.t1", ro.attrs["user"], ro_pw).stdout == "one\n"
+    denied = world.sql(f"INSERT INTO {db}.t1 VALUES (2, 'two')", ro.attrs["user"], ro_pw, check=False)
+    assert denied.returncode == 1
+    assert "INSERT command denied" in denied.stderr
+    denied = world.sql(f"CREATE TABLE {db}.t2 (id INT)", ro.attrs["user"], ro_pw, check=False)
+    assert "CREATE command denied" in denied.stderr
+    # neither user reaches another database
+    other = world.sql("SELECT COUNT(*) FROM mysql.user", rw.attrs["user"], rw_pw, check=False)
+    assert "SELECT command denied" in other.stderr
+    wrong = world.sql("SELECT 1", rw.attrs["user"], ro_pw, check=False)
+    assert "Access denied" in wrong.stderr
+
+
+def test_a_second_identical_apply_changes_nothing(world: World) -> None:
+    desired = world.desired()
+    run = world.apply(creates(desired), secrets_of(desired))
+    assert run.changed_tasks() == []
+    assert run.stats["changed"] == {}
+    assert run.stats["ok"][HOST] > 10
+    assert_no_secret_in_events(run, passwords(desired))
+
+
+def test_a_password_changed_behind_svcctls_back_is_stale_and_apply_fixes_it(world: World) -> None:
+    desired = by_address(world.desired())
+    rw = desired[f"binding.{world.rw_app}.{world.instance}"]
+    user = rw.attrs["user"]
+    world.sql(f"ALTER USER '{user}'@'localhost' IDENTIFIED BY 'not-the-derived-one'")
+    live = world.observe()
+    assert live[rw.address].attrs["credentials"] == "stale"
+    assert live[f"binding.{world.ro_app}.{world.instance}"].attrs["credentials"] == "current"
+    run = world.apply([change("update", rw, live[rw.address])], secrets_of([rw]))
+    assert run.changed_tasks() == ["Create or update the binding user at each allowed host"]
+    assert_no_secret_in_events(run, passwords([rw]))
+    assert world.observe()[rw.address].attrs["credentials"] == "current"
+
+
+def test_rotation_creates_the_new_user_and_keeps_the_old_until_deleted(world: World) -> None:
+    env = make_env(world.instance, world.rw_app, world.ro_app, rw_rotation=1)
+    desired = by_address(world.desired(env))
+    address = f"binding.{world.rw_app}.{world.instance}"
+    before = world.observe()[address]
+    run = world.apply([change("update", desired[address], before)], secrets_of([desired[address]]))
+    assert run.changed_tasks() == [
+        f"Record {address} in the host registry",
+        "Create or update the binding user at each allowed host",
+    ]
+    live = world.observe()
+    assert live_attrs(live[address]) == desired[address].attrs
+    old = live[f"{address}~r0"]
+    assert old.name == f"{world.rw_app}.{world.instance}~r0"
+    assert old.attrs["user"] == before.attrs["user"]
+    assert old.attrs["credentials"] == "current"
+    assert DRIVER.secrets_for(old, password_for) == {}
+    world.apply([change("delete", old, old)], {})
+    live = world.observe()
+    assert f"{address}~r0" not in live
+    assert live_attrs(live[address]) == desired[address].attrs
+    world.env = env
+
+
+def test_an_instance_connections_change_reaches_its_users_and_comment(world: World) -> None:
+    env = make_env(world.instance, world.rw_app, world.ro_app, rw_rotation=1, connections=7)
+    desired = by_address(world.desired(env))
+    address = f"instance.{world.instance}"
+    live = world.observe()
+    run = world.apply([change("update", desired[address], live[address])], {})
+    assert run.changed_tasks() == [
+        f"Record {address} in the host registry",
+        "Write the database comment",
+        "Set MAX_USER_CONNECTIONS of the binding users",
+    ]
+    live = world.observe()
+    assert live_attrs(live[address]) == desired[address].attrs
+    for b in (f"binding.{world.rw_app}.{world.instance}", f"binding.{world.ro_app}.{world.instance}"):
+        assert live[b].attrs["connections"] == 7
+    db = world.instance.replace("-", "_")
+    comment = world.sql(f"SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{db}'")
+    assert comment.stdout == "svcctl storage_mb=512 connections=7\n"
+    back = by_address(world.desired())
+    world.apply([change("update", back[address], live[address])], {})
+    live = world.observe()
+    assert live_attrs(live[address]) == back[address].attrs
+    assert live[f"binding.{world.ro_app}.{world.instance}"].attrs["connections"] == 20
+
+
+def test_client_networks_open_the_server_and_the_users_to_them(world: World) -> None:
+    lab1 = world.lab.hosts["lab-1"]
+    network = lab1.rsplit(".", 1)[0] + ".0/24"
+    env = make_env(world.instance, world.rw_app, world.ro_app, rw_rotation=1, networks=[network])
+    desired = by_address(world.desired(env))
+    live = world.observe()
+    engine = f"engine.{HOST}.mysql"
+    rw = desired[f"binding.{world.rw_app}.{world.instance}"]
+    assert rw.attrs["hosts"] == [f"{network.split('/')[0]}/255.255.255.0", "127.0.0.1", "localhost"]
+    run = world.apply(
+        [change("update", desired[engine], live[engine]), change("update", rw, live[rw.address])], secrets_of([rw])
+    )
+    assert run.changed_tasks() == [
+        f"Record {engine} in the host registry",
+        "Write svcctl's server settings (bind-address)",
+        "Restart mariadb for its new settings",
+        f"Record {rw.address} in the host registry",
+        "Create or update the binding user at each allowed host",
+    ]
+    live = world.observe()
+    assert live[engine].attrs["client_networks"] == [network]
+    assert live_attrs(live[rw.address]) == rw.attrs
+    # a client on lab-1 reaches lab-2's server directly
+    pw = DRIVER.secrets_for(rw, password_for)["password"].reveal()
+    res = world.lab.ssh(
+        "lab-1", f"MYSQL_PWD={shlex.quote(pw)} mariadb -h {world.lab.hosts[HOST]} -u {rw.attrs['user']} "
+        f"--batch --skip-column-names -e 'SELECT CURRENT_USER()'"
+    )  # fmt: skip
+    assert res.stdout.strip() == f"{rw.attrs['user']}@{network.split('/')[0]}/255.255.255.0"
+    # and closing again drops the network host and listens on loopback only
+    closed = by_address(world.desired(world.env))
+    run = world.apply(
+        [change("update", closed[engine], live[engine]), change("update", closed[rw.address], live[rw.address])],
+        secrets_of([closed[rw.address]]),
+    )
+    assert "Drop the user at hosts no longer allowed" in run.changed_tasks()
+    live = world.observe()
+    assert live[engine].attrs["client_networks"] == []
+    assert live_attrs(live[rw.address]) == closed[rw.address].attrs
+
+
+def test_delete_dumps_first_then_drops_and_forgets(world: World) -> None:
+    desired = world.desired()
+    live = world.observe()
+    bindings = [r for r in desired if r.kind is Kind.BINDING]
+    instance = f"instance.{world.instance}"
+    deletes = [change("delete", live[b.address], live[b.address]) for b in bindings]
+    deletes.append(change("delete", live[instance], live[instance]))
+    run = world.apply(deletes, {})
+    reports = run.results("Report the dump")
+    assert len(reports) == 1
+    message = reports[0]["msg"]
+    prefix = f"{instance} dumped to /var/backups/svcctl/{world.instance}-"
+    assert message.startswith(prefix)
+    assert message.endswith(".sql.gz")
+    path = message.removeprefix(f"{instance} dumped to ")
+    listing = world.lab.ssh(HOST, f"sudo stat -c '%a %U' /var/backups/svcctl {path}").stdout.split("\n")
+    assert listing[:2] == ["700 root", "600 root"]
+    dump = world.lab.ssh(HOST, f"sudo zcat {path}").stdout
+    assert "CREATE TABLE `t1`" in dump
+    assert "(1,'one')" in dump
+    live = world.observe()
+    for r in desired:
+        if r.kind is not Kind.ENGINE:
+            assert r.address not in live
+    assert world.sql(f"SELECT COUNT(*) FROM mysql.user WHERE User LIKE 'sv\\\\_%{world.instance.replace('-', '_')}%'"
+                     ).stdout == "0\n"  # fmt: skip
+    _, objects = registry(world.lab)
+    for r in desired:
+        assert (r.address in objects) is (r.kind is Kind.ENGINE)
