@@ -605,6 +605,34 @@ def start_host(name: str) -> None:
     start([name], build_image(), known_hosts_in_lab())
 
 
+def leftovers() -> list[str]:
+    """Anything the lab made that still exists: after `down` this must be empty."""
+    found = [f"netns {ns}" for ns in run("ip", "netns", "list", check=False).stdout.split() if ns.startswith("svclab-")]
+    links = run("ip", "-o", "link", "show", check=False).stdout
+    found += [f"link {m}" for m in re.findall(r"^\d+: ((?:svl-|svclab)[^:@]*)", links, re.MULTILINE)]
+    found += [f"route {line}" for line in run("ip", "route", "show", f"{NET}.0/24", check=False).stdout.splitlines()]
+    found += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
+              if line.split()[1].startswith(str(LAB_ROOT))]  # fmt: skip
+    procs = run("pgrep", "-a", "-f", f"systemd-nspawn .*--machine=lab-|{HERE / 'aptproxy.py'}", check=False).stdout
+    found += [f"process {line}" for line in procs.splitlines()]
+    for name in cgroup_dirs("x"):
+        if name.parent.exists():
+            found.append(f"cgroup {name.parent}")
+    if LAB_ROOT.exists():
+        found.append(f"directory {LAB_ROOT}")
+    return found
+
+
+def verify_clean() -> int:
+    """Exit 1 listing whatever the lab left behind (CI runs this after `down`)."""
+    left = leftovers()
+    for item in left:
+        print(f"lab: left behind: {item}", file=sys.stderr)
+    if not left:
+        log("nothing left behind: no netns, veth, bridge, route, mount, cgroup, process or state directory")
+    return 1 if left else 0
+
+
 def status() -> int:
     names = known_hosts_in_lab()
     if not names:
@@ -623,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down")
     sub.add_parser("status")
     sub.add_parser("image")
+    sub.add_parser("verify-clean")
     for verb in ("stop", "start"):
         sub.add_parser(verb).add_argument("host")
     a = p.parse_args(argv)
@@ -632,6 +661,8 @@ def main(argv: list[str] | None = None) -> int:
         down()
     elif a.cmd == "status":
         return status()
+    elif a.cmd == "verify-clean":
+        return verify_clean()
     elif a.cmd == "image":
         print(build_image())
     elif a.cmd == "stop":
