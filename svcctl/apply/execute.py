@@ -28,7 +28,7 @@ from svcctl.plan.render import render_text
 from svcctl.plan.types import Action, Change
 from svcctl.secrets import load_key
 from svcctl.ssh import SshTarget, resolve
-from svcctl.state import Resource, State
+from svcctl.state import Kind, Resource, State
 
 Say = Callable[[str], None]
 Confirm = Callable[[str], bool]
@@ -160,6 +160,11 @@ def _summary(result: RunResult) -> str:
     return "\n".join(lines)
 
 
+def retiring(change: Change) -> bool:
+    """A planned delete of a previous rotation's user: kept on purpose until the apply after a rotation."""
+    return change.action is Action.DELETE and change.kind is Kind.BINDING and "~r" in change.address
+
+
 def check_manifest_dirs(env: Environment) -> None:
     """Refuse up front an app whose manifest could not be written, rather than fail after changing hosts."""
     for name, app in sorted(env.apps.items()):
@@ -238,11 +243,18 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
             )
             return 1
         after = make_plan(env, name, key, options, None)
-        if after.plan.has_changes or after.plan.errors:
+        left = [c for c in after.plan.changes if not retiring(c)]
+        if left or after.plan.errors:
             say("Apply ran, but the nodes have not converged; still planned:\n" + render_text(after.plan))
             return 1
         add, change, destroy = plan.counts()
         say(
             f"Apply complete! Resources: {add} added, {change} changed, {destroy} destroyed. Verified: no changes left."
         )
+        kept = sorted(c.address for c in after.plan.changes if retiring(c))
+        if kept:
+            say(
+                f"Old credentials kept so running apps keep working until they restart: {', '.join(kept)}. "
+                "The next apply removes them."
+            )
         return 0

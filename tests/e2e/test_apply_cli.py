@@ -151,3 +151,98 @@ def test_destroying_needs_protect_false_and_allow_destroy_and_dumps_first(
         == ""
     )
     assert env.run("plan", ".", "--detailed-exitcode").returncode == 0
+
+
+def pg_admin(lab: Lab, sql: str) -> str:
+    """SQL as the postgres superuser on lab-1 (what an operator changing things by hand would do)."""
+    return lab.ssh("lab-1", f'sudo -u postgres psql -XAtq -c "{sql}"').stdout.strip()
+
+
+def test_drift_is_shown_apart_from_config_changes_and_repaired(lab: Lab, tmp_path: Path, unique: str) -> None:
+    env = make_env(tmp_path, unique)
+    (env.path / "apps").mkdir()
+    env.write(body(env))
+    assert env.run("apply", ".", "--auto-approve").returncode == 0
+    user = f"sv_{env.app()}_{env.pg()}_r0"
+
+    # Changed behind svcctl's back: a connection limit and a password.
+    pg_admin(lab, f"ALTER DATABASE {env.pg()} CONNECTION LIMIT 3")
+    pg_admin(lab, f"ALTER ROLE {user} PASSWORD 'changed-by-hand'")
+    res = env.run("plan", ".", "--detailed-exitcode", "-o", "json")
+    assert res.returncode == 2, res.stderr
+    doc = json.loads(res.stdout)
+    by_address = {c["address"]: c for c in doc["changes"]}
+    assert set(doc["drift"]) == {f"instance.{env.pg()}", f"binding.{env.app()}.{env.pg()}"}
+    limit = next(a for a in by_address[f"instance.{env.pg()}"]["attributes"] if a["name"] == "connections")
+    assert (limit["old"], limit["new"], limit["cause"]) == (3, 20, "drift")
+    cred = next(a for a in by_address[f"binding.{env.app()}.{env.pg()}"]["attributes"] if a["name"] == "credentials")
+    assert cred["sensitive"] is True and cred["cause"] == "drift" and cred["old"] is None
+    assert "changed-by-hand" not in res.stdout
+    text = env.run("plan", ".", "--no-color").stdout
+    assert "Objects changed outside svcctl (drift):" in text
+
+    assert env.run("apply", ".", "--auto-approve").returncode == 0
+    assert pg_admin(lab, f"SELECT datconnlimit FROM pg_database WHERE datname = '{env.pg()}'") == "20"
+    assert env.run("plan", ".", "--detailed-exitcode").returncode == 0
+
+
+def test_rotation_keeps_the_old_user_until_the_next_apply(lab: Lab, tmp_path: Path, unique: str) -> None:
+    env = make_env(tmp_path, unique)
+    (env.path / "apps").mkdir()
+    env.write(body(env))
+    assert env.run("apply", ".", "--auto-approve").returncode == 0
+    old_user = f"sv_{env.app()}_{env.pg()}_r0"
+    new_user = f"sv_{env.app()}_{env.pg()}_r1"
+
+    env.write(body(env, rotation=1))
+    res = env.run("apply", ".", "--auto-approve")
+    assert res.returncode == 0, res.stdout + res.stderr
+    key = decode_key(TEST_KEY, "test key")
+    pg = vcap(env)["postgresql"][0]["credentials"]
+    assert isinstance(pg, dict)
+    assert pg["username"] == new_user
+    assert pg["password"] == binding_password(key, env.app(), env.pg(), 1).reveal()
+    roles = pg_admin(lab, f"SELECT rolname FROM pg_roles WHERE rolname IN ('{old_user}', '{new_user}') ORDER BY 1")
+    assert roles.split() == [old_user, new_user]  # apps still running with the old password keep working
+
+    res = env.run("plan", ".", "--detailed-exitcode", "-o", "json")
+    assert res.returncode == 2
+    changes = json.loads(res.stdout)["changes"]
+    assert [(c["action"], c["address"]) for c in changes] == [("delete", f"binding.{env.app()}.{env.pg()}~r0")]
+    assert env.run("apply", ".", "--auto-approve").returncode == 0
+    assert pg_admin(lab, f"SELECT count(*) FROM pg_roles WHERE rolname = '{old_user}'") == "0"
+
+    # Removing a binding revokes its user and its manifest entry.
+    env.write(body(env, rotation=1).replace(f"  - {{app: {env.app()}, instance: {env.pg()}, rotation: 1}}\n", ""))
+    assert env.run("apply", ".", "--auto-approve").returncode == 0
+    assert pg_admin(lab, f"SELECT count(*) FROM pg_roles WHERE rolname = '{new_user}'") == "0"
+    assert "postgresql" not in vcap(env)
+
+
+def test_a_failure_half_way_leaves_manifests_alone_and_the_next_apply_resumes(
+    lab: Lab, tmp_path: Path, unique: str
+) -> None:
+    env = make_env(tmp_path, unique)
+    (env.path / "apps").mkdir()
+    env.write(body(env))
+    doc = json.loads(env.run("plan", ".", "-o", "json").stdout)
+    redis = next(c for c in doc["changes"] if c["address"] == f"instance.{env.rd()}")
+    port = next(a["new"] for a in redis["attributes"] if a["name"] == "port")
+    # Something else already listens on the port the new Redis instance is given: its start fails.
+    blocker = lab.ssh(
+        "lab-1",
+        f"nohup python3 -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1 & echo $!",
+    ).stdout.strip()
+    try:
+        res = env.run("apply", ".", "--auto-approve")
+        assert res.returncode == 1
+        assert "Apply failed" in res.stdout and "lab-1" in res.stdout
+        assert "Traceback" not in res.stdout + res.stderr
+        assert not (env.path / "apps" / "manifest.yml").exists()
+        assert env.run("plan", ".", "--detailed-exitcode").returncode == 2
+    finally:
+        lab.ssh("lab-1", f"kill {blocker}", check=False)
+    res = env.run("apply", ".", "--auto-approve")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert sorted(vcap(env)) == ["mysql", "postgresql", "redis"]
+    assert env.run("plan", ".", "--detailed-exitcode").returncode == 0
