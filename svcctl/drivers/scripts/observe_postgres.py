@@ -48,6 +48,20 @@ def _pg_json(sql, database, port):
     return json.loads(out)
 
 
+def _pg_db_grants(database, port):
+    """The grants inside one database, or {"vanished": True} if it was dropped meanwhile."""
+    rc, out, err = sh(
+        ["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-p", str(port), "-d", database, "-c", PG_DATABASE_SQL],
+        user="postgres",
+        timeout=20,
+    )
+    if rc != 0 and f'database "{database}" does not exist' in err:
+        return {"vanished": True}
+    if rc != 0:
+        raise RuntimeError(f"psql on database {database} failed ({rc}): {err.strip()[:300]}")
+    return json.loads(out)
+
+
 def _pg_hba(path):
     """pg_hba.conf as token lists, comments and blank lines dropped."""
     try:
@@ -99,8 +113,10 @@ def observe_postgres():
             # One psql per database (grants live in each); in parallel, so many instances stay fast.
             wanted = [db for db in cluster["databases"] if db["name"] not in PG_SYSTEM_DATABASES]
             with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-                found = pool.map(lambda db, port=cluster["port"]: _pg_json(PG_DATABASE_SQL, db["name"], port), wanted)
+                found = pool.map(lambda db, port=cluster["port"]: _pg_db_grants(db["name"], port), wanted)
                 for db, grants in zip(wanted, found, strict=True):
                     db.update(grants)
+            # A database dropped between the listing and its own query is simply gone: not an error.
+            cluster["databases"] = [db for db in cluster["databases"] if not db.get("vanished")]
         result["clusters"].append(cluster)
     return result
