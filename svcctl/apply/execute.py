@@ -16,7 +16,7 @@ from typing import Any
 from svcctl.apply.lock import locked
 from svcctl.apply.manifests import BoundService, git_tracked_warning, update_manifest
 from svcctl.apply.runner import RunResult, run_apply
-from svcctl.drivers import drivers
+from svcctl.drivers import drivers, sessions
 from svcctl.drivers.base import PasswordFor
 from svcctl.errors import SvcctlError
 from svcctl.model.loader import load_environment
@@ -89,7 +89,10 @@ def hostvars(planned: Planned, password_for: PasswordFor) -> dict[str, dict[str,
         node["svcctl_changes"].extend(_change_vars(change, planned))
         res = planned.desired.get(change.address) or planned.observed.get(change.address)
         if res is not None:
-            secrets = by_driver[res.engine].secrets_for(res, password_for)
+            if res.kind is Kind.SESSION:
+                secrets = sessions.secrets_for(res, password_for)
+            else:
+                secrets = by_driver[res.engine].secrets_for(res, password_for)
             if secrets:
                 node["svcctl_secrets"][res.address] = {k: v.reveal() for k, v in secrets.items()}
     return out

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from svcctl.drivers import drivers, observe_script
+from svcctl.drivers import drivers, observe_script, sessions
 from svcctl.drivers.base import Observed, PasswordFor
 from svcctl.drivers.ownership import mark_ownership
 from svcctl.errors import SvcctlError
@@ -71,7 +71,7 @@ def parse_node(raw: Observed, environment: str, password_for: PasswordFor) -> li
         if "error" in data:
             raise SvcctlError(f"observing {engine} failed on the node: {data['error']}")
         live += driver.parse(raw.node, data, password_for)
-    return mark_ownership(raw.node, live, raw.registry, environment)
+    return sessions.with_records(mark_ownership(raw.node, sessions.lift(live), raw.registry, environment))
 
 
 def observe(

@@ -1,0 +1,1 @@
+../../svcctl/drivers/scripts/session_host.py
