@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -13,6 +14,8 @@ import typer
 
 from svcctl import __version__
 from svcctl.errors import SvcctlError
+
+_STARTED = time.monotonic()  # time-to-ready of `svcctl tunnel` counts from here
 
 app = typer.Typer(
     name="svcctl",
@@ -185,6 +188,66 @@ def apply(
         print(text, file=sys.stderr, flush=True)
 
     raise typer.Exit(run(path, opts, say, confirm, progress))
+
+
+@app.command(
+    help=(
+        "Open an SSH tunnel to an instance and print how to connect; with a command after `--`, run it through "
+        "and exit with its exit code.\n\n"
+        "The node is the one holding the instance, reached with the same SSH settings, jump hosts and strict "
+        "host keys as plan and apply. Without --app, a temporary user (readonly unless --write; it expires) is "
+        "created on the node and removed when the tunnel closes, Ctrl-C included. Clients get the password "
+        "through the environment or a 0600 option file, never through process arguments. Without a command the "
+        "tunnel stays open until Ctrl-C."
+    ),
+    epilog=(
+        "Examples:  svcctl tunnel orders-db   |   svcctl tunnel orders-db --app web -- psql -c 'select 1'   |   "
+        "svcctl tunnel catalog-db -- mysqldump catalog_db > dump.sql   |   svcctl tunnel cache -- redis-cli info"
+    ),
+)
+def tunnel(
+    instance: Annotated[str, typer.Argument(help="The instance to reach.", show_default=False, metavar="INSTANCE")],
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="After `--`: a client to run through the tunnel (psql, pg_dump, mariadb, mysqldump, redis-cli, "
+            "or anything reading PG*/SVCCTL_* variables); its exit code is svcctl's.",
+            show_default=False,
+            metavar="-- COMMAND [ARGS]",
+        ),
+    ] = None,
+    env_path: Annotated[
+        Path, typer.Option("--env", help="Environment file or directory (default: the current directory).")
+    ] = Path(),
+    app_name: Annotated[
+        str | None,
+        typer.Option("--app", help="Log in as this app's binding; default: a temporary user, removed on close."),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Local port (default: the first free one from 10000).")
+    ] = None,
+    bind: Annotated[str, typer.Option("--bind", help="Local address to listen on.")] = "127.0.0.1",
+    write: Annotated[
+        bool, typer.Option("--write", help="Make the temporary user readwrite (default: readonly).")
+    ] = False,
+    show_password: Annotated[
+        bool, typer.Option("--show-password", help="Print the password with the connection details.")
+    ] = False,
+) -> None:
+    """Open an SSH tunnel to an instance and print how to connect; with a command after `--`, run it through."""
+    from svcctl.tunnel.command import TunnelOptions, tunnel_main
+
+    opts = TunnelOptions(
+        instance=instance,
+        env_path=env_path,
+        app=app_name,
+        port=port,
+        bind=bind,
+        write=write,
+        show_password=show_password,
+        command=tuple(command or ()),
+    )
+    raise typer.Exit(tunnel_main(opts, _STARTED))
 
 
 key_app = typer.Typer(help="Manage the environment's key (passwords are derived from it; keep it out of Git).")

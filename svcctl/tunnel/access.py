@@ -1,0 +1,197 @@
+"""Where an instance lives and how a tunnel logs in to it: a binding's user, or a temporary session user.
+
+The node is the one whose registry records the instance for this environment (the placement apply made);
+reading the registries of the candidate nodes in parallel is one short command each, far quicker than
+observing.  A temporary user is created and dropped by the session helper over the same SSH connection
+(one round trip each, no Ansible), with its secrets on stdin only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from svcctl.drivers import drivers, sessions
+from svcctl.errors import SvcctlError
+from svcctl.model.spec import Environment
+from svcctl.secrets import Secret, derive_password, instance_admin_password, session_password
+from svcctl.ssh import SshSession, SshTarget, connect
+from svcctl.state import Kind, Resource
+
+ENGINE_PORTS = {"postgres": 5432, "mysql": 3306}
+"""The engines' ports on the node; a Redis instance's port is in its record."""
+SESSION_TTL = datetime.timedelta(hours=12)
+"""How long a temporary user may log in (PostgreSQL enforces it; for the others the registry records it)."""
+
+
+@dataclass(frozen=True)
+class Located:
+    """An instance found on its node: the node's registry records for this environment, by address."""
+
+    instance: str
+    engine: str
+    node: str
+    records: Mapping[str, Mapping[str, Any]]
+
+    @property
+    def attrs(self) -> Mapping[str, Any]:
+        """The instance's recorded attributes (database, Redis port, ...)."""
+        attrs: Mapping[str, Any] = self.records[f"instance.{self.instance}"].get("attrs", {})
+        return attrs
+
+    @property
+    def remote_port(self) -> int:
+        """The engine's port on the node."""
+        return int(self.attrs.get("port") or ENGINE_PORTS.get(self.engine, 0))
+
+    @property
+    def database(self) -> str | None:
+        """The database the instance is (None for Redis)."""
+        db = self.attrs.get("database")
+        return str(db) if db else None
+
+
+def target_of(env: Environment, node: str, connect_timeout: float = 10) -> SshTarget:
+    """The node's SSH target, exactly as plan and apply reach it."""
+    return SshTarget.from_node(node, env.nodes[node], connect_timeout=connect_timeout)
+
+
+def _registry(session: SshSession) -> dict[str, Any]:
+    res = session.run(["python3", "-c", sessions.host_script(), "find"], sudo=True, timeout=30)
+    if res.rc != 0:
+        raise SvcctlError(f"node {session.name}: cannot read svcctl's registry: {res.stderr.strip()[-300:]}")
+    try:
+        objects = json.loads(res.stdout).get("objects", {})
+    except (json.JSONDecodeError, AttributeError):
+        raise SvcctlError(f"node {session.name}: svcctl's registry is not valid JSON") from None
+    return objects if isinstance(objects, dict) else {}
+
+
+def locate(env: Environment, environment: str, instance: str) -> tuple[Located, SshSession]:
+    """Find the node holding `instance` and return it with an open SSH session to it (the caller closes it)."""
+    if instance not in env.instances:
+        known = ", ".join(sorted(env.instances)) or "none"
+        raise SvcctlError(f"no instance {instance!r} in environment {environment!r} (its instances: {known}).")
+    engine = env.engine_of(instance)
+    pinned = env.instances[instance].node
+    candidates = [pinned] if pinned else sorted(n for n, node in env.nodes.items() if engine in node.engines)
+
+    def look(node: str) -> tuple[SshSession, dict[str, Any]] | SvcctlError:
+        try:
+            session = connect(target_of(env, node))
+        except SvcctlError as exc:
+            return exc
+        try:
+            return session, _registry(session)
+        except SvcctlError as exc:
+            session.close()
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(candidates))), thread_name_prefix="locate") as pool:
+        results = dict(zip(candidates, pool.map(look, candidates), strict=True))
+    found: tuple[Located, SshSession] | None = None
+    failures: list[SvcctlError] = []
+    for node, result in results.items():
+        if isinstance(result, SvcctlError):
+            failures.append(result)
+            continue
+        session, objects = result
+        ours = {a: r for a, r in objects.items() if isinstance(r, dict) and r.get("environment") == environment}
+        if found is None and f"instance.{instance}" in ours:
+            found = Located(instance=instance, engine=engine, node=node, records=ours), session
+        else:
+            session.close()
+    if found is not None:
+        return found
+    if failures:
+        if len(failures) == 1:
+            raise failures[0]
+        raise SvcctlError(f"cannot tell where instance {instance} is: " + " ".join(f.message for f in failures))
+    raise SvcctlError(
+        f"instance {instance} has not been created yet (no node of environment {environment!r} records it); "
+        "run `svcctl apply` first, then open the tunnel."
+    )
+
+
+def binding_login(env: Environment, located: Located, app: str, key: bytes) -> tuple[str, Secret]:
+    """The user and derived password of `app`'s binding to the instance, as apply created them."""
+    instance = located.instance
+    if app not in env.apps:
+        raise SvcctlError(f"no app {app!r} in the environment (its apps: {', '.join(sorted(env.apps)) or 'none'}).")
+    if not any(b.app == app and b.instance == instance for b in env.bindings):
+        raise SvcctlError(f"app {app} has no binding to instance {instance}; add one to the YAML and apply it.")
+    record = located.records.get(f"binding.{app}.{instance}")
+    if record is None:
+        raise SvcctlError(
+            f"the binding of app {app} to instance {instance} has not been applied yet on node {located.node}; "
+            "run `svcctl apply` first."
+        )
+    attrs = dict(record.get("attrs", {}))
+    binding = Resource(kind=Kind.BINDING, name=f"{app}.{instance}", node=located.node, engine=located.engine,
+                       attrs=attrs)  # fmt: skip
+    secret = drivers()[located.engine].secrets_for(binding, lambda purpose: derive_password(key, purpose))
+    return str(attrs["user"]), secret["password"]
+
+
+@dataclass
+class TempUser:
+    """A temporary session user on the instance's node: created by `create`, removed by `drop`."""
+
+    located: Located
+    environment: str
+    key: bytes
+    role: str
+    session_id: str
+    expiry: str
+
+    @classmethod
+    def new(cls, located: Located, environment: str, key: bytes, write: bool) -> TempUser:
+        """A new session (not yet created on the node)."""
+        return cls(located, environment, key, "readwrite" if write else "readonly", sessions.new_id(),
+                   sessions.expires_at(SESSION_TTL))  # fmt: skip
+
+    @property
+    def user(self) -> str:
+        """The engine user: `svs_<instance>_<id>`."""
+        return sessions.user_name(self.located.instance, self.session_id)
+
+    @property
+    def password(self) -> Secret:
+        """Its password, derived from the key and the session's identity."""
+        return session_password(self.key, self.located.instance, self.session_id)
+
+    def _request(self) -> bytes:
+        loc = self.located
+        admin = instance_admin_password(self.key, loc.instance) if loc.engine == "redis" else None
+        return sessions.request(
+            engine=loc.engine,
+            instance=loc.instance,
+            session_id=self.session_id,
+            database=loc.database or "",
+            role=self.role,
+            expiry=self.expiry,
+            environment=self.environment,
+            password=self.password,
+            admin_password=admin,
+        )
+
+    def _helper(self, session: SshSession, verb: str) -> None:
+        res = session.run(["python3", "-c", sessions.host_script(), verb], sudo=True, stdin=self._request())
+        if res.rc != 0:
+            what = "create" if verb == "create" else "remove"
+            raise SvcctlError(
+                f"node {session.name}: could not {what} the temporary user {self.user} for instance "
+                f"{self.located.instance}: {res.stderr.strip()[-400:] or res.stdout.strip()[-400:]}"
+            )
+
+    def create(self, session: SshSession) -> None:
+        """Record the session in the node's registry, then create the user (one SSH round trip)."""
+        self._helper(session, "create")
+
+    def drop(self, session: SshSession) -> None:
+        """Drop the user (ending its connections), then forget the record (one SSH round trip)."""
+        self._helper(session, "drop")

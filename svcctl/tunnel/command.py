@@ -1,0 +1,186 @@
+"""`svcctl tunnel`: find the instance, open the forward, log in (binding or temporary user), run or wait, clean up."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import paramiko
+
+from svcctl.model.loader import load_environment
+from svcctl.model.spec import Environment
+from svcctl.plan.planner import environment_name
+from svcctl.secrets import load_key
+from svcctl.ssh import SshSession, SshTarget, connect
+from svcctl.tunnel.access import Located, TempUser, binding_login, locate, target_of
+from svcctl.tunnel.clients import Connection, run_client
+from svcctl.tunnel.forward import ForwardSpec, ParamikoForwarder
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TunnelOptions:
+    """What the command line asked for."""
+
+    instance: str
+    env_path: Path = Path()
+    app: str | None = None
+    port: int | None = None
+    bind: str = "127.0.0.1"
+    write: bool = False
+    show_password: bool = False
+    command: tuple[str, ...] = ()
+
+
+class _Connector:
+    """The forwarder's `connect`: first the session that found the node, then new ones through svcctl.ssh.
+
+    Every connection goes through svcctl's SSH layer, so host keys, jump hosts and ssh_config are
+    handled exactly as by plan and apply.
+    """
+
+    def __init__(self, first: SshSession, target: SshTarget) -> None:
+        self._first: SshSession | None = first
+        self._target = target
+        self.sessions: list[SshSession] = [first]
+
+    def __call__(self) -> paramiko.Transport:
+        if self._first is not None:
+            first, self._first = self._first, None
+            if first.transport.is_active():
+                return first.transport
+        session = connect(self._target)
+        self.sessions.append(session)
+        return session.transport
+
+    def live(self) -> SshSession:
+        """A session whose connection is up, for the cleanup commands (reconnecting if it dropped)."""
+        for session in reversed(self.sessions):
+            if session.transport.is_active():
+                return session
+        session = connect(self._target)
+        self.sessions.append(session)
+        return session
+
+    def close(self) -> None:
+        for session in self.sessions:
+            session.close()
+
+
+def _raise_interrupt(_sig: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP close the tunnel the way Ctrl-C does: temporary user dropped, port freed."""
+    previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _wait_forever() -> None:
+    """Block until Ctrl-C (or SIGTERM/SIGHUP)."""
+    stop = threading.Event()
+    with contextlib.suppress(KeyboardInterrupt):
+        while not stop.wait(3600):
+            pass
+
+
+def run_tunnel(opts: TunnelOptions, say: Say, started: float | None = None) -> int:
+    """Open the tunnel and run the command (its exit code) or wait for Ctrl-C (0); always clean up."""
+    started = time.monotonic() if started is None else started
+    env = load_environment(opts.env_path)
+    environment = environment_name(opts.env_path)
+    key = load_key(environment)
+    with _stop_signals_interrupt():
+        located, session = locate(env, environment, opts.instance)
+        connector = _Connector(session, target_of(env, located.node))
+        try:
+            return _forward(opts, say, env, environment, key, located, connector, started)
+        finally:
+            connector.close()
+
+
+def _forward(
+    opts: TunnelOptions,
+    say: Say,
+    env: Environment,
+    environment: str,
+    key: bytes,
+    located: Located,
+    connector: _Connector,
+    started: float,
+) -> int:
+    """Forward, log in, run or wait; the temporary user is dropped and the port freed whatever happens."""
+    spec = ForwardSpec(
+        host=located.node, remote_port=located.remote_port, bind=opts.bind, local_port=opts.port, name=located.node
+    )
+    forwarder = ParamikoForwarder(spec, connector)
+    forwarder.start()  # binds the port first: a busy --port fails before anything is created on the node
+    temp: TempUser | None = None
+    try:
+        if opts.app is not None:
+            user, password = binding_login(env, located, opts.app, key)
+        else:
+            temp = TempUser.new(located, environment, key, opts.write)
+            temp.create(connector.live())
+            user, password = temp.user, temp.password
+        host = "127.0.0.1" if opts.bind in ("0.0.0.0", "::", "") else opts.bind  # noqa: S104
+        conn = Connection(located.engine, host, forwarder.local_port, user, password, located.database)
+        who = f"app {opts.app}'s binding" if opts.app else f"temporary {temp.role if temp else ''} user"
+        say(f"Tunnel to {located.engine} instance {located.instance} on node {located.node} as {who}:")
+        for line in conn.describe(opts.show_password):
+            say(f"  {line}")
+        ready = time.monotonic() - started
+        if opts.command:
+            say(f"ready in {ready:.2f} s; running {opts.command[0]}")
+            return run_client(conn, opts.command)
+        say(f"ready in {ready:.2f} s on {opts.bind}:{forwarder.local_port}; press Ctrl-C to close")
+        _wait_forever()
+        say("closing the tunnel")
+        return 0
+    finally:
+        try:
+            if temp is not None:
+                with _uninterrupted():
+                    temp.drop(connector.live())
+        finally:
+            forwarder.close()
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Cleanup must finish: a second Ctrl-C while the temporary user is being dropped is ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def tunnel_main(opts: TunnelOptions, started: float | None = None) -> int:
+    """The CLI's entry: messages on stderr (the client's stdout stays its own), exit code back."""
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    try:
+        return run_tunnel(opts, say, started)
+    except KeyboardInterrupt:
+        say("interrupted; the tunnel is closed")
+        return 130

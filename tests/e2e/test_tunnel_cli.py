@@ -1,0 +1,241 @@
+"""`svcctl tunnel` against the lab with the real clients: psql, mariadb and redis-cli through the tunnel."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from svcctl.secrets import binding_password, decode_key
+from tests.conftest import Lab
+from tests.e2e.envs import SVCCTL, TEST_KEY, Env, make_env
+
+KEY = decode_key(TEST_KEY, "test key")
+
+
+def body(env: Env) -> str:
+    return (
+        f"instances:\n  {env.pg()}: {{plan: pg-small, node: lab-1, protect: false}}\n"
+        f"  {env.my()}: {{plan: mysql-small, node: lab-2, protect: false}}\n"
+        f"  {env.rd()}: {{plan: cache-16, node: lab-1, protect: false}}\n"
+        f"apps:\n  {env.app()}: {{manifest: apps/manifest.yml, format: dotenv}}\n"
+        f"bindings:\n  - {{app: {env.app()}, instance: {env.pg()}}}\n"
+        f"  - {{app: {env.app()}, instance: {env.my()}}}\n"
+        f"  - {{app: {env.app()}, instance: {env.rd()}}}\n"
+    )
+
+
+def apply(env: Env, *args: str) -> subprocess.CompletedProcess[str]:
+    """Apply, waiting while another engineer's test holds the lab's apply locks (the lab is shared)."""
+    deadline = time.monotonic() + 600
+    while True:
+        res = env.run("apply", ".", "--auto-approve", *args)
+        if res.returncode == 0 or "is locked by" not in res.stderr or time.monotonic() > deadline:
+            return res
+        time.sleep(3)
+
+
+@pytest.fixture(scope="module")
+def applied(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """One environment with a postgres, a mariadb and a redis instance and a readwrite binding to each."""
+    env = make_env(tmp_path_factory.mktemp("tunnel"), secrets.token_hex(3))
+    (env.path / "apps").mkdir()
+    env.write(body(env))
+    res = apply(env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    yield env
+    env.write("instances: {}\n")
+    apply(env, "--allow-destroy")
+
+
+def tunnel(env: Env, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return env.run("tunnel", *args, timeout=timeout)
+
+
+def session_users(lab: Lab, node: str) -> str:
+    """Every temporary user on a node's engines, and the sessions its registry records."""
+    script = (
+        "sudo -n runuser -u postgres -- psql -XAtc \"select rolname from pg_roles where rolname like 'svs%'\"; "
+        "sudo -n mariadb -N -e \"select user from mysql.user where user like 'svs%'\" 2>/dev/null; "
+        "sudo -n grep -ho '^user svs_[a-z0-9_]*' /etc/redis/*.acl 2>/dev/null; "
+        'sudo -n grep -o \'"session\\.[^"]*"\' /var/lib/svcctl/registry.json; true'
+    )
+    return lab.ssh(node, script).stdout
+
+
+def test_psql_mariadb_and_redis_cli_round_trip_through_the_tunnel(applied: Env) -> None:
+    env = applied
+    app = ("--app", env.app())
+    res = tunnel(env, env.pg(), *app, "--", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c",
+                 "create table t (n int); insert into t values (41), (1); select sum(n) from t")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "42"
+    res = tunnel(env, env.pg(), *app, "--", "psql", "-XAtc", "select session_user, current_database()")
+    assert res.stdout.strip() == f"sv_{env.app()}_{env.pg()}_r0|{env.pg()}", res.stderr
+
+    res = tunnel(env, env.my(), *app, "--", "mariadb", "-N", "-e",
+                 "create table t (s varchar(9)); insert into t values ('via'), ('tunnel');"
+                 " select group_concat(s order by s) from t")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "tunnel,via"
+
+    res = tunnel(env, env.rd(), *app, "--", "redis-cli", "set", "greeting", "hello")
+    assert res.returncode == 0 and res.stdout.strip() == "OK", res.stdout + res.stderr
+    res = tunnel(env, env.rd(), *app, "--", "redis-cli", "get", "greeting")
+    assert res.stdout.strip() == "hello", res.stderr
+
+    # A temporary (readonly) user reads what the binding wrote, and may not write.
+    res = tunnel(env, env.pg(), "--", "psql", "-XAtc", "select sum(n) from t")
+    assert res.stdout.strip() == "42", res.stderr
+    res = tunnel(env, env.pg(), "--", "psql", "-XAtc", "insert into t values (1)")
+    assert res.returncode != 0 and "permission denied" in res.stderr
+    res = tunnel(env, env.my(), "--", "mariadb", "-N", "-e", "select count(*) from t")
+    assert res.stdout.strip() == "2", res.stderr
+    res = tunnel(env, env.rd(), "--", "redis-cli", "get", "greeting")
+    assert res.stdout.strip() == "hello", res.stderr
+    res = tunnel(env, env.rd(), "--", "redis-cli", "set", "greeting", "bye")
+    assert "NOPERM" in res.stdout + res.stderr
+    # --write makes it readwrite.
+    res = tunnel(env, env.rd(), "--write", "--", "redis-cli", "set", "greeting", "bye")
+    assert res.stdout.strip() == "OK", res.stdout + res.stderr
+
+
+def test_the_clients_exit_code_comes_back(applied: Env) -> None:
+    res = tunnel(applied, applied.pg(), "--", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", "select nonsense")
+    assert res.returncode == 1
+    assert "nonsense" in res.stderr
+    res = tunnel(applied, applied.pg(), "--", "sh", "-c", "exit 7")
+    assert res.returncode == 7
+
+
+def test_the_temporary_user_exists_during_the_session_and_is_gone_after(applied: Env, lab: Lab) -> None:
+    env = applied
+    for instance, node, query in (
+        (env.pg(), "lab-1", ["psql", "-XAtc", "select current_user, rolvaliduntil is not null from pg_roles "
+                                              "where rolname = current_user"]),
+        (env.my(), "lab-2", ["mariadb", "-N", "-e", "select substring_index(current_user(), '@', 1)"]),
+        (env.rd(), "lab-1", ["redis-cli", "client", "info"]),
+    ):  # fmt: skip
+        res = tunnel(env, instance, "--", *query)
+        assert res.returncode == 0, res.stderr
+        user = re.sub(r".* user=(\S+) .*", r"\1", res.stdout).split("|")[0].strip()
+        assert re.fullmatch(rf"svs_{instance}_[0-9a-f]{{6}}", user), res.stdout
+        if instance == env.pg():
+            assert res.stdout.strip().endswith("|t")  # PostgreSQL enforces the expiry (VALID UNTIL)
+        assert user not in session_users(lab, node)
+    # While a session is open, the node (engine and registry) has it; `plan` keeps it (not expired).
+    res = tunnel(env, env.pg(), "--", sys.executable, "-c", "import subprocess, sys;"
+                 f"sys.stdout.write(subprocess.run(['ssh', '-F', '{lab.ssh_config}', 'lab-1', "
+                 "\"sudo -n runuser -u postgres -- psql -XAtc \\\"select rolname from pg_roles where rolname "
+                 "like 'svs%'\\\"; sudo -n grep -c session. /var/lib/svcctl/registry.json\"], "
+                 "capture_output=True, text=True).stdout)")  # fmt: skip
+    assert re.search(rf"svs_{env.pg()}_[0-9a-f]{{6}}", res.stdout), res.stdout + res.stderr
+    assert "svs_" not in session_users(lab, "lab-1")
+
+
+def test_ps_during_the_session_shows_no_password(applied: Env) -> None:
+    env = applied
+    for instance in (env.pg(), env.my(), env.rd()):
+        password = binding_password(KEY, env.app(), instance, 0).reveal()
+        res = tunnel(env, instance, "--app", env.app(), "--", "ps", "-eo", "args")
+        assert res.returncode == 0, res.stderr
+        assert "svcctl" in res.stdout and "tunnel" in res.stdout  # ps did see svcctl's own command line
+        assert password not in res.stdout
+        assert password not in res.stderr  # nor is it printed without --show-password
+    res = tunnel(env, env.pg(), "--app", env.app(), "--show-password", "--", "true")
+    assert binding_password(KEY, env.app(), env.pg(), 0).reveal() in res.stderr
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_ctrl_c_closes_the_tunnel_frees_the_port_and_drops_the_user(applied: Env, lab: Lab) -> None:
+    env = applied
+    port = next(p for p in range(23000, 24000) if _free(p))
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [*SVCCTL, "tunnel", env.pg(), "--port", str(port)],
+        cwd=env.path,
+        env={**os.environ, "SVCCTL_KEY": TEST_KEY},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "ready" in line:
+            break
+    ready = time.monotonic() - started
+    assert any("ready" in line for line in lines), "".join(lines)
+    print(f"time to ready (process start to the ready line): {ready:.2f} s")
+    user = next(line.split()[-1] for line in lines if line.strip().startswith("user:"))
+    assert user in session_users(lab, "lab-1")
+    # Two connections at once through the one tunnel.
+    pg_env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(port), "PGUSER": user, "PGDATABASE": env.pg()}
+    assert not _free(port)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+    assert _free(port)
+    assert user not in session_users(lab, "lab-1")
+    del pg_env
+
+
+def test_a_busy_port_is_a_clear_error(applied: Env, lab: Lab) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = tunnel(applied, applied.pg(), "--port", str(port), "--", "true")
+    assert res.returncode == 1
+    assert f"local port {port}" in res.stderr and "--port" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert "svs_" not in session_users(lab, "lab-1")  # nothing was created on the node
+
+
+def test_a_changed_host_key_is_refused(applied: Env, lab: Lab, tmp_path: Path) -> None:
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    kind, blob = other.with_suffix(".pub").read_text().split()[:2]
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"lab-2,{lab.hosts['lab-2']} {kind} {blob}\n")
+    env = applied
+    original = (env.path / "svcctl.yaml").read_text()
+    try:
+        env.write(body(env), lab2_extra=f"\n    known_hosts: {wrong}")
+        res = tunnel(env, env.my(), "--", "true")
+    finally:
+        (env.path / "svcctl.yaml").write_text(original)
+    assert res.returncode == 1
+    assert "CHANGED" in res.stderr and "lab-2" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_errors_are_one_paragraph_without_traceback(applied: Env, tmp_path: Path) -> None:
+    env = applied
+    res = tunnel(env, "nosuch", "--", "true")
+    assert res.returncode == 1 and "no instance 'nosuch'" in res.stderr
+    res = tunnel(env, env.pg(), "--", "no-such-client-xyz")
+    assert res.returncode == 1 and "not installed" in res.stderr
+    fresh = make_env(tmp_path, secrets.token_hex(3))
+    fresh.write(f"instances:\n  {fresh.pg()}: {{plan: pg-small, node: lab-1}}\n")
+    res = tunnel(fresh, fresh.pg(), "--", "true")
+    assert res.returncode == 1 and "svcctl apply" in res.stderr
+    for r in (res,):
+        assert "Traceback" not in r.stderr
