@@ -239,3 +239,46 @@ def test_errors_are_one_paragraph_without_traceback(applied: Env, tmp_path: Path
     assert res.returncode == 1 and "svcctl apply" in res.stderr
     for r in (res,):
         assert "Traceback" not in r.stderr
+
+
+def test_a_killed_tunnels_user_is_kept_while_unexpired_then_planned_and_applied_away(applied: Env, lab: Lab) -> None:
+    env = applied
+    proc = subprocess.Popen(
+        [*SVCCTL, "tunnel", env.pg()],
+        cwd=env.path,
+        env={**os.environ, "SVCCTL_KEY": TEST_KEY},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "ready" in line:
+            break
+    user = next(line.split()[-1] for line in lines if line.strip().startswith("user:"))
+    proc.kill()  # as a crash would: no cleanup at all
+    proc.wait()
+    assert user in session_users(lab, "lab-1")
+    session_id = user.rsplit("_", 1)[1]
+    address = f"session.{env.pg()}.{session_id}"
+
+    # Unexpired: a managed session the plan keeps (a live tunnel's user is never deleted under it).
+    res = env.run("plan", ".", "--detailed-exitcode", "-o", "json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert address not in res.stdout
+
+    # Expired (its recorded expiry moved into the past): plan deletes it, apply drops the user.
+    edit = (
+        "import json; p = '/var/lib/svcctl/registry.json'; d = json.load(open(p)); "
+        f"d['objects']['{address}']['attrs']['expires_at'] = '2000-01-01T00:00:00+00:00'; "
+        "json.dump(d, open(p, 'w'))"
+    )
+    lab.ssh("lab-1", f'sudo -n python3 -c "{edit}"')
+    res = env.run("plan", ".", "--detailed-exitcode", "--no-color")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"{address} will be destroyed" in res.stdout or f"# {address}" in res.stdout, res.stdout
+    res = apply(env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert user not in session_users(lab, "lab-1")
+    assert env.run("plan", ".", "--detailed-exitcode").returncode == 0
