@@ -43,7 +43,7 @@ def main():
         record = json.load(sys.stdin)
         old = doc["objects"].get(address, {})
         if old.get("attrs") != record.get("attrs") or old.get("environment") != record.get("environment"):
-            record["applied_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            record["applied_at"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
             doc["objects"][address] = record
     elif verb == "forget":
         doc["objects"].pop(address, None)
