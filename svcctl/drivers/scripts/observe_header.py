@@ -14,8 +14,7 @@ def sh(argv, input=None, user=None, timeout=30, env=None):
     if user is not None:
         argv = ["runuser", "-u", user, "--", *argv]
     try:
-        p = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout,
-                           env=env, cwd="/")
+        p = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, env=env, cwd="/")
     except FileNotFoundError as exc:
         return 127, "", str(exc)
     except subprocess.TimeoutExpired:
