@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -282,3 +283,13 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:  # the last resort: a bug must still not greet the user with a traceback
+        if os.environ.get("SVCCTL_DEBUG"):
+            raise
+        print(
+            f"error: internal error in svcctl ({type(exc).__name__}: {exc}). This is a bug in svcctl; please "
+            "report it with the output of the same command run with SVCCTL_DEBUG=1. If it happened during "
+            "apply, `svcctl plan` shows what was and was not done.",
+            file=sys.stderr,
+        )
+        sys.exit(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from svcctl.errors import SvcctlError
 from svcctl.state import Kind, Resource
 
 
@@ -52,4 +53,33 @@ def mark_ownership(
         attrs = dict(record.get("attrs", {}))
         engine = str(attrs.get("engine") or name.rsplit(".", 1)[-1])
         out.append(Resource(kind=kind, name=name, node=node, engine=engine, attrs={"missing": True}, recorded=attrs))
+    return out
+
+
+def merge_nodes(resources: Iterable[Resource]) -> list[Resource]:
+    """Make addresses unique across nodes: unmanaged look-alikes get `@<node>/<engine>` appended to their name.
+
+    Two nodes (or two engines on one node) may hold objects that map to the same address, e.g. a database
+    `orders_db` on lab-1 and on lab-2 that svcctl did not create.  The one svcctl manages keeps the address;
+    the others are renamed so they are still listed (and still block a create on their node) without
+    clashing.  Two *managed* objects at one address mean the registries disagree: refuse.
+    """
+    groups: dict[str, list[Resource]] = {}
+    for res in resources:
+        groups.setdefault(res.address, []).append(res)
+    out: list[Resource] = []
+    for address, group in groups.items():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        managed = [r for r in group if r.managed]
+        if len(managed) > 1:
+            where = ", ".join(f"{r.node} ({r.engine})" for r in managed)
+            raise SvcctlError(
+                f"{address} is recorded as svcctl's on more than one node: {where}. Each object lives in one "
+                "place; remove the stale record from /var/lib/svcctl/registry.json on the wrong node (after "
+                "checking which one holds the data) and plan again."
+            )
+        for res in group:
+            out.append(res if res.managed else res.model_copy(update={"name": f"{res.name}@{res.node}/{res.engine}"}))
     return out

@@ -62,11 +62,17 @@ def diff(desired: State, observed: State, *, protected: Collection[str] = (), en
     changes: list[Change] = []
     errors: list[str] = []
     unmanaged: list[str] = []
+    # Unmanaged look-alikes renamed `<name>@<node>/<engine>` by the observer still block a create on their node.
+    shadows = {(r.kind, r.name.split("@", 1)[0], r.node): r for r in observed if not r.managed and "@" in r.name}
     for address in sorted(desired.resources.keys() | observed.resources.keys()):
         want, have = desired.get(address), observed.get(address)
         if have is None:
             assert want is not None
-            changes.append(_create(want))
+            shadow = shadows.get((want.kind, want.name, want.node))
+            if shadow is not None:
+                errors.append(_collision(shadow))
+            else:
+                changes.append(_create(want))
         elif not have.managed:
             if want is None:
                 unmanaged.append(f"{address} on {have.node}")

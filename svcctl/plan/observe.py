@@ -10,7 +10,7 @@ from typing import Any
 
 from svcctl.drivers import drivers, observe_script, sessions
 from svcctl.drivers.base import Observed, PasswordFor
-from svcctl.drivers.ownership import mark_ownership
+from svcctl.drivers.ownership import mark_ownership, merge_nodes
 from svcctl.errors import SvcctlError
 from svcctl.model.spec import Environment
 from svcctl.ssh import SshSession, SshTarget, run_on_nodes
@@ -113,4 +113,7 @@ def observe(
         raise NodesUnobservable(failures)
     if progress:
         progress("*", f"observed {len(targets)} node(s) in {time.monotonic() - t0:.1f} s")
-    return State.of(resources)
+    try:
+        return State.of(merge_nodes(resources))
+    except SvcctlError as exc:
+        raise SvcctlError(f"the nodes disagree: {exc.message}") from None
