@@ -188,7 +188,7 @@ def sshtunnel_defaults(spec: ForwardSpec) -> Iterator[int]:
 def raw_connect(
     spec: ForwardSpec, *, ciphers: tuple[str, ...] | None, sockbuf: int | None
 ) -> Callable[[], paramiko.Transport]:
-    """A bare paramiko connect for the tuning matrix (benchmark only: the product path is tunnel.connect)."""
+    """A bare paramiko connect for the tuning matrix (benchmark only; the product goes through svcctl.ssh)."""
 
     def connect() -> paramiko.Transport:
         sock = socket.create_connection((LAB_ADDR[spec.host], 22), timeout=10)
@@ -234,7 +234,7 @@ def chosen(spec: ForwardSpec) -> Iterator[int]:
 
 @contextmanager
 def chosen_paramiko(spec: ForwardSpec) -> Iterator[int]:
-    """(d') The product's paramiko path (tunnel.connect: pinned host key, GCM), the fallback without ssh."""
+    """(d') The product's paramiko path (svcctl.ssh: pinned host key, GCM preferred)."""
     with ParamikoForwarder(spec) as fwd:
         yield fwd.local_port
 

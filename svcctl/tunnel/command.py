@@ -12,15 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-import paramiko
-
 from svcctl.model.loader import load_environment
 from svcctl.model.spec import Environment
 from svcctl.plan.planner import environment_name
 from svcctl.secrets import load_key
-from svcctl.ssh import SshSession, SshTarget, connect
 from svcctl.tunnel.access import Located, TempUser, binding_login, locate, target_of
 from svcctl.tunnel.clients import Connection, run_client
+from svcctl.tunnel.connector import SshConnector
 from svcctl.tunnel.forward import ForwardSpec, ParamikoForwarder
 
 Say = Callable[[str], None]
@@ -38,41 +36,6 @@ class TunnelOptions:
     write: bool = False
     show_password: bool = False
     command: tuple[str, ...] = ()
-
-
-class _Connector:
-    """The forwarder's `connect`: first the session that found the node, then new ones through svcctl.ssh.
-
-    Every connection goes through svcctl's SSH layer, so host keys, jump hosts and ssh_config are
-    handled exactly as by plan and apply.
-    """
-
-    def __init__(self, first: SshSession, target: SshTarget) -> None:
-        self._first: SshSession | None = first
-        self._target = target
-        self.sessions: list[SshSession] = [first]
-
-    def __call__(self) -> paramiko.Transport:
-        if self._first is not None:
-            first, self._first = self._first, None
-            if first.transport.is_active():
-                return first.transport
-        session = connect(self._target)
-        self.sessions.append(session)
-        return session.transport
-
-    def live(self) -> SshSession:
-        """A session whose connection is up, for the cleanup commands (reconnecting if it dropped)."""
-        for session in reversed(self.sessions):
-            if session.transport.is_active():
-                return session
-        session = connect(self._target)
-        self.sessions.append(session)
-        return session
-
-    def close(self) -> None:
-        for session in self.sessions:
-            session.close()
 
 
 def _raise_interrupt(_sig: int, _frame: FrameType | None) -> None:
@@ -106,7 +69,7 @@ def run_tunnel(opts: TunnelOptions, say: Say, started: float | None = None) -> i
     key = load_key(environment)
     with _stop_signals_interrupt():
         located, session = locate(env, environment, opts.instance)
-        connector = _Connector(session, target_of(env, located.node))
+        connector = SshConnector(target_of(env, located.node), session)
         try:
             return _forward(opts, say, env, environment, key, located, connector, started)
         finally:
@@ -120,7 +83,7 @@ def _forward(
     environment: str,
     key: bytes,
     located: Located,
-    connector: _Connector,
+    connector: SshConnector,
     started: float,
 ) -> int:
     """Forward, log in, run or wait; the temporary user is dropped and the port freed whatever happens."""

@@ -16,12 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
 import paramiko
 
 from svcctl.tunnel.errors import HostKeyChanged, HostKeyUnknown, TunnelError
 from svcctl.tunnel.ports import PortInUse, bind_listener, pick_port
+
+if TYPE_CHECKING:
+    from svcctl.tunnel.connector import SshConnector
 
 log = logging.getLogger(__name__)
 
@@ -280,10 +283,11 @@ class ParamikoForwarder:
         max_packet_size: int = TUNED_MAX_PACKET_SIZE,
         keepalive: int = KEEPALIVE_SECONDS,
     ) -> None:
+        self._owned: SshConnector | None = None
         if connect is None:
-            from svcctl.tunnel.connect import paramiko_connector
+            from svcctl.tunnel.connector import SshConnector, spec_target
 
-            connect = paramiko_connector(spec)
+            connect = self._owned = SshConnector(spec_target(spec))
         self.spec = spec
         self._connect = connect
         self._window_size = window_size
@@ -400,6 +404,8 @@ class ParamikoForwarder:
             if self._transport is not None:
                 self._transport.close()
                 self._transport = None
+        if self._owned is not None:  # its sessions hold jump-host connections too
+            self._owned.close()
 
     def __enter__(self) -> Self:
         self.start()
