@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
 
-from svcctl.model.spec import Environment
+from svcctl.model.names import sql_ident
+from svcctl.model.spec import Binding, Environment, version_key
 from svcctl.secrets import Secret
-from svcctl.state import Resource, State
+from svcctl.state import Attrs, Kind, Resource, State
 
 REGISTRY_PATH = "/var/lib/svcctl/registry.json"
 
@@ -71,3 +72,74 @@ class Driver(Protocol):
 def load_script(name: str) -> str:
     """A host-side script shipped in svcctl/drivers/scripts/."""
     return resources.files("svcctl.drivers").joinpath("scripts", name).read_text()
+
+
+# --- what the drivers share: binding identities and the shape of desired state --------------------------------
+
+
+def binding_user(app: str, instance: str, rotation: int) -> str:
+    """The engine user of a binding: `sv_<app>_<instance>_r<rotation>` (the names' SQL identifiers)."""
+    return f"sv_{sql_ident(app)}_{sql_ident(instance)}_r{rotation}"
+
+
+def binding_purpose(app: str, instance: str, rotation: int) -> str:
+    """What a binding's password is derived for (svcctl.secrets): one password per rotation."""
+    return f"binding/{app}/{instance}/{rotation}"
+
+
+def binding_password(resource: Resource, password_for: PasswordFor) -> dict[str, Secret]:
+    """{"password": ...} for a binding's current rotation; nothing for an old rotation (`~r<n>`) or others."""
+    if resource.kind is not Kind.BINDING or "~" in resource.name:
+        return {}
+    app, instance = resource.name.split(".", 1)
+    return {"password": password_for(binding_purpose(app, instance, int(resource.attrs["rotation"])))}
+
+
+def placed_instances(ctx: DesiredContext, engine: str) -> list[tuple[str, str]]:
+    """(instance, node) for each placed instance of this engine, in name order."""
+    env = ctx.env
+    return [
+        (name, ctx.placement[name])
+        for name in sorted(env.instances)
+        if env.engine_of(name) == engine and name in ctx.placement
+    ]
+
+
+def desired_bindings(ctx: DesiredContext, engine: str, extra: Callable[[Binding, str], Attrs]) -> list[Resource]:
+    """The current-rotation user of each binding on a placed instance of this engine; `extra` adds the
+    engine's own attributes (given the binding and its node)."""
+    env = ctx.env
+    out = []
+    for b in env.bindings:
+        node = ctx.placement.get(b.instance)
+        if b.instance not in env.instances or env.engine_of(b.instance) != engine or node is None:
+            continue
+        attrs: Attrs = {
+            "engine": engine,
+            "role": b.role,
+            "rotation": b.rotation,
+            "user": binding_user(b.app, b.instance, b.rotation),
+            "credentials": "current",
+            **extra(b, node),
+        }
+        out.append(Resource(kind=Kind.BINDING, name=f"{b.app}.{b.instance}", node=node, engine=engine, attrs=attrs))
+    return out
+
+
+def desired_engines(
+    ctx: DesiredContext, engine: str, instances: list[tuple[str, str]], extra: Callable[[str], Attrs]
+) -> list[Resource]:
+    """`engine.<node>.<engine>` for each node hosting one of `instances`, at the highest version they need."""
+    versions: dict[str, list[str]] = {}
+    for name, node in instances:
+        versions.setdefault(node, []).append(ctx.env.version_of(name))
+    return [
+        Resource(
+            kind=Kind.ENGINE,
+            name=f"{node}.{engine}",
+            node=node,
+            engine=engine,
+            attrs={"installed": True, "version": max(wanted, key=version_key), **extra(node)},
+        )
+        for node, wanted in sorted(versions.items())
+    ]

@@ -16,7 +16,16 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from svcctl.drivers.base import DesiredContext, PasswordFor, load_script
+from svcctl.drivers.base import (
+    DesiredContext,
+    PasswordFor,
+    binding_password,
+    binding_purpose,
+    desired_bindings,
+    desired_engines,
+    load_script,
+    placed_instances,
+)
 from svcctl.errors import SvcctlError
 from svcctl.model.names import is_valid_name, sql_ident
 from svcctl.secrets import Secret, mysql_native_matches
@@ -89,84 +98,42 @@ class MysqlDriver:
     def desired(self, ctx: DesiredContext) -> list[Resource]:
         """Engine per node hosting a mysql instance, each instance's database, each binding's current user."""
         env = ctx.env
-        out: list[Resource] = []
-        versions: dict[str, list[str]] = defaultdict(list)
-        for name in sorted(env.instances):
-            node = ctx.placement.get(name)
-            if env.engine_of(name) != ENGINE or node is None:
-                continue
-            plan = env.plan_of(name)
-            versions[node].append(env.version_of(name))
-            out.append(
-                Resource(
-                    kind=Kind.INSTANCE,
-                    name=name,
-                    node=node,
-                    engine=ENGINE,
-                    attrs={
-                        "engine": ENGINE,
-                        "major_version": env.version_of(name),
-                        "database": sql_ident(name),
-                        "connections": plan.connections,
-                        "storage_mb": plan.storage_mb,
-                    },
-                )
+        placed = placed_instances(ctx, ENGINE)
+        out = [
+            Resource(
+                kind=Kind.INSTANCE,
+                name=name,
+                node=node,
+                engine=ENGINE,
+                attrs={
+                    "engine": ENGINE,
+                    "major_version": env.version_of(name),
+                    "database": sql_ident(name),
+                    "connections": env.plan_of(name).connections,
+                    "storage_mb": env.plan_of(name).storage_mb,
+                },
             )
-        for b in env.bindings:
-            node = ctx.placement.get(b.instance)
-            if b.instance not in env.instances or env.engine_of(b.instance) != ENGINE or node is None:
-                continue
-            out.append(
-                Resource(
-                    kind=Kind.BINDING,
-                    name=f"{b.app}.{b.instance}",
-                    node=node,
-                    engine=ENGINE,
-                    attrs={
-                        "engine": ENGINE,
-                        "role": b.role,
-                        "rotation": b.rotation,
-                        "user": user_name(b.app, b.instance, b.rotation),
-                        "credentials": "current",
-                        "connections": env.plan_of(b.instance).connections,
-                        "hosts": user_hosts(env.nodes[node].client_networks),
-                    },
-                )
-            )
-        for node, node_versions in sorted(versions.items()):
-            out.append(
-                Resource(
-                    kind=Kind.ENGINE,
-                    name=f"{node}.{ENGINE}",
-                    node=node,
-                    engine=ENGINE,
-                    attrs={
-                        "installed": True,
-                        "version": max(node_versions, key=_version_key),
-                        "running": True,
-                        "enabled": True,
-                        "client_networks": list(env.nodes[node].client_networks),
-                    },
-                )
-            )
+            for name, node in placed
+        ]
+        out += desired_bindings(
+            ctx,
+            ENGINE,
+            lambda b, node: {
+                "connections": env.plan_of(b.instance).connections,
+                "hosts": user_hosts(env.nodes[node].client_networks),
+            },
+        )
+        out += desired_engines(
+            ctx,
+            ENGINE,
+            placed,
+            lambda node: {"running": True, "enabled": True, "client_networks": list(env.nodes[node].client_networks)},
+        )
         return out
 
     def secrets_for(self, resource: Resource, password_for: PasswordFor) -> dict[str, Secret]:
         """A binding's derived password (its current rotation); nothing for anything else."""
-        if resource.kind is not Kind.BINDING or "~" in resource.name:
-            return {}
-        app, instance = resource.name.split(".", 1)
-        return {"password": password_for(binding_purpose(app, instance, int(resource.attrs["rotation"])))}
-
-
-def user_name(app: str, instance: str, rotation: int) -> str:
-    """The engine user of a binding: `sv_<app>_<instance>_r<rotation>`."""
-    return f"sv_{sql_ident(app)}_{sql_ident(instance)}_r{rotation}"
-
-
-def binding_purpose(app: str, instance: str, rotation: int) -> str:
-    """The derivation purpose of a binding's password (docs/ARCHITECTURE.md, Secrets)."""
-    return f"binding/{app}/{instance}/{rotation}"
+        return binding_password(resource, password_for)
 
 
 def user_hosts(client_networks: Iterable[str]) -> list[str]:
@@ -213,10 +180,6 @@ def _is_loopback(address: str) -> bool:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
         return False
-
-
-def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in version.split("."))
 
 
 def _limit(value: int) -> int | None:

@@ -12,9 +12,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from svcctl.drivers.base import DesiredContext, PasswordFor, load_script
+from svcctl.drivers.base import (
+    DesiredContext,
+    PasswordFor,
+    desired_bindings,
+    desired_engines,
+    load_script,
+    placed_instances,
+)
 from svcctl.model.names import is_valid_name, sql_ident
-from svcctl.model.spec import version_key
 from svcctl.secrets import Secret, redis_acl_matches
 from svcctl.state import Attrs, Kind, Resource
 
@@ -25,11 +31,6 @@ READONLY_RULES = ("~*", "&*", "-@all", "+@read", "+@connection", "-@admin", "-@d
 ROLE_RULES = {"readwrite": READWRITE_RULES, "readonly": READONLY_RULES}
 _UNITS = {"k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
 _MIB = 1024**2
-
-
-def binding_user(app: str, instance: str, rotation: int) -> str:
-    """The Redis user of a binding: `sv_<app>_<instance>_r<rotation>` (sql identifiers of the names)."""
-    return f"sv_{sql_ident(app)}_{sql_ident(instance)}_r{rotation}"
 
 
 def major_of(package_version: str | None) -> str | None:
@@ -167,42 +168,29 @@ class RedisDriver:
     def desired(self, ctx: DesiredContext) -> list[Resource]:
         """Redis instances where placed (ports kept, else allocated), their bindings, and their nodes' engines."""
         env = ctx.env
-        names = sorted(n for n in env.instances if env.engine_of(n) == ENGINE)
-        ports = self._ports(ctx, names)
-        out: list[Resource] = []
-        versions: dict[str, list[str]] = {}
-        for name in names:
-            node = ctx.placement[name]
-            plan = env.plan_of(name)
-            version = env.version_of(name)
-            versions.setdefault(node, []).append(version)
-            attrs: Attrs = {
-                "engine": ENGINE,
-                "major_version": version,
-                "port": ports[name],
-                "memory_mb": plan.memory_mb,
-                "eviction": plan.eviction,
-                "connections": plan.connections,
-                "running": True,
-                "enabled": True,
-            }
-            out.append(Resource(kind=Kind.INSTANCE, name=name, node=node, engine=ENGINE, attrs=attrs))
-        for b in env.bindings:
-            if b.instance not in names:
-                continue
-            attrs = {
-                "engine": ENGINE,
-                "role": b.role,
-                "rotation": b.rotation,
-                "user": binding_user(b.app, b.instance, b.rotation),
-                "credentials": "current",
-            }
-            out.append(Resource(kind=Kind.BINDING, name=f"{b.app}.{b.instance}", node=ctx.placement[b.instance],
-                                engine=ENGINE, attrs=attrs))  # fmt: skip
-        for node, wanted in sorted(versions.items()):
-            version = max(wanted, key=version_key)
-            out.append(Resource(kind=Kind.ENGINE, name=f"{node}.{ENGINE}", node=node, engine=ENGINE,
-                                attrs={"installed": True, "version": version}))  # fmt: skip
+        placed = placed_instances(ctx, ENGINE)
+        ports = self._ports(ctx, [name for name, _ in placed])
+        out = [
+            Resource(
+                kind=Kind.INSTANCE,
+                name=name,
+                node=node,
+                engine=ENGINE,
+                attrs={
+                    "engine": ENGINE,
+                    "major_version": env.version_of(name),
+                    "port": ports[name],
+                    "memory_mb": env.plan_of(name).memory_mb,
+                    "eviction": env.plan_of(name).eviction,
+                    "connections": env.plan_of(name).connections,
+                    "running": True,
+                    "enabled": True,
+                },
+            )
+            for name, node in placed
+        ]
+        out += desired_bindings(ctx, ENGINE, lambda _b, _node: {})
+        out += desired_engines(ctx, ENGINE, placed, lambda _node: {})
         return out
 
     def _ports(self, ctx: DesiredContext, names: list[str]) -> dict[str, int]:

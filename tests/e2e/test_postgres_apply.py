@@ -21,7 +21,8 @@ from typing import Any
 import ansible_runner
 import pytest
 
-from svcctl.drivers.postgres import DRIVER, owner_role, user_name
+from svcctl.drivers.base import binding_user as user_name
+from svcctl.drivers.postgres import DRIVER, owner_role
 from svcctl.model.names import sql_ident
 from svcctl.secrets import binding_password
 from svcctl.state import Resource
