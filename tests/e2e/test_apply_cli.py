@@ -94,6 +94,7 @@ def test_apply_provisions_binds_writes_manifests_and_converges(lab: Lab, tmp_pat
 
 def test_a_concurrent_apply_fails_naming_the_lock_holder(lab: Lab, tmp_path: Path, unique: str) -> None:
     env = make_env(tmp_path, unique)
+    (env.path / "apps").mkdir()
     env.write(body(env))
     loaded = load_environment(env.path)
     targets = [SshTarget.from_node(n, node) for n, node in sorted(loaded.nodes.items())]
