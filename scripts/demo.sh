@@ -30,9 +30,17 @@ svcctl plan "$demo" --detailed-exitcode --no-color
 step "credentials written to $demo/apps/web/manifest.yml (passwords masked here)"
 sed -E 's/("password": ?")[^"]*/\1***/g; s#(://[^:]+:)[^@]+@#\1***@#g' "$demo/apps/web/manifest.yml" | head -20
 
-if svcctl tunnel --help >/dev/null 2>&1; then
-  step "svcctl tunnel orders-db --app web -- psql -c 'select current_user, version()'"
-  svcctl tunnel orders-db --app web --env "$demo" -- psql -c 'select current_user, version()'
-fi
+step "svcctl tunnel orders-db --app web -- psql   (a query through an SSH tunnel, as app web)"
+svcctl tunnel orders-db --app web --env "$demo" -- \
+  psql -c 'create table if not exists orders (id serial primary key, item text)' \
+       -c "insert into orders (item) values ('demo')" \
+       -c 'select current_user, count(*) as orders from orders'
+
+step "svcctl tunnel catalog-db -- mariadb   (a temporary readonly user, removed when the tunnel closes)"
+svcctl tunnel catalog-db --env "$demo" -- mariadb -e 'select current_user() as user, database() as db'
+
+step "svcctl tunnel sessions --app web -- redis-cli"
+svcctl tunnel sessions --app web --env "$demo" -- redis-cli set demo:greeting hello
+svcctl tunnel sessions --app web --env "$demo" -- redis-cli get demo:greeting
 echo
 echo "Demo done. Clean up the lab with: make lab-down"
