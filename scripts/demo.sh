@@ -34,7 +34,7 @@ step "svcctl tunnel orders-db --app web -- psql   (a query through an SSH tunnel
 svcctl tunnel orders-db --app web --env "$demo" -- \
   psql -c 'create table if not exists orders (id serial primary key, item text)' \
        -c "insert into orders (item) values ('demo')" \
-       -c 'select current_user, count(*) as orders from orders'
+       -c 'select session_user, current_user as owner, count(*) as orders from orders'
 
 step "svcctl tunnel catalog-db -- mariadb   (a temporary readonly user, removed when the tunnel closes)"
 svcctl tunnel catalog-db --env "$demo" -- mariadb -e 'select current_user() as user, database() as db'

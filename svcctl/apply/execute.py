@@ -194,7 +194,8 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
     options = ObserveOptions(accept_new_host_keys=opts.accept_new_host_keys, max_parallel=opts.parallel)
     targets = [SshTarget.from_node(n, node, accept_new_host_keys=opts.accept_new_host_keys)
                for n, node in sorted(env.nodes.items())]  # fmt: skip
-    node_progress = (lambda node, status: progress(f"  {node}: {status}")) if progress else None
+    # Per-node connection progress only on a terminal; task results (changed, failed) always.
+    node_progress = (lambda node, status: progress(f"  {node}: {status}")) if progress and sys.stderr.isatty() else None
 
     with locked(targets, break_lock=opts.break_lock):
         planned = make_plan(env, name, key, options, node_progress)
