@@ -8,6 +8,7 @@ known and the app part is what remains, so the name maps back to its binding wit
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -21,7 +22,9 @@ from svcctl.drivers.base import (
     placed_instances,
 )
 from svcctl.model.names import is_valid_name, sql_ident
+from svcctl.model.spec import Node
 from svcctl.secrets import Secret, redis_acl_matches
+from svcctl.ssh import SshTarget, resolve
 from svcctl.state import Attrs, Kind, Resource
 
 ENGINE = "redis"
@@ -31,6 +34,10 @@ READONLY_RULES = ("~*", "&*", "-@all", "+@read", "+@connection", "-@admin", "-@d
 ROLE_RULES = {"readwrite": READWRITE_RULES, "readonly": READONLY_RULES}
 _UNITS = {"k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
 _MIB = 1024**2
+LOCAL_BIND = ("127.0.0.1", "-::1")
+"""Where an instance listens on a node without client_networks: loopback only (`-`: skip if unavailable)."""
+DEFAULT_BIND = ("*", "-::*")
+"""Redis 7's own default when a config has no `bind` line: every address."""
 
 
 def major_of(package_version: str | None) -> str | None:
@@ -54,6 +61,23 @@ def memory_mb(value: str | None) -> int | float:
     """maxmemory in MiB: an int when whole (as desired() has it), else a float so the diff shows it."""
     size = memory_bytes(value)
     return size // _MIB if size % _MIB == 0 else round(size / _MIB, 3)
+
+
+def bind_of(node_name: str, node: Node) -> list[str]:
+    """Addresses an instance binds: loopback, plus the node's own address when it declares client_networks.
+
+    The node's address is the one svcctl reaches it at (its host, or HostName from its ssh_config), so the
+    clients of those networks reach Redis where they reach the node; ACL passwords and protected mode stay.
+    A node known only by a DNS name binds every IPv4 address instead (Redis cannot bind a name).
+    """
+    if not node.client_networks:
+        return list(LOCAL_BIND)
+    hostname = resolve(SshTarget.from_node(node_name, node)).hostname
+    try:
+        address = str(ipaddress.ip_address(hostname.strip("[]")))
+    except ValueError:
+        address = "0.0.0.0"  # noqa: S104 (a node known by name only: its clients must reach it somehow)
+    return [*LOCAL_BIND, address]
 
 
 def role_of(rules: list[str]) -> str:
@@ -126,6 +150,7 @@ class RedisDriver:
                 "memory_mb": memory_mb(config.get("maxmemory")),
                 "eviction": config.get("maxmemory-policy", "noeviction"),
                 "connections": int(connections) if connections is not None else None,
+                "bind": config["bind"].split() if config.get("bind") else list(DEFAULT_BIND),
                 "running": bool(unit.get("active")),
                 "enabled": bool(unit.get("enabled")),
             }
@@ -183,6 +208,7 @@ class RedisDriver:
                     "memory_mb": env.plan_of(name).memory_mb,
                     "eviction": env.plan_of(name).eviction,
                     "connections": env.plan_of(name).connections,
+                    "bind": bind_of(node, env.nodes[node]),
                     "running": True,
                     "enabled": True,
                 },

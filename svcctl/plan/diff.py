@@ -26,7 +26,7 @@ FORCES_REPLACE: dict[Kind, set[str]] = {
 
 RESTARTING: dict[Kind, set[str]] = {
     Kind.ENGINE: {"listen", "client_networks", "version"},
-    Kind.INSTANCE: {"memory_mb", "eviction", "port"},  # Redis instances are processes
+    Kind.INSTANCE: {"memory_mb", "eviction", "port", "bind"},  # Redis instances are processes
 }
 """Attributes whose in-place update restarts a service (and so drops its connections)."""
 

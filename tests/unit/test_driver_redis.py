@@ -152,8 +152,11 @@ def instance(name: str, node: str, port: int, **attrs: Any) -> Resource:
 
 
 def test_desired_for_the_lab_example() -> None:
+    # The lab's ssh_config (HostName 10.211.37.12) exists only with a lab; say the address in the node instead.
+    lab2 = LAB.nodes["lab-2"].model_copy(update={"host": "10.211.37.12", "ssh_config": None})
+    env = LAB.model_copy(update={"nodes": {**LAB.nodes, "lab-2": lab2}})
     placement = {"orders-db": "lab-1", "catalog-db": "lab-2", "sessions": "lab-2"}
-    got = DRIVER.desired(DesiredContext(env=LAB, placement=placement, observed=State()))
+    got = DRIVER.desired(DesiredContext(env=env, placement=placement, observed=State()))
     assert dumped(got) == [
         {
             "kind": "instance",
@@ -161,7 +164,8 @@ def test_desired_for_the_lab_example() -> None:
             "node": "lab-2",
             "engine": "redis",
             "attrs": {"engine": "redis", "major_version": "7", "port": 6380, "memory_mb": 64,
-                      "eviction": "allkeys-lru", "connections": 50, "running": True, "enabled": True},
+                      "eviction": "allkeys-lru", "connections": 50, "bind": ["127.0.0.1", "-::1", "10.211.37.12"],
+                      "running": True, "enabled": True},
         },
         {
             "kind": "binding",
@@ -223,7 +227,18 @@ def test_a_plan_without_connections_leaves_maxclients_to_redis() -> None:
     env = env_with({"small": "cache-8"}, [])
     [inst, _engine] = DRIVER.desired(DesiredContext(env=env, placement={"small": "db-2"}, observed=State()))
     assert inst.attrs == {"engine": "redis", "major_version": "7", "port": 6380, "memory_mb": 8,
-                          "eviction": "noeviction", "connections": None, "running": True, "enabled": True}  # fmt: skip
+                          "eviction": "noeviction", "connections": None, "bind": ["127.0.0.1", "-::1"],
+                          "running": True, "enabled": True}  # fmt: skip
+
+
+def test_an_instance_on_a_node_with_client_networks_binds_the_nodes_address_too() -> None:
+    env = env_with({"small": "cache-8"}, [])
+    nodes = {"db-1": env.nodes["db-1"].model_copy(update={"host": "192.0.2.7", "client_networks": ["192.0.2.0/24"]}),
+             "db-2": env.nodes["db-2"].model_copy(update={"client_networks": ["192.0.2.0/24"]})}  # fmt: skip
+    env = env.model_copy(update={"nodes": nodes})
+    for node, bind in (("db-1", ["127.0.0.1", "-::1", "192.0.2.7"]), ("db-2", ["127.0.0.1", "-::1", "0.0.0.0"])):
+        [inst, _engine] = DRIVER.desired(DesiredContext(env=env, placement={"small": node}, observed=State()))
+        assert inst.attrs["bind"] == bind  # db-2 is known by name only: every IPv4 address
 
 
 def test_desired_matches_what_parse_reports_for_the_recorded_instance() -> None:
@@ -232,8 +247,8 @@ def test_desired_matches_what_parse_reports_for_the_recorded_instance() -> None:
     env = env_with({"rec-cache": "cache-8"}, [{"app": "web", "instance": "rec-cache"}])
     env = env.model_copy(update={"plans": {**env.plans, "cache-8": env.plans["cache-64"].model_copy(
         update={"memory_mb": 32, "connections": 40})}})  # fmt: skip
-    observed = State.of(DRIVER.parse("lab-2", data["raw"], password_source(bytes.fromhex(data["key_hex"]))))
-    want = DRIVER.desired(DesiredContext(env=env, placement={"rec-cache": "lab-2"}, observed=observed))
+    observed = State.of(DRIVER.parse("db-2", data["raw"], password_source(bytes.fromhex(data["key_hex"]))))
+    want = DRIVER.desired(DesiredContext(env=env, placement={"rec-cache": "db-2"}, observed=observed))
     for r in want:
         assert observed.get(r.address) == r, r.address
 
