@@ -154,9 +154,9 @@ def test_desired_for_the_lab_example() -> None:
                                 "connections": 20, "storage_mb": 512},
         "binding.web.catalog-db": {"engine": "mysql", "role": "readonly", "rotation": 0,
                                    "user": "sv_web_catalog_db_r0", "credentials": "current", "connections": 20,
-                                   "hosts": ["127.0.0.1", "localhost"]},
+                                   "hosts": ["10.211.37.0/255.255.255.0", "127.0.0.1", "localhost"]},
         "engine.lab-2.mysql": {"installed": True, "version": "10.11", "running": True, "enabled": True,
-                               "client_networks": []},
+                               "client_networks": ["10.211.37.0/24"]},
     }  # fmt: skip
 
 

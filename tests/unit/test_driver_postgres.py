@@ -179,7 +179,13 @@ def test_desired_for_the_lab_example() -> None:
             "name": "lab-1.postgres",
             "node": "lab-1",
             "engine": "postgres",
-            "attrs": {"installed": True, "version": "15", "running": True, "enabled": True, "client_networks": []},
+            "attrs": {
+                "installed": True,
+                "version": "15",
+                "running": True,
+                "enabled": True,
+                "client_networks": ["10.211.37.0/24"],
+            },
         },
     ]
 
