@@ -11,6 +11,7 @@ import datetime
 import difflib
 import io
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from ruamel.yaml.reader import ReaderError
 
 from svcctl.errors import InvalidEnvironment, Problem, SvcctlError
 from svcctl.model.checks import check_environment
+from svcctl.model.names import NAME_RULE
 from svcctl.model.spec import App, Binding, Environment, Instance, Location, Service, ServicePlan
 from svcctl.model.spec import Node as NodeSpec
 
@@ -128,7 +130,10 @@ class _Loader:
                 continue
             if key == "bindings":
                 if not isinstance(value, CommentedSeq):
-                    self.problem(where.at_value(), f"bindings must be a list, found {_kind_of(value)}")
+                    self.problem(
+                        where.at_value(),
+                        f'bindings must be a list, found {_kind_of(value)}; start each binding with "- "',
+                    )
                     continue
                 self._add_bindings(value, shown)
             else:
@@ -182,7 +187,7 @@ class _Loader:
             line, column = _offset_to_line_col(text, exc.position)
             self.problem(
                 Location(shown, line, column),
-                f"character {exc.character!r} is not allowed in YAML; remove it",
+                f"character {_codepoint(exc.character)} is not allowed in YAML; remove it",
             )
             return None
         except (YAMLError, RecursionError, ValueError, TypeError, IndexError, KeyError) as exc:
@@ -231,7 +236,7 @@ class _Loader:
         for name in entries:
             where = _key_pos(entries, name, shown)
             if not isinstance(name, str):
-                self.problem(where.at_key(), f"{kind} names must be strings, found {_kind_of(name)}")
+                self.problem(where.at_key(), f"{kind} names must be strings, found {_kind_of(name)}; {NAME_RULE}")
                 continue
             path = (section, name)
             earlier = self.pos.get(path)
@@ -246,7 +251,12 @@ class _Loader:
                         resolved = _resolve(value[field], base)
                         if resolved is None:
                             field_at = self.pos.get((*path, field), where)
-                            self.problem(field_at.at_value(), f'cannot expand "~" in {value[field]!r}')
+                            home = value[field].split("/", 1)[0]
+                            self.problem(
+                                field_at.at_value(),
+                                f'{section}.{name}.{field}: cannot expand "{home}" in "{value[field]}" (no such '
+                                "user or home directory here); write the path out in full",
+                            )
                         else:
                             value[field] = resolved
             self.data[section][name] = value
@@ -326,17 +336,7 @@ class _Loader:
             return where, _unknown("key", loc[-1], _dotted(loc[:-1]), allowed)
         if kind == "missing":
             return where, f'{_dotted(loc[:-1])}: missing required key "{loc[-1]}"'
-        message = str(error["msg"]).removeprefix("Value error, ")
-        value = error.get("input")
-        if isinstance(value, bool | int | float | str) or value is None:
-            message += f", got {_show(value)}"
-            if kind == "string_type" and isinstance(value, int | float) and not isinstance(value, bool):
-                message += (
-                    f' (quote it: "{value}")'
-                    if isinstance(value, int)
-                    else " (quote it as written: YAML reads 10.10 as the number 10.1)"
-                )
-        return where, f"{dotted}: {message}"
+        return where, f"{dotted}: {_rephrase(error, loc)}"
 
     def _addresses(self, env: Environment) -> dict[str, Location]:
         addresses: dict[str, Location] = {}
@@ -401,6 +401,73 @@ def _vet(root: Node) -> Iterator[tuple[tuple[int, int], str]]:
             stack.extend(node.value)
 
 
+def _rephrase(error: Any, loc: tuple[Any, ...]) -> str:
+    """Pydantic's message for one error, reworded to say what the user should write instead."""
+    kind: str = error["type"]
+    ctx: dict[str, Any] = error.get("ctx") or {}
+    value = error.get("input")
+    got = _got(value)
+    field = str(loc[-1]) if loc else ""
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        model = _model_at(loc)
+        if model is None:
+            return f"must be a mapping of names to strings, such as {{zone: a}}, got {got}"
+        required = [name for name, spec in model.model_fields.items() if spec.is_required()]
+        keys = f"required: {', '.join(required)}; " if required else ""
+        return f"must be a mapping of keys ({keys}allowed: {', '.join(sorted(model.model_fields))}), got {got}"
+    if kind == "list_type":
+        scalar = isinstance(value, str | int | float) and not isinstance(value, bool)
+        hint = f"; write [{_show(value)}]" if scalar else ""
+        return f"must be a list, got {got}{hint}"
+    if kind == "literal_error":
+        allowed = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        message = f"must be one of {', '.join(allowed)}, got {got}"
+        if isinstance(value, str):
+            if value.lower().startswith("maria") and "mysql" in allowed:
+                return message + ' (MariaDB is "mysql")'
+            close = difflib.get_close_matches(value.lower(), allowed, n=1, cutoff=0.6)
+            if close:
+                message += f' (did you mean "{close[0]}"?)'
+        return message
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        if field.endswith("_mb"):
+            return f"must be a whole number of MiB without a unit (4 GiB is 4096), got {got}"
+        return f"must be a whole number, got {got}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"must be true or false, got {got}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx.get('ge')}, got {got}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx.get('le')}, got {got}"
+    if kind in ("too_short", "string_too_short"):
+        if field == "versions":
+            return 'must list at least one version, such as ["15"]'
+        return "must not be empty"
+    if kind == "string_type":
+        message = f"must be a string, got {got}"
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            message += (
+                f' (quote it: "{value}")'
+                if isinstance(value, int)
+                else " (quote it as written: YAML reads 10.10 as the number 10.1)"
+            )
+        return message
+    if kind == "value_error":  # our own validators, whose messages name the value
+        return str(error["msg"]).removeprefix("Value error, ")
+    message = str(error["msg"])
+    if isinstance(value, bool | int | float | str) or value is None:
+        message += f", got {_show(value)}"
+    return message
+
+
+def _got(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return _show(value)
+
+
 def _is_null(node: Node) -> bool:
     tag = str(getattr(node.tag, "value", node.tag))
     return isinstance(node, ScalarNode) and tag == "tag:yaml.org,2002:null"
@@ -409,7 +476,7 @@ def _is_null(node: Node) -> bool:
 def _node_kind(node: Node) -> str:
     if isinstance(node, SequenceNode):
         return "a list"
-    return f"the value {node.value!r}" if isinstance(node, ScalarNode) else "something else"
+    return f"the value {_show(node.value)}" if isinstance(node, ScalarNode) else "something else"
 
 
 def _scalar(value: Any) -> Any:
@@ -452,8 +519,28 @@ def _yaml_message(exc: MarkedYAMLError) -> str:
     mark = exc.context_mark
     if context and mark is not None and mark is not exc.problem_mark:
         context += f" (from line {mark.line + 1}, column {mark.column + 1})"
-    parts = [part for part in (context, str(exc.problem or "")) if part]
-    return "YAML syntax: " + (", ".join(parts) if parts else "invalid YAML")
+    problem = str(exc.problem or "")
+    parts = [part for part in (context, problem) if part]
+    message = "YAML syntax: " + (", ".join(parts) if parts else "invalid YAML")
+    for needle, hint in _YAML_HINTS:
+        if needle in f"{context} {problem}":
+            return f"{message}; {hint}"
+    return message
+
+
+_YAML_HINTS = (
+    ("flow sequence", "close the list with ] (and separate items with commas)"),
+    ("flow mapping", "close the mapping with } (and separate entries with commas)"),
+    ("quoted scalar", "close the quote"),
+    ("expected <block end>", "indent this line like the keys above it, or nest it under a key"),
+    ("mapping values are not allowed", 'put a space after each colon ("host: x"), here or on the line above'),
+    ("could not find expected ':'", 'every key needs a colon and a space after it ("host: x")'),
+)
+
+
+def _codepoint(character: Any) -> str:
+    code = character if isinstance(character, int) else ord(str(character)[:1] or "\0")
+    return f"U+{code:04X}"
 
 
 def _offset_to_line_col(text: str, offset: int) -> tuple[int, int]:

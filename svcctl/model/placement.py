@@ -63,8 +63,9 @@ def place(env: Environment, existing: Mapping[str, str]) -> dict[str, str]:
             continue  # no longer declared: the plan decides what to do about it
         pinned = env.instances[instance].node
         if pinned is not None and pinned != existing[instance]:
+            where = _at(env, f"instance.{instance}.node")
             raise PlacementError(
-                f"instance {instance} exists on node {existing[instance]} but the environment pins it "
+                f"{where}instance {instance} exists on node {existing[instance]} but the environment pins it "
                 f"to node {pinned}; svcctl does not move instances. Set node: {existing[instance]} "
                 "(or remove node:), or migrate the data yourself and delete the old instance."
             )
@@ -76,8 +77,11 @@ def place(env: Environment, existing: Mapping[str, str]) -> dict[str, str]:
         if pinned is not None:
             reasons = _reasons(env, instance, pinned, free, check_labels=False)
             if reasons:
+                where = _at(env, f"instance.{instance}.node")
                 raise PlacementError(
-                    f"instance {instance} is pinned to node {pinned}, which cannot take it: {'; '.join(reasons)}."
+                    f"{where}instance {instance} is pinned to node {pinned}, which cannot take it: "
+                    f"{'; '.join(reasons)}. Pin it to another node, remove node: to let svcctl choose, "
+                    f"or raise node {pinned}'s capacity."
                 )
             take(instance, pinned)
 
@@ -96,13 +100,20 @@ def place(env: Environment, existing: Mapping[str, str]) -> dict[str, str]:
                 best = (score, node)
         if best is None:
             candidates = "\n  ".join(rejected) if rejected else "(no nodes are declared)"
+            where = _at(env, f"instance.{instance}")
             raise PlacementError(
-                f"no node can take instance {instance} ({env.engine_of(instance)}, plan "
+                f"{where}no node can take instance {instance} ({env.engine_of(instance)}, plan "
                 f"{env.instances[instance].plan}):\n  {candidates}\n"
                 "Add capacity or a node, relax placement.labels, or choose a smaller plan."
             )
         take(instance, best[1])
     return result
+
+
+def _at(env: Environment, address: str) -> str:
+    """`file:line:column: ` where `address` was declared, so the message points into the YAML; else nothing."""
+    where = env.location(address)
+    return f"{where}: " if where is not None else ""
 
 
 def _reasons(env: Environment, instance: str, node: str, free: Mapping[str, _Free], *, check_labels: bool) -> list[str]:

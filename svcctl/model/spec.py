@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from svcctl.model.names import NAME_MAX, NAME_MIN, NAME_PATTERN
 
@@ -51,6 +51,66 @@ def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        try:
+            network = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(
+                f'"{value}" is not an IP network in CIDR form; write one such as 10.0.0.0/24 or fd00::/64'
+            ) from None
+        raise ValueError(f'"{value}" has host bits set; write the network address: {network}') from None
+    return value
+
+
+def _version(value: str) -> str:
+    if not all(part.isascii() and part.isdigit() for part in value.split(".")):
+        raise ValueError(f'version "{value}" must be dot-separated numbers such as "15" or "10.11"')
+    return value
+
+
+def _jump_host(value: str) -> str:
+    """Check a ProxyJump value: comma-separated hops, each `[user@]host[:port]` (`ssh://` and `[v6]` allowed)."""
+    for hop in value.split(","):
+        problem = _hop_problem(hop.strip().removeprefix("ssh://"))
+        if problem:
+            raise ValueError(f'jump host "{value}" is not [user@]host[:port] (like ssh -J): {problem}')
+    return value
+
+
+def _hop_problem(hop: str) -> str | None:
+    if not hop:
+        return "a hop is empty"
+    if any(char.isspace() for char in hop):
+        return "it contains a space"
+    user, at, rest = hop.rpartition("@")
+    if at and not user:
+        return "the user before @ is empty"
+    port: str | None
+    if rest.startswith("["):
+        host, bracket, after = rest[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            return "an IPv6 address needs [brackets] closed before :port"
+        port = after[1:] if after else None
+    elif rest.count(":") == 1:
+        host, port = rest.split(":")
+    else:
+        host, port = rest, None
+    if not host:
+        return "the host is empty"
+    if port == "":
+        return "the port after : is empty"
+    if port is not None and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        return f'port "{port}" is not a number from 1 to 65535'
+    return None
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+Version = Annotated[str, AfterValidator(_version)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -79,7 +139,7 @@ class Node(_Model):
     user: str | None = Field(None, description="SSH user (sudo-capable). Default: from ssh_config.")
     port: int = Field(22, ge=1, le=65535, description="SSH port. Default 22.")
     identity_file: str | None = Field(None, description="Private key file, relative to this YAML file; ~ is expanded.")
-    jump_host: str | None = Field(
+    jump_host: Annotated[str, AfterValidator(_jump_host)] | None = Field(
         None, description="Bastion to go through, like ssh -J / ProxyJump: [user@]host[:port]."
     )
     ssh_config: str | None = Field(
@@ -99,44 +159,21 @@ class Node(_Model):
         default_factory=Capacity,
         description="Memory and storage placement may use. Default 4096 MiB memory, 20000 MiB storage.",
     )
-    client_networks: list[str] = Field(
+    client_networks: list[Cidr] = Field(
         default_factory=list,
         description="IPv4/IPv6 networks (CIDR) allowed to connect to the engines directly, "
         "besides localhost and SSH tunnels.",
     )
-
-    @field_validator("client_networks")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for network in value:
-            try:
-                ipaddress.ip_network(network, strict=True)
-            except ValueError as exc:
-                raise ValueError(f'"{network}" is not an IP network in CIDR form ({exc})') from None
-        return value
 
 
 class Service(_Model):
     """A catalogue entry: an engine and the versions offered."""
 
     engine: Engine = Field(description="postgres, mysql (MariaDB) or redis.")
-    versions: list[str] = Field(
+    versions: list[Version] = Field(
         min_length=1,
         description='Versions offered, as strings such as "15", "10.11", "7"; the highest is the default.',
     )
-
-    @field_validator("versions")
-    @classmethod
-    def _versions(cls, value: list[str]) -> list[str]:
-        for version in value:
-            if not _is_version(version):
-                raise ValueError(f'version "{version}" must be dot-separated numbers such as "15" or "10.11"')
-        return value
-
-
-def _is_version(value: str) -> bool:
-    parts = value.split(".")
-    return all(part.isascii() and part.isdigit() for part in parts)
 
 
 class ServicePlan(_Model):

@@ -13,26 +13,47 @@ from ruamel.yaml import YAML
 
 from svcctl.errors import InvalidEnvironment, SvcctlError
 from svcctl.model.loader import load_environment
+from svcctl.model.placement import PlacementError, place
 from svcctl.model.spec import Environment, Location
 
 CASES = Path(__file__).parent / "loader_cases"
 
 
-@pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir() if p.is_dir()))
+CASE_NAMES = sorted(p.name for p in CASES.iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
 def test_loader_case(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each case folder holds YAML input and expected.txt: the exact problems, or nothing if valid."""
+    """Each case folder holds YAML input and expected.txt: exactly what `svcctl validate` reports, or nothing.
+
+    Load problems are `file:line:column: message` lines; an environment that loads but cannot be placed
+    gives the placement error's lines (which start with the instance's file:line:column).
+    """
     folder = CASES / case
     expected = (folder / "expected.txt").read_text().splitlines()
     monkeypatch.chdir(folder)
     try:
-        load_environment(Path("."))
+        env = load_environment(Path("."))
+        place(env, {})
     except InvalidEnvironment as exc:
         assert [str(p) for p in exc.problems] == expected
         assert exc.message.endswith(
             f"{len(expected)} problem{'s' if len(expected) != 1 else ''} found; nothing was changed."
         )
+    except PlacementError as exc:
+        assert exc.message.splitlines() == expected
     else:
-        assert expected == [], "loaded fine, but problems were expected"
+        assert expected == [], "loaded and placed fine, but problems were expected"
+
+
+def test_cases_cover_at_least_40_mistakes() -> None:
+    """The issue asks for 40 distinct mistakes as data; each folder but the valid-* ones is one mistake."""
+    mistakes = [name for name in CASE_NAMES if not name.startswith("valid-")]
+    assert len(mistakes) >= 40
+    for name in CASE_NAMES:
+        expected = (CASES / name / "expected.txt").read_text()
+        assert (expected == "") == name.startswith("valid-"), f"{name}: only valid-* cases expect no problems"
+        assert expected == "" or expected.endswith("\n"), f"{name}: expected.txt must end with a newline"
 
 
 def _write(directory: Path, name: str, text: str) -> Path:

@@ -126,7 +126,8 @@ def test_pinned_that_does_not_fit_is_refused() -> None:
     with pytest.raises(PlacementError) as caught:
         place(env, {})
     assert caught.value.message == (
-        "instance aa is pinned to node n-a, which cannot take it: needs 512 MB storage, 100 MB free."
+        "instance aa is pinned to node n-a, which cannot take it: needs 512 MB storage, 100 MB free. "
+        "Pin it to another node, remove node: to let svcctl choose, or raise node n-a's capacity."
     )
 
 

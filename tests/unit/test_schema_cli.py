@@ -58,7 +58,7 @@ def test_validate_reports_placement_failures(tmp_path: Path) -> None:
     result = run("validate", "env.yaml", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr == (
-        "error: no node can take instance sessions (redis, plan cache-64):\n"
+        "error: env.yaml:8:3: no node can take instance sessions (redis, plan cache-64):\n"
         "  db-1: needs 64 MB memory, 32 MB free\n"
         "Add capacity or a node, relax placement.labels, or choose a smaller plan.\n"
     )
