@@ -159,3 +159,70 @@ def test_no_fit_lists_every_candidate_with_its_reasons() -> None:
         "  n-d: lacks label zone=a; needs 900 MB memory, 0 MB free\n"
         "Add capacity or a node, relax placement.labels, or choose a smaller plan."
     )
+
+
+# -- the table: inputs -> the expected node of every instance, or the start of the error ------------------
+
+PG, REDIS, BOTH = ["postgres"], ["redis"], ["postgres", "redis"]
+SMALL: dict[str, Any] = {"plan": "pg-small"}
+CACHE: dict[str, Any] = {"plan": "cache-64"}
+
+TABLE: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, str], dict[str, str] | str]] = [
+    ("only-runner", {"n-a": node(PG), "n-b": node(REDIS)}, {"aa": SMALL}, {}, {"aa": "n-a"}),
+    ("redis-goes-to-redis", {"n-a": node(PG), "n-b": node(REDIS)}, {"aa": CACHE}, {}, {"aa": "n-b"}),
+    ("tie-first-name", {"n-b": node(PG), "n-a": node(PG)}, {"aa": SMALL}, {}, {"aa": "n-a"}),
+    ("more-free-storage", {"n-a": node(PG, storage=2000), "n-b": node(PG, storage=8000)}, {"aa": SMALL}, {},
+     {"aa": "n-b"}),
+    ("more-free-memory", {"n-a": node(REDIS, memory=128), "n-b": node(REDIS, memory=1024)}, {"aa": CACHE}, {},
+     {"aa": "n-b"}),
+    ("spread-in-name-order", {"n-a": node(PG, storage=1024), "n-b": node(PG, storage=1024)},
+     {"aa": SMALL, "bb": SMALL}, {}, {"aa": "n-a", "bb": "n-b"}),
+    ("labels-pick-the-node", {"n-a": node(PG, zone="a"), "n-b": node(PG, storage=9999, zone="b")},
+     {"aa": {"plan": "pg-small", "placement": {"labels": {"zone": "b"}}}}, {}, {"aa": "n-b"}),
+    ("all-labels-needed", {"n-a": node(PG, zone="a"), "n-b": node(PG, zone="a", disk="ssd")},
+     {"aa": {"plan": "pg-small", "placement": {"labels": {"zone": "a", "disk": "ssd"}}}}, {}, {"aa": "n-b"}),
+    ("pinned-beats-free", {"n-a": node(PG), "n-b": node(PG, storage=99999)},
+     {"aa": {"plan": "pg-small", "node": "n-a"}}, {}, {"aa": "n-a"}),
+    ("pinned-first-then-free", {"n-a": node(PG, storage=1024), "n-b": node(PG, storage=1024)},
+     {"aa": SMALL, "zz": {"plan": "pg-small", "node": "n-a"}}, {}, {"aa": "n-b", "zz": "n-a"}),
+    ("existing-stays", {"n-a": node(PG, storage=1000), "n-b": node(PG, storage=9000)}, {"aa": SMALL}, {"aa": "n-a"},
+     {"aa": "n-a"}),
+    ("existing-counts-against-capacity", {"n-a": node(PG, storage=1024), "n-b": node(PG, storage=1024)},
+     {"aa": SMALL, "bb": SMALL}, {"bb": "n-a"}, {"aa": "n-b", "bb": "n-a"}),
+    ("zero-capacity-left-out-of-score", {"n-a": node(PG, memory=0, storage=1000), "n-b": node(PG, storage=1000)},
+     {"aa": SMALL}, {}, {"aa": "n-a"}),
+    ("exactly-full-fits", {"n-a": node(REDIS, memory=64)}, {"aa": CACHE}, {}, {"aa": "n-a"}),
+    ("one-mb-short", {"n-a": node(REDIS, memory=63)}, {"aa": CACHE}, {},
+     "no node can take instance aa (redis, plan cache-64):\n  n-a: needs 64 MB memory, 63 MB free\n"),
+    ("no-runner", {"n-a": node(PG)}, {"aa": CACHE}, {}, "no node can take instance aa (redis, plan cache-64):\n"
+     "  n-a: does not run redis\n"),
+    ("no-nodes", {}, {"aa": SMALL}, {}, "no node can take instance aa (postgres, plan pg-small):\n"
+     "  (no nodes are declared)\n"),
+    ("labels-nobody-has", {"n-a": node(PG, zone="a")},
+     {"aa": {"plan": "pg-small", "placement": {"labels": {"zone": "b"}}}}, {},
+     "no node can take instance aa (postgres, plan pg-small):\n  n-a: lacks label zone=b\n"),
+    ("second-does-not-fit", {"n-a": node(PG, storage=1000)}, {"aa": SMALL, "bb": SMALL}, {},
+     "no node can take instance bb (postgres, plan pg-small):\n  n-a: needs 512 MB storage, 488 MB free\n"),
+    ("pinned-wrong-engine", {"n-a": node(REDIS)}, {"aa": {"plan": "pg-small", "node": "n-a"}}, {},
+     "instance aa is pinned to node n-a, which cannot take it: does not run postgres."),
+    ("pinned-full", {"n-a": node(PG, storage=100)}, {"aa": {"plan": "pg-small", "node": "n-a"}}, {},
+     "instance aa is pinned to node n-a, which cannot take it: needs 512 MB storage, 100 MB free."),
+    ("existing-pinned-elsewhere", {"n-a": node(PG), "n-b": node(PG)}, {"aa": {"plan": "pg-small", "node": "n-b"}},
+     {"aa": "n-a"}, "instance aa exists on node n-a but the environment pins it to node n-b;"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("nodes", "instances", "existing", "expected"),
+    [pytest.param(*row[1:], id=row[0]) for row in TABLE],
+)
+def test_placement_table(
+    nodes: dict[str, Any], instances: dict[str, Any], existing: dict[str, str], expected: dict[str, str] | str
+) -> None:
+    env = env_of(nodes, instances)
+    if isinstance(expected, dict):
+        assert place(env, existing) == expected
+    else:
+        with pytest.raises(PlacementError) as caught:
+            place(env, existing)
+        assert caught.value.message.startswith(expected)
