@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
+from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
 from svcctl.cli import app
@@ -95,18 +99,74 @@ def test_schema_is_json_schema_with_help_on_every_field() -> None:
     assert all(spec.get("description") for spec in schema["properties"].values())
 
 
-@pytest.mark.parametrize("example", ["lab", "staging"])
-def test_examples_validate_against_the_schema_too(example: str) -> None:
-    """The examples use only keys the schema declares (what an editor would flag)."""
-    from ruamel.yaml import YAML
+@pytest.fixture(scope="module")
+def validator() -> Draft202012Validator:
+    """The schema exactly as `svcctl schema` prints it, checked as a schema, ready to validate data."""
+    result = run("schema")
+    assert (result.returncode, result.stderr) == (0, "")
+    schema = json.loads(result.stdout)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
-    schema = json.loads(CliRunner().invoke(app, ["schema"]).stdout)
+
+def merged_data(folder: Path) -> dict[str, Any]:
+    """An environment's data merged as the loader merges it: sections spread over files, bindings appended."""
     yaml = YAML(typ="safe")
-    for file in sorted((REPO / "examples" / example).glob("*.yaml")):
-        document = yaml.load(file)
-        for section, entries in document.items():
-            assert section in schema["properties"]
-            ref = schema["properties"][section].get("additionalProperties", schema["properties"][section].get("items"))
-            definition = schema["$defs"][ref["$ref"].rsplit("/", 1)[1]]
-            for entry in entries.values() if isinstance(entries, dict) else entries:
-                assert set(entry) <= set(definition["properties"])
+    merged: dict[str, Any] = {}
+    for file in sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml")):
+        for section, value in (yaml.load(file) or {}).items():
+            if section == "bindings":
+                merged.setdefault(section, []).extend(value or [])
+            else:
+                merged.setdefault(section, {}).update(value or {})
+    return merged
+
+
+@pytest.mark.parametrize("example", ["lab", "staging"])
+def test_examples_validate_against_the_schema(example: str, validator: Draft202012Validator) -> None:
+    data = merged_data(REPO / "examples" / example)
+    assert set(data) >= {"nodes", "services", "plans", "instances"}  # really the example, not an empty dict
+    assert [error.message for error in validator.iter_errors(data)] == []
+
+
+def _lab() -> dict[str, Any]:
+    return merged_data(REPO / "examples" / "lab")
+
+
+def _first(mapping: dict[str, Any]) -> Any:
+    return next(iter(mapping.values()))
+
+
+def _break(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    data = _lab()
+    change(data)
+    return data
+
+
+INVALID: dict[str, Callable[[dict[str, Any]], None]] = {
+    "unknown-section": lambda d: d.update(servers={}),
+    "unknown-node-key": lambda d: _first(d["nodes"]).update(hostname="x"),
+    "port-as-string": lambda d: _first(d["nodes"]).update(port="twenty-two"),
+    "port-out-of-range": lambda d: _first(d["nodes"]).update(port=70000),
+    "unknown-engine": lambda d: _first(d["nodes"]).update(engines=["postgresql"]),
+    "negative-capacity": lambda d: _first(d["nodes"]).update(capacity={"memory_mb": -1}),
+    "labels-not-a-mapping": lambda d: _first(d["nodes"]).update(labels=["a"]),
+    "node-without-host": lambda d: _first(d["nodes"]).pop("host"),
+    "bad-node-name": lambda d: d["nodes"].update({"DB_1": {"host": "h"}}),
+    "versions-empty": lambda d: _first(d["services"]).update(versions=[]),
+    "version-not-a-string": lambda d: _first(d["services"]).update(versions=[15]),
+    "eviction-unknown": lambda d: _first(d["plans"]).update(eviction="least-used"),
+    "connections-zero": lambda d: _first(d["plans"]).update(connections=0),
+    "instance-without-plan": lambda d: _first(d["instances"]).pop("plan"),
+    "protect-not-boolean": lambda d: _first(d["instances"]).update(protect="sometimes"),
+    "role-unknown": lambda d: d["bindings"][0].update(role="admin"),
+    "rotation-negative": lambda d: d["bindings"][0].update(rotation=-1),
+    "bindings-not-a-list": lambda d: d.update(bindings={"app": "web"}),
+    "format-unknown": lambda d: _first(d["apps"]).update(format="yaml"),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(INVALID))
+def test_schema_rejects_invalid_documents(mistake: str, validator: Draft202012Validator) -> None:
+    data = _break(INVALID[mistake])
+    assert list(validator.iter_errors(data)), f"the schema accepted {mistake}"
