@@ -1,13 +1,23 @@
-"""How long `svcctl plan` takes over 1, 2, 4 and 8 lab hosts, against Ansible touching the same hosts.
+"""How long `svcctl plan` takes over 1, 2, 4 and 8 lab hosts, against Ansible telling the same thing.
 
-For each host count N it times, median of --runs runs:
-  - `svcctl plan` (the whole command, a fresh process: imports, SSH, observe, diff, render);
+Set-up: one environment `bench` with --instances PostgreSQL instances per node (each with a readwrite or
+readonly binding of one app), applied once before anything is timed, so both sides inspect real objects.
+Then, for each host count N (lab-F..lab-F+N-1), runs interleaved across N and both sides, it times:
+
+  - `svcctl plan` (the whole command, a fresh process: imports, SSH, observe, diff, render); it must say
+    "no changes" (exit 0 with --detailed-exitcode), or the benchmark stops;
   - the observe step alone, in process (one SSH round trip per node, nodes in parallel);
-  - the baseline, measured in the same run: `ansible-playbook --check playbooks/apply.yml` with no changes
-    on the same N hosts (Ansible's own minimum cost to connect to the hosts and run a playbook).
-and prints the ratio of plan to the baseline.  Needs the lab with 8 hosts: `LAB_HOSTS=8 make lab`.
+  - the baseline: `ansible-playbook --check playbooks/apply.yml` over the same N hosts with the
+    environment's full desired state as changes (every engine, instance and binding as an ensure-present
+    create, with the secrets its tasks need, built by svcctl.apply.execute.hostvars as apply builds them,
+    inventory and settings as svcctl.apply.runner gives Ansible): what Ansible alone needs to tell whether
+    the hosts match the YAML;
+  - for reference, the same playbook in check mode with no changes (Ansible's floor: connect, run nothing).
 
-    .venv/bin/python benchmarks/plan.py [--hosts 1,2,4,8] [--runs 5]
+It prints medians, plan/baseline ratios and 8-vs-1 host scaling, then destroys what it created (protect is
+false on every bench instance; --keep leaves them). Needs at least F+7 lab hosts: `labctl.py up --hosts 10`.
+
+    .venv/bin/python benchmarks/plan.py [--hosts 1,2,4,8] [--runs 5] [--first 3] [--instances 2] [--keep]
 """
 
 from __future__ import annotations
@@ -22,36 +32,53 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 LAB = Path(os.environ.get("SVCCTL_LAB_ROOT", "/var/lib/svcctl-lab"))
 PY = sys.executable
+ENV_NAME = "bench"  # every host count's environment has this name, so all see the same registry records
 
 
-def environment(directory: Path, hosts: int) -> Path:
-    """An environment with N lab nodes and one PostgreSQL instance pinned to each (not created)."""
-    nodes = "".join(
-        f"  lab-{i}:\n    host: lab-{i}\n    ssh_config: {LAB}/ssh_config\n    engines: [postgres, redis]\n"
-        for i in range(1, hosts + 1)
-    )
-    instances = "".join(f"  bench-{i}: {{plan: small, node: lab-{i}}}\n" for i in range(1, hosts + 1))
-    env = directory / f"bench{hosts}"
-    env.mkdir()
-    (env / "svcctl.yaml").write_text(
-        f"nodes:\n{nodes}services:\n  postgres: {{engine: postgres, versions: ['15']}}\n"
-        f"plans:\n  small: {{service: postgres, storage_mb: 100, connections: 5}}\ninstances:\n{instances}"
-    )
+def write_environment(directory: Path, nodes: list[str], instances: int, apps_dir: Path) -> Path:
+    """An environment `bench` over `nodes`: `instances` PostgreSQL instances pinned to each, each bound to app
+    `bench` (readwrite, readonly, readwrite, ...); instances: 0 leaves only the nodes (used to destroy)."""
+    env = directory / ENV_NAME
+    env.mkdir(parents=True, exist_ok=True)
+    lines = ["nodes:"]
+    for node in nodes:
+        lines.append(f"  {node}: {{host: {node}, ssh_config: {LAB}/ssh_config, engines: [postgres, redis]}}")
+    lines += [
+        "services:",
+        "  postgres: {engine: postgres, versions: ['15']}",
+        "plans:",
+        "  small: {service: postgres, storage_mb: 100, connections: 5}",
+    ]
+    names = [(node, f"{node}-db{j}") for node in nodes for j in range(1, instances + 1)]
+    if names:
+        lines.append("instances:")
+        lines += [f"  {name}: {{plan: small, node: {node}, protect: false}}" for node, name in names]
+        lines += ["apps:", f"  bench: {{manifest: {apps_dir}/bench.yml, format: cf}}", "bindings:"]
+        lines += [
+            f"  - {{app: bench, instance: {name}, role: {'readwrite' if i % 2 == 0 else 'readonly'}}}"
+            for i, (_node, name) in enumerate(names)
+        ]
+    (env / "svcctl.yaml").write_text("\n".join(lines) + "\n")
     return env
+
+
+def run(cmd: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if res.returncode not in ok:
+        raise SystemExit(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res
 
 
 def timed(cmd: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> float:
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    elapsed = time.perf_counter() - t0
-    if res.returncode not in ok:
-        raise SystemExit(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
-    return elapsed
+    run(cmd, env, ok)
+    return time.perf_counter() - t0
 
 
 def observe_only(env_dir: Path, key: bytes) -> float:
@@ -65,52 +92,131 @@ def observe_only(env_dir: Path, key: bytes) -> float:
     return time.perf_counter() - t0
 
 
-def ansible_check(hosts: int, work: Path, env: dict[str, str]) -> float:
-    inventory = work / f"inventory{hosts}.json"
-    inventory.write_text(
-        json.dumps({"all": {"hosts": {f"lab-{i}": {"svcctl_changes": []} for i in range(1, hosts + 1)}}})
-    )
-    cmd = [
-        str(Path(PY).parent / "ansible-playbook"), "--check", "-i", str(inventory),
-        "-e", "svcctl_environment=bench", str(REPO / "playbooks" / "apply.yml"),
-    ]  # fmt: skip
-    return timed(cmd, env)
+def full_state_hostvars(env_dir: Path, key: bytes) -> dict[str, dict[str, Any]]:
+    """apply.yml's per-host variables if every desired resource were missing: all of it as creates."""
+    from svcctl.apply.execute import hostvars
+    from svcctl.model.loader import load_environment
+    from svcctl.model.placement import place
+    from svcctl.plan.desired import desired_state
+    from svcctl.plan.diff import diff
+    from svcctl.plan.planner import Planned, environment_name, password_source
+    from svcctl.state import State
+
+    env = load_environment(env_dir)
+    name = environment_name(env_dir)
+    nothing = State.of([])
+    placement = place(env, {})
+    desired = desired_state(env, placement, nothing)
+    plan = diff(desired, nothing, protected={n for n, i in env.instances.items() if i.protect}, environment=name)
+    planned = Planned(plan=plan, desired=desired, observed=nothing, placement=placement)
+    return hostvars(planned, password_source(key))
+
+
+def write_inventory(path: Path, env_dir: Path, hostvars: dict[str, dict[str, Any]]) -> None:
+    """The inventory svcctl apply would hand Ansible (SSH settings per host), 0600: it holds passwords."""
+    from svcctl.apply.runner import inventory
+    from svcctl.model.loader import load_environment
+    from svcctl.ssh import SshTarget, resolve
+
+    env = load_environment(env_dir)
+    targets = {n: resolve(SshTarget.from_node(n, node)) for n, node in env.nodes.items()}
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(inventory(targets, hostvars)))
+
+
+def count_changes(hostvars: dict[str, dict[str, Any]]) -> int:
+    return sum(len(v["svcctl_changes"]) for v in hostvars.values())
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--hosts", default="1,2,4,8")
-    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--hosts", default="1,2,4,8", help="host counts to time")
+    p.add_argument("--runs", type=int, default=5, help="runs per host count and side (medians are printed)")
+    p.add_argument("--first", type=int, default=3, help="first lab host (lab-1 and lab-2 are the e2e tests')")
+    p.add_argument("--instances", type=int, default=2, help="PostgreSQL instances (+ a binding each) per node")
+    p.add_argument("--keep", action="store_true", help="leave the bench instances on the hosts")
     a = p.parse_args()
     counts = [int(x) for x in a.hosts.split(",")]
+    all_nodes = [f"lab-{i}" for i in range(a.first, a.first + max(counts))]
     available = json.loads((LAB / "hosts.json").read_text())
-    if max(counts) > len(available):
-        raise SystemExit(f"the lab has {len(available)} hosts; run `LAB_HOSTS={max(counts)} make lab` first")
+    missing = [n for n in all_nodes if n not in available]
+    if missing:
+        last = a.first + max(counts) - 1
+        raise SystemExit(f"the lab lacks {', '.join(missing)}: run `lab/labctl.py up --hosts {last}`")
     key = os.urandom(32)
+    old_umask = os.umask(0o077)  # the work directory holds inventories with passwords
     work = Path(tempfile.mkdtemp(prefix="svcctl-bench-"))
+    os.umask(old_umask)
+    (work / "apps").mkdir()
     env = {
         **os.environ,
         "SVCCTL_KEY": base64.b64encode(key).decode(),
         "PATH": f"{Path(PY).parent}:{os.environ['PATH']}",
-        "ANSIBLE_SSH_ARGS": f"-F {LAB}/ssh_config -o ControlMaster=auto -o ControlPersist=60s",
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "cp"),
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
     }
     os.environ["SVCCTL_KEY"] = env["SVCCTL_KEY"]
-    print(f"{'hosts':>5} {'svcctl plan':>12} {'observe':>9} {'ansible --check':>16} {'plan/ansible':>13}")
-    for n in counts:
-        env_dir = environment(work, n)
-        plan_cmd = [PY, "-m", "svcctl", "plan", str(env_dir), "--detailed-exitcode"]
-        plans, observes, checks = [], [], []
-        for _ in range(a.runs):  # interleaved, so machine noise hits both sides alike
-            plans.append(timed(plan_cmd, env, ok=(0, 2)))
-            observes.append(observe_only(env_dir, key))
-            checks.append(ansible_check(n, work, env))
-        mp, mo, mc = statistics.median(plans), statistics.median(observes), statistics.median(checks)
-        print(f"{n:>5} {mp:>11.2f}s {mo:>8.2f}s {mc:>15.2f}s {mp / mc:>12.2f}x", flush=True)
-    print(f"medians of {a.runs} runs; ratio < 1 means svcctl plan is faster than Ansible's no-op check")
+    svcctl = [PY, "-m", "svcctl"]
+    playbook = str(Path(PY).parent / "ansible-playbook")
+    apply_yml = str(REPO / "playbooks" / "apply.yml")
+
+    full = write_environment(work / "all", all_nodes, a.instances, work / "apps")
+    print(f"set-up: applying {a.instances} PostgreSQL instance(s) + binding(s) on each of {', '.join(all_nodes)}",
+          flush=True)  # fmt: skip
+    t0 = time.perf_counter()
+    run([*svcctl, "apply", str(full), "--auto-approve"], env)
+    print(f"set-up: applied in {time.perf_counter() - t0:.1f} s", flush=True)
+    try:
+        cases = {}
+        for n in counts:
+            env_dir = write_environment(work / f"n{n}", all_nodes[:n], a.instances, work / "apps")
+            hv = full_state_hostvars(env_dir, key)
+            full_inv, noop_inv = work / f"full{n}.json", work / f"noop{n}.json"
+            write_inventory(full_inv, env_dir, hv)
+            write_inventory(noop_inv, env_dir, {node: {"svcctl_changes": []} for node in all_nodes[:n]})
+            cases[n] = {
+                "env": env_dir,
+                "changes": count_changes(hv),
+                "plan": [svcctl[0], *svcctl[1:], "plan", str(env_dir), "--detailed-exitcode"],
+                "full": [playbook, "--check", "-i", str(full_inv), "-e", f"svcctl_environment={ENV_NAME}", apply_yml],
+                "noop": [playbook, "--check", "-i", str(noop_inv), "-e", f"svcctl_environment={ENV_NAME}", apply_yml],
+            }
+            # warm-up (SSH control masters are per run, but page cache and the hosts' caches are not)
+            run(cases[n]["plan"], env)
+            run(cases[n]["full"], env)
+        columns = ("plan", "observe", "full", "noop")
+        times: dict[int, dict[str, list[float]]] = {n: {k: [] for k in columns} for n in counts}
+        for _ in range(a.runs):  # interleaved, so machine noise hits every column alike
+            for n in counts:
+                c, t = cases[n], times[n]
+                t["plan"].append(timed(c["plan"], env))  # exit 0: no changes, or this stops
+                t["observe"].append(observe_only(c["env"], key))
+                t["full"].append(timed(c["full"], env))
+                t["noop"].append(timed(c["noop"], env))
+        med = {n: {k: statistics.median(v) for k, v in times[n].items()} for n in counts}
+        print(f"\n{'hosts':>5} {'changes':>7} {'svcctl plan':>12} {'observe':>8} {'ansible --check':>16} "
+              f"{'speed-up':>9} {'ansible no-op':>14}")  # fmt: skip
+        for n in counts:
+            m = med[n]
+            print(f"{n:>5} {cases[n]['changes']:>7} {m['plan']:>11.2f}s {m['observe']:>7.2f}s {m['full']:>15.2f}s "
+                  f"{m['full'] / m['plan']:>8.1f}x {m['noop']:>13.2f}s")  # fmt: skip
+        lo, hi = min(counts), max(counts)
+        print(f"\nmedians of {a.runs} runs; 'ansible --check' = apply.yml in check mode over the full desired state; "
+              f"speed-up = ansible --check / svcctl plan (target >= 5x)")  # fmt: skip
+        if lo != hi:
+            print(f"svcctl plan, {hi} hosts / {lo}: {med[hi]['plan'] / med[lo]['plan']:.2f}x (target <= 1.5x); "
+                  f"observe {med[hi]['observe'] / med[lo]['observe']:.2f}x; "
+                  f"ansible --check {med[hi]['full'] / med[lo]['full']:.2f}x")  # fmt: skip
+        print(json.dumps({"runs": a.runs, "instances_per_node": a.instances, "raw": times}))
+    finally:
+        if not a.keep:
+            print("clean-up: destroying the bench instances", flush=True)
+            write_environment(work / "all", all_nodes, 0, work / "apps")
+            run([*svcctl, "apply", str(full), "--auto-approve", "--allow-destroy"], env)
 
 
 if __name__ == "__main__":
