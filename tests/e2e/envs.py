@@ -67,10 +67,16 @@ class Env:
         (self.path / "svcctl.yaml").write_text(NODES.format(lab2_extra=lab2_extra) + body)
 
     def run(
-        self, *args: str, check: bool = False, timeout: float = 600, stdin: str | None = None
+        self,
+        *args: str,
+        check: bool = False,
+        timeout: float = 600,
+        stdin: str | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run the svcctl CLI (no terminal) in this environment's directory."""
         env = {**os.environ, "SVCCTL_KEY": TEST_KEY, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        env.update(extra_env or {})
         res = subprocess.run(
             [*SVCCTL, *args], capture_output=True, text=True, timeout=timeout, cwd=self.path, env=env,
             input=stdin if stdin is not None else "",

@@ -1,0 +1,65 @@
+"""Helpers the apply e2e tests share: apply that waits out other engineers' locks, manifests, clients."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from svcctl.secrets import decode_key, derive_password
+from tests.e2e.envs import TEST_KEY, Env
+
+LOCK_WAIT_S = 300
+
+
+def held_by_another_apply(stderr: str) -> bool:
+    """True if apply refused only because a live apply (someone else's) holds a node's lock."""
+    return "is locked by" in stderr and "another apply is running there" in stderr
+
+
+def apply(env: Env, *args: str, timeout: float = 600, extra_env: dict[str, str] | None = None) -> Any:
+    """`svcctl apply . --auto-approve ARGS`, retried while another (live) apply holds a lock; the last result."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        res = env.run("apply", ".", "--auto-approve", *args, timeout=timeout, extra_env=extra_env)
+        if res.returncode == 1 and held_by_another_apply(res.stderr) and time.monotonic() < deadline:
+            time.sleep(3)
+            continue
+        return res
+
+
+def plan_json(env: Env) -> tuple[int, dict[str, Any]]:
+    """`svcctl plan -o json --detailed-exitcode`: (exit code, document)."""
+    res = env.run("plan", ".", "-o", "json", "--detailed-exitcode")
+    assert res.returncode in (0, 2), res.stdout + res.stderr
+    doc: dict[str, Any] = json.loads(res.stdout)
+    return res.returncode, doc
+
+
+def assert_converged(env: Env) -> None:
+    """The next plan has nothing to do."""
+    res = env.run("plan", ".", "--detailed-exitcode", "--no-color")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "No changes." in res.stdout
+
+
+def load_vcap(manifest: Path) -> dict[str, list[dict[str, Any]]]:
+    """VCAP_SERVICES of the (only) application of a CF manifest; raises if the YAML or the JSON is invalid."""
+    doc = YAML(typ="safe").load(manifest.read_text())
+    services: dict[str, list[dict[str, Any]]] = json.loads(doc["applications"][0]["env"]["VCAP_SERVICES"])
+    return services
+
+
+def credentials(manifest: Path, label: str, instance: str) -> dict[str, Any]:
+    """The credentials object of one instance's entry in a manifest."""
+    entry = next(e for e in load_vcap(manifest)[label] if e["instance_name"] == instance)
+    creds: dict[str, Any] = entry["credentials"]
+    return creds
+
+
+def password(purpose: str) -> str:
+    """A password svcctl derives from the tests' key (`binding/<app>/<instance>/<rotation>`, ...)."""
+    return derive_password(decode_key(TEST_KEY, "test key"), purpose).reveal()
