@@ -27,7 +27,7 @@ from svcctl.plan.planner import Planned, environment_name, make_plan, password_s
 from svcctl.plan.render import render_text
 from svcctl.plan.types import Action, Change
 from svcctl.secrets import load_key
-from svcctl.ssh import SshTarget, resolve
+from svcctl.ssh import Sessions, SshTarget, resolve
 from svcctl.state import Kind, Resource, State
 
 Say = Callable[[str], None]
@@ -192,13 +192,15 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
     key = load_key(name)
     password_for = password_source(key)
     options = ObserveOptions(accept_new_host_keys=opts.accept_new_host_keys, max_parallel=opts.parallel)
-    targets = [SshTarget.from_node(n, node, accept_new_host_keys=opts.accept_new_host_keys)
+    targets = [SshTarget.from_node(n, node, accept_new_host_keys=opts.accept_new_host_keys,
+                                   connect_timeout=options.connect_timeout)
                for n, node in sorted(env.nodes.items())]  # fmt: skip
     # Per-node connection progress only on a terminal; task results (changed, failed) always.
     node_progress = (lambda node, status: progress(f"  {node}: {status}")) if progress and sys.stderr.isatty() else None
 
-    with locked(targets, break_lock=opts.break_lock):
-        planned = make_plan(env, name, key, options, node_progress)
+    # One connection per node for the whole command: lock, observe, observe again, release.
+    with Sessions() as ssh, locked(targets, break_lock=opts.break_lock, sessions=ssh):
+        planned = make_plan(env, name, key, options, node_progress, ssh)
         plan = planned.plan
         if saved is not None and saved.fingerprint != plan.fingerprint:
             raise StalePlan(
@@ -246,7 +248,7 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
                 "what is left and `svcctl apply` resumes; no data was dropped."
             )
             return 1
-        after = make_plan(env, name, key, options, None)
+        after = make_plan(env, name, key, options, None, ssh)
         left = [c for c in after.plan.changes if not retiring(c)]
         if left or after.plan.errors:
             say("Apply ran, but the nodes have not converged; still planned:\n" + render_text(after.plan))

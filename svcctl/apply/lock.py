@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from svcctl.errors import SvcctlError
-from svcctl.ssh import SshSession, SshTarget, run_on_nodes
+from svcctl.ssh import Sessions, SshSession, SshTarget, run_on_nodes
 
 LOCK_PATH = "/var/lib/svcctl/apply.lock"
 DEFAULT_TTL = 3600
@@ -117,9 +117,17 @@ def _run(session: SshSession, *args: str) -> dict[str, object]:
 
 @contextmanager
 def locked(
-    targets: Sequence[SshTarget], *, break_lock: bool = False, ttl: int = DEFAULT_TTL, holder: Holder | None = None
+    targets: Sequence[SshTarget],
+    *,
+    break_lock: bool = False,
+    ttl: int = DEFAULT_TTL,
+    holder: Holder | None = None,
+    sessions: Sessions | None = None,
 ) -> Iterator[Holder]:
-    """Hold the apply lock of every node for the duration; all or nothing, released on the way out."""
+    """Hold the apply lock of every node for the duration; all or nothing, released on the way out.
+
+    With `sessions`, taking and releasing the lock use (and leave open) the command's connections.
+    """
     me = holder or Holder.me()
     now = time.time()
     record = json.dumps({"token": me.token, "who": me.who, "pid": me.pid, "since": now, "expires": now + ttl})
@@ -127,7 +135,7 @@ def locked(
     def acquire(session: SshSession) -> dict[str, object]:
         return _run(session, "acquire", me.token, record, "1" if break_lock else "0")
 
-    results = run_on_nodes(targets, acquire)
+    results = run_on_nodes(targets, acquire, sessions=sessions)
     taken = [n for n, r in results.items() if isinstance(r, dict) and r.get("ok")]
     problems: list[str] = []
     for node, result in sorted(results.items()):
@@ -143,4 +151,4 @@ def locked(
     finally:
         release = [t for t in targets if t.name in taken]
         if release:
-            run_on_nodes(release, lambda s: _run(s, "release", me.token))
+            run_on_nodes(release, lambda s: _run(s, "release", me.token), sessions=sessions)

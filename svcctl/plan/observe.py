@@ -13,7 +13,7 @@ from svcctl.drivers.base import Observed, PasswordFor
 from svcctl.drivers.ownership import mark_ownership, merge_nodes
 from svcctl.errors import SvcctlError
 from svcctl.model.spec import Environment
-from svcctl.ssh import SshSession, SshTarget, run_on_nodes
+from svcctl.ssh import Sessions, SshSession, SshTarget, run_on_nodes
 from svcctl.state import Resource, State
 
 Progress = Callable[[str, str], None]
@@ -80,8 +80,12 @@ def observe(
     password_for: PasswordFor,
     options: ObserveOptions = DEFAULT_OPTIONS,
     progress: Progress | None = None,
+    sessions: Sessions | None = None,
 ) -> State:
-    """Observe every node of the environment in parallel; NodesUnobservable if any node fails."""
+    """Observe every node of the environment in parallel; NodesUnobservable if any node fails.
+
+    With `sessions`, the command's open connections are used (apply's lock already made them).
+    """
     script = observe_script()
     targets = [
         SshTarget.from_node(
@@ -97,7 +101,7 @@ def observe(
         return fetch(session, script, options.command_timeout)
 
     t0 = time.monotonic()
-    results = run_on_nodes(targets, one, max_parallel=options.max_parallel, progress=progress)
+    results = run_on_nodes(targets, one, max_parallel=options.max_parallel, progress=progress, sessions=sessions)
     failures: dict[str, str] = {}
     resources: list[Resource] = []
     for node, result in sorted(results.items()):

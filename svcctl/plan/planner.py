@@ -13,6 +13,7 @@ from svcctl.plan.diff import diff, fingerprint
 from svcctl.plan.observe import DEFAULT_OPTIONS, ObserveOptions, Progress, observe
 from svcctl.plan.types import Plan
 from svcctl.secrets import derive_password
+from svcctl.ssh import Sessions
 from svcctl.state import Kind, State
 
 
@@ -48,9 +49,10 @@ def make_plan(
     key: bytes,
     options: ObserveOptions = DEFAULT_OPTIONS,
     progress: Progress | None = None,
+    sessions: Sessions | None = None,
 ) -> Planned:
-    """Observe the nodes and diff them against the environment."""
-    observed = observe(env, name, password_source(key), options, progress)
+    """Observe the nodes and diff them against the environment (through `sessions`' connections if given)."""
+    observed = observe(env, name, password_source(key), options, progress, sessions)
     placement = place(env, observed.placements())
     desired = desired_state(env, placement, observed)
     seen = relevant(observed, desired)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from svcctl.ssh.errors import ChangedHostKey, CommandTimeout, SshConfigError, UnknownHostKey, Unreachable
 from svcctl.ssh.known_hosts import KnownHostEntry, check_host_key, fingerprint, known_entries, read_known_hosts
-from svcctl.ssh.session import CommandResult, SshSession, connect, run_on_nodes
+from svcctl.ssh.session import CommandResult, Sessions, SshSession, connect, run_on_nodes
 from svcctl.ssh.target import DEFAULT_PORT, ResolvedTarget, SshTarget, parse_jump, resolve
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "CommandTimeout",
     "KnownHostEntry",
     "ResolvedTarget",
+    "Sessions",
     "SshConfigError",
     "SshSession",
     "SshTarget",

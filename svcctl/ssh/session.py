@@ -8,6 +8,7 @@ import os
 import select
 import shlex
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -321,17 +322,64 @@ def _authenticate(transport: paramiko.Transport, target: ResolvedTarget, role: s
     )
 
 
+class Sessions:
+    """One connection per node for a whole command (apply: lock, observe, release, observe again).
+
+    Each connection is made by `connect`, so host keys and authentication are checked exactly as for a
+    single use; a connection is keyed by its `SshTarget`, so a target declared differently gets its own.
+    One that died since its last use is dialled again.  `close` (or leaving the `with`) closes them all.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[SshTarget | ResolvedTarget, SshSession] = {}
+        self._guard = threading.Lock()
+        self._dialling: dict[SshTarget | ResolvedTarget, threading.Lock] = {}
+
+    def get(self, target: SshTarget | ResolvedTarget) -> SshSession:
+        """The open connection to target, made now if there is none (or it was lost)."""
+        with self._guard:
+            dialling = self._dialling.setdefault(target, threading.Lock())
+        with dialling:
+            with self._guard:
+                session = self._open.get(target)
+            if session is not None and session.transport.is_active():
+                return session
+            if session is not None:
+                session.close()
+            session = connect(target)
+            with self._guard:
+                self._open[target] = session
+            return session
+
+    def close(self) -> None:
+        """Close every connection."""
+        with self._guard:
+            sessions, self._open = list(self._open.values()), {}
+        for session in sessions:
+            session.close()
+
+    def __enter__(self) -> Sessions:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
 def run_on_nodes(
     targets: Sequence[SshTarget],
     fn: Callable[[SshSession], T],
     *,
     max_parallel: int = 8,
     progress: Callable[[str, str], None] | None = None,
+    sessions: Sessions | None = None,
 ) -> dict[str, T | SvcctlError]:
     """Connect to each node (one connection each, bounded parallelism) and run fn; per-node result or error.
 
     Errors are returned, not raised, so callers can fail closed on partial information. `progress`, if
-    given, is called from worker threads with (node, status): connecting, running, done or failed.
+    given, is called from worker threads with (node, status): connecting, running, done or failed. With
+    `sessions`, connections come from (and stay in) that pool; without, each is closed when fn returns.
     """
     names = [t.name for t in targets]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -345,9 +393,14 @@ def run_on_nodes(
     def one(target: SshTarget) -> T | SvcctlError:
         report(target.name, "connecting")
         try:
-            with connect(target) as session:
+            if sessions is not None:
+                session = sessions.get(target)
                 report(target.name, "running")
                 result = fn(session)
+            else:
+                with connect(target) as session:
+                    report(target.name, "running")
+                    result = fn(session)
         except SvcctlError as exc:
             report(target.name, "failed")
             return exc

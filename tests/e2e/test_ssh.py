@@ -17,6 +17,7 @@ from svcctl.ssh import (
     ChangedHostKey,
     CommandResult,
     CommandTimeout,
+    Sessions,
     SshSession,
     SshTarget,
     UnknownHostKey,
@@ -70,6 +71,28 @@ def test_commands_run_as_deploy_and_as_root_on_every_host_in_parallel(lab: Lab) 
     assert results == {h: ("deploy\n", "0\n", f"{h}\n") for h in lab.hosts}
     for host in lab.hosts:
         assert [s for n, s in seen if n == host] == ["connecting", "running", "done"]
+
+
+def test_sessions_keep_one_connection_per_node_for_a_whole_command(lab: Lab) -> None:
+    targets = [target(lab, h) for h in sorted(lab.hosts)]
+
+    def transport(session: SshSession) -> object:
+        assert session.run(["true"]).rc == 0
+        return session.transport
+
+    with Sessions() as pool:
+        first = run_on_nodes(targets, transport, sessions=pool)
+        second = run_on_nodes(targets, transport, sessions=pool)
+        assert all(first[h] is second[h] for h in lab.hosts)  # reused, not dialled again
+        lost = pool.get(targets[0])
+        lost.close()  # a connection that died is dialled again, with the same checks
+        again = run_on_nodes(targets[:1], transport, sessions=pool)
+        assert again[targets[0].name] is not lost.transport
+    assert not any(t.is_active() for t in (*first.values(), again[targets[0].name]))  # type: ignore[attr-defined]
+    # a changed host key is refused through the pool exactly as through connect
+    bad = target(lab, "lab-1", known_hosts=str(lab.root / "nonexistent-known-hosts"))
+    with Sessions() as pool:
+        assert isinstance(run_on_nodes([bad], transport, sessions=pool)["lab-1"], UnknownHostKey)
 
 
 def test_arguments_arrive_literally_with_and_without_sudo(lab: Lab) -> None:
