@@ -22,19 +22,51 @@ def sh(argv, input=None, user=None, timeout=30, env=None):
     return p.returncode, p.stdout, p.stderr
 
 
+_DPKG = None
+
+
+def installed_packages():
+    """Every installed Debian package -> its version, from one dpkg-query call per run (cached)."""
+    global _DPKG
+    if _DPKG is None:
+        rc, out, _ = sh(["dpkg-query", "-W", "-f=${Package}\t${Status}\t${Version}\n"])
+        _DPKG = {}
+        for line in out.splitlines() if rc == 0 else []:
+            fields = line.split("\t")
+            if len(fields) == 3 and fields[1] == "install ok installed":
+                _DPKG[fields[0]] = fields[2]
+    return _DPKG
+
+
 def installed_version(package):
     """The installed version of a Debian package, or None."""
-    rc, out, _ = sh(["dpkg-query", "-W", "-f=${Status}\t${Version}", package])
-    if rc != 0 or not out.startswith("install ok installed"):
-        return None
-    return out.split("\t", 1)[1]
+    return installed_packages().get(package)
+
+
+def unit_states(units):
+    """{unit: {"active": bool, "enabled": bool}} for systemd units, with one `systemctl show` call.
+
+    The same answers as `systemctl is-active` / `is-enabled`: ActiveState "active", UnitFileState "enabled".
+    """
+    states, current = {}, {}
+    if units:
+        _rc, out, _ = sh(["systemctl", "show", "--property=Id,ActiveState,UnitFileState", "--", *units])
+        for line in [*out.splitlines(), ""]:
+            if line.strip():
+                key, _, value = line.partition("=")
+                current[key] = value.strip()
+            elif current:
+                states[current.get("Id", "")] = {
+                    "active": current.get("ActiveState") == "active",
+                    "enabled": current.get("UnitFileState") == "enabled",
+                }
+                current = {}
+    return {u: states.get(u, {"active": False, "enabled": False}) for u in units}
 
 
 def unit_state(unit):
     """{"active": bool, "enabled": bool} for a systemd unit."""
-    active = sh(["systemctl", "is-active", unit])[1].strip() == "active"
-    enabled = sh(["systemctl", "is-enabled", unit])[1].strip() == "enabled"
-    return {"active": active, "enabled": enabled}
+    return unit_states([unit])[unit]
 
 
 def read_registry():
