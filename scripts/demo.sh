@@ -30,6 +30,22 @@ svcctl plan "$demo" --detailed-exitcode --no-color
 step "credentials written to $demo/apps/web/manifest.yml (passwords masked here)"
 sed -E 's/("password": ?")[^"]*/\1***/g; s#(://[^:]+:)[^@]+@#\1***@#g' "$demo/apps/web/manifest.yml" | head -20
 
+step "psql straight to the node as app web, with the credentials read from the manifest"
+# What the app itself would do: read VCAP_SERVICES and connect over the network (the lab nodes allow the
+# lab bridge in client_networks). The password goes through the environment, never the command line.
+eval "$(python3 - "$demo/apps/web/manifest.yml" <<'PY'
+import json, shlex, sys
+from ruamel.yaml import YAML
+app = YAML(typ="safe").load(open(sys.argv[1]))["applications"][0]
+pg = json.loads(app["env"]["VCAP_SERVICES"])["postgresql"][0]["credentials"]
+for var, key in (("PGHOST", "host"), ("PGPORT", "port"), ("PGDATABASE", "name"), ("PGUSER", "username"),
+                 ("PGPASSWORD", "password")):
+    print(f"export {var}={shlex.quote(str(pg[key]))}")
+PY
+)"
+psql -c 'select session_user, inet_server_addr() as server, version()'
+unset PGHOST PGPORT PGDATABASE PGUSER PGPASSWORD
+
 step "svcctl tunnel orders-db --app web -- psql   (a query through an SSH tunnel, as app web)"
 svcctl tunnel orders-db --app web --env "$demo" -- \
   psql -c 'create table if not exists orders (id serial primary key, item text)' \
