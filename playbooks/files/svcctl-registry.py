@@ -2,6 +2,7 @@
 """Record or forget what svcctl manages on this host: /var/lib/svcctl/registry.json (root, 0600).
 
     svcctl-registry.py record ADDRESS   (JSON record on stdin: {"attrs": {...}, "environment": ...})
+    svcctl-registry.py record-many      (JSON on stdin: {"environment": ..., "changes": [{"address", "attrs"}...]})
     svcctl-registry.py forget ADDRESS
 
 Writes are atomic (temp file, fsync, rename), so a crash never leaves a half-written registry.
@@ -35,16 +36,23 @@ def save(doc):
     os.replace(tmp, PATH)
 
 
+def record(doc, address, record):
+    old = doc["objects"].get(address, {})
+    if old.get("attrs") != record.get("attrs") or old.get("environment") != record.get("environment"):
+        record["applied_at"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        doc["objects"][address] = record
+
+
 def main():
-    verb, address = sys.argv[1], sys.argv[2]
+    verb, address = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else ""
     doc = load()
     before = json.dumps(doc, sort_keys=True)
     if verb == "record":
-        record = json.load(sys.stdin)
-        old = doc["objects"].get(address, {})
-        if old.get("attrs") != record.get("attrs") or old.get("environment") != record.get("environment"):
-            record["applied_at"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-            doc["objects"][address] = record
+        record(doc, address, json.load(sys.stdin))
+    elif verb == "record-many":  # one write for every object of an apply run, before any is created
+        batch = json.load(sys.stdin)
+        for change in batch["changes"]:
+            record(doc, change["address"], {"attrs": change["attrs"], "environment": batch["environment"]})
     elif verb == "forget":
         doc["objects"].pop(address, None)
     else:
