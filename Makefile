@@ -49,6 +49,8 @@ demo: deps venv lab  ## the main job on the lab: validate, plan, apply, a query 
 
 bench: venv lab  ## benchmarks (figures and ratios against a baseline measured in the same run)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/plan.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/apply.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/tunnel.py
 
 clean: lab-down
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
