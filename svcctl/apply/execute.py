@@ -74,7 +74,10 @@ def _change_vars(change: Change, planned: Planned) -> list[dict[str, Any]]:
     if change.action is Action.REPLACE and want is not None and have is not None:
         return [one("delete", have, have_attrs), one("create", want, None)]
     if change.action is Action.DELETE and have is not None:
-        return [one("delete", have, have_attrs)]
+        # Only its record is left (an apply stopped between recording and creating it): the tasks still need
+        # its names (user, database) to make sure it is gone, and those are in the record.
+        old = have_attrs if have_attrs is not None else (dict(have.recorded) if have.recorded else None)
+        return [one("delete", have, old)]
     if want is None:
         raise SvcctlError(f"internal error: {change.address} has no desired state for a {change.action.value}")
     return [one(change.action.value, want, have_attrs)]

@@ -88,11 +88,16 @@ def binding_purpose(app: str, instance: str, rotation: int) -> str:
 
 
 def binding_password(resource: Resource, password_for: PasswordFor) -> dict[str, Secret]:
-    """{"password": ...} for a binding's current rotation; nothing for an old rotation (`~r<n>`) or others."""
-    if resource.kind is not Kind.BINDING or "~" in resource.name:
+    """{"password": ...} for a binding's current rotation; nothing for an old rotation (`~r<n>`) or others.
+
+    Nor for a binding whose record is all that is left (an apply stopped between recording and creating
+    it, then the binding was dropped from the YAML): its delete only forgets the record.
+    """
+    rotation = resource.attrs.get("rotation")
+    if resource.kind is not Kind.BINDING or "~" in resource.name or not isinstance(rotation, int):
         return {}
     app, instance = resource.name.split(".", 1)
-    return {"password": password_for(binding_purpose(app, instance, int(resource.attrs["rotation"])))}
+    return {"password": password_for(binding_purpose(app, instance, rotation))}
 
 
 def placed_instances(ctx: DesiredContext, engine: str) -> list[tuple[str, str]]:
