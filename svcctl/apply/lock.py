@@ -84,6 +84,17 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process of this machine with that pid exists (a lock taken here names its apply's pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def describe_held(node: str, held: dict[str, object] | None, now: float) -> str:
     """One paragraph on a held lock: who, since when, and whether it looks stale."""
     held = held or {}
@@ -92,6 +103,12 @@ def describe_held(node: str, held: dict[str, object] | None, now: float) -> str:
     since = held.get("since")
     expires = held.get("expires")
     since_s = f" since {_when(float(since))}" if isinstance(since, int | float) else ""
+    if who == Holder.me().who and isinstance(pid, int) and not _alive(pid):
+        return (
+            f"{node} is locked by {who} (pid {pid}){since_s}, and no process {pid} runs on this machine any more: "
+            "the apply that took it died (killed?). If you are sure no other apply is running on it, run again "
+            "with --break-lock."
+        )
     if isinstance(expires, int | float) and expires < now:
         return (
             f"{node} is locked by {who} (pid {pid}){since_s}, and the lock expired at {_when(float(expires))}: "
