@@ -98,6 +98,27 @@ def inventory(targets: Mapping[str, ResolvedTarget], hostvars: Mapping[str, Mapp
     return {"all": {"hosts": hosts}}
 
 
+PRIVATE_PREFIX = "svcctl-apply-"
+"""Private data directories are `svcctl-apply-<pid>-<random>` in the temporary directory."""
+
+
+def remove_leftovers() -> None:
+    """Remove private data directories (they hold secrets) of applies that were killed before cleaning up.
+
+    A directory is removed only if it is ours (same owner) and the pid in its name no longer runs.
+    """
+    for path in Path(tempfile.gettempdir()).glob(f"{PRIVATE_PREFIX}*-*"):
+        pid = path.name[len(PRIVATE_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or path.is_symlink() or path.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
+
+
 def run_apply(
     targets: Mapping[str, ResolvedTarget],
     hostvars: Mapping[str, Mapping[str, Any]],
@@ -143,8 +164,9 @@ def run_apply(
                 progress(f"  {host}: unreachable")
         return True
 
+    remove_leftovers()
     old_umask = os.umask(0o077)
-    private = Path(tempfile.mkdtemp(prefix="svcctl-apply-"))
+    private = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-"))
     try:
         private.chmod(0o700)
         venv_bin = str(Path(sys.executable).parent)
