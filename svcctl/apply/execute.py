@@ -41,6 +41,12 @@ class StalePlan(SvcctlError):
     """The hosts no longer look as they did when the saved plan was made."""
 
 
+class ApplyInterrupted(SvcctlError):
+    """The playbook was stopped part-way (SIGINT or SIGTERM: ansible-runner cancels the run on either)."""
+
+    exit_code = 130
+
+
 @dataclass(frozen=True)
 class ApplyOptions:
     """What the operator allowed."""
@@ -241,7 +247,15 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
         )
         for report in result.reports:
             say(report)
+        if result.status == "canceled":
+            raise ApplyInterrupted(
+                "apply interrupted: the playbook was stopped part-way, so the apps' manifests were left as they "
+                "were. Every change is recorded on its node before it is made: `svcctl plan` shows what is left "
+                "and `svcctl apply` resumes."
+            )
         failed = {f.host for f in result.failures} | set(result.unreachable)
+        if not result.succeeded and not failed:  # the run failed as a whole: no node is known to be done
+            failed = set(vars_)
         write_manifests(env, planned, password_for, addresses, failed, say)
         if not result.succeeded:
             done = sorted(set(vars_) - failed)
