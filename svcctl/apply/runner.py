@@ -11,6 +11,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,5 +197,14 @@ def run_apply(
         result.rc = int(runner.rc if runner.rc is not None else -1)
     finally:
         os.umask(old_umask)
-        shutil.rmtree(private, ignore_errors=True)
+        _remove(private)
     return result
+
+
+def _remove(private: Path) -> None:
+    """Remove a run's private directory, again while the processes of a cancelled run still write into it."""
+    for _ in range(50):
+        shutil.rmtree(private, ignore_errors=True)
+        if not private.exists():
+            return
+        time.sleep(0.1)
