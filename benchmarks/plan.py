@@ -5,7 +5,8 @@ readonly binding of one app), applied once before anything is timed, so both sid
 Then, for each host count N (lab-F..lab-F+N-1), runs interleaved across N and both sides, it times:
 
   - `svcctl plan` (the whole command, a fresh process: imports, SSH, observe, diff, render); it must say
-    "no changes" (exit 0 with --detailed-exitcode), or the benchmark stops;
+    "no changes" (exit 0 with --detailed-exitcode), or the benchmark stops; with the CPU it used here and
+    the CPU the N hosts used meanwhile (their cgroups' cpu.stat: sshd, sudo, the script, psql, backends);
   - the observe step alone, in process (one SSH round trip per node, nodes in parallel);
   - the baseline: `ansible-playbook --check playbooks/apply.yml` over the same N hosts with the
     environment's full desired state as changes (every engine, instance and binding as an ensure-present
@@ -26,6 +27,7 @@ import argparse
 import base64
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -38,6 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 LAB = Path(os.environ.get("SVCCTL_LAB_ROOT", "/var/lib/svcctl-lab"))
 PY = sys.executable
+CGROUPS = Path("/sys/fs/cgroup/unified/svclab")  # each lab host's cgroup (lab/labctl.py)
 ENV_NAME = "bench"  # every host count's environment has this name, so all see the same registry records
 
 
@@ -79,6 +82,27 @@ def timed(cmd: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> fl
     t0 = time.perf_counter()
     run(cmd, env, ok)
     return time.perf_counter() - t0
+
+
+def hosts_cpu(nodes: list[str]) -> float | None:
+    """CPU seconds the lab hosts' cgroups have used so far (every process on them), or None if unreadable."""
+    total = 0
+    for node in nodes:
+        try:
+            stat = (CGROUPS / node / "cpu.stat").read_text()
+        except OSError:
+            return None
+        total += int(stat.split("usage_usec", 1)[1].split()[0])
+    return total / 1e6
+
+
+def timed_cpu(cmd: list[str], env: dict[str, str], nodes: list[str]) -> tuple[float, float, float | None]:
+    """Wall time, this machine's CPU in the command (its processes), the hosts' CPU meanwhile."""
+    c0, h0 = resource.getrusage(resource.RUSAGE_CHILDREN), hosts_cpu(nodes)
+    wall = timed(cmd, env)
+    c1, h1 = resource.getrusage(resource.RUSAGE_CHILDREN), hosts_cpu(nodes)
+    local = c1.ru_utime - c0.ru_utime + c1.ru_stime - c0.ru_stime
+    return wall, local, None if h0 is None or h1 is None else h1 - h0
 
 
 def observe_only(env_dir: Path, key: bytes) -> float:
@@ -188,22 +212,28 @@ def main() -> None:
             # warm-up (SSH control masters are per run, but page cache and the hosts' caches are not)
             run(cases[n]["plan"], env)
             run(cases[n]["full"], env)
-        columns = ("plan", "observe", "full", "noop")
+        columns = ("plan", "plan_cpu", "hosts_cpu", "observe", "full", "noop")
         times: dict[int, dict[str, list[float]]] = {n: {k: [] for k in columns} for n in counts}
         for _ in range(a.runs):  # interleaved, so machine noise hits every column alike
             for n in counts:
                 c, t = cases[n], times[n]
-                t["plan"].append(timed(c["plan"], env))  # exit 0: no changes, or this stops
+                wall, local, hosts = timed_cpu(c["plan"], env, all_nodes[:n])  # exit 0: no changes, or this stops
+                t["plan"].append(wall)
+                t["plan_cpu"].append(local)
+                t["hosts_cpu"].append(hosts if hosts is not None else float("nan"))
                 t["observe"].append(observe_only(c["env"], key))
                 t["full"].append(timed(c["full"], env))
                 t["noop"].append(timed(c["noop"], env))
+                print(f"  run {len(t['plan'])}, {n} host(s): " + ", ".join(f"{k} {t[k][-1]:.2f}s" for k in columns),
+                      flush=True)  # fmt: skip
         med = {n: {k: statistics.median(v) for k, v in times[n].items()} for n in counts}
-        print(f"\n{'hosts':>5} {'changes':>7} {'svcctl plan':>12} {'observe':>8} {'ansible --check':>16} "
-              f"{'speed-up':>9} {'ansible no-op':>14}")  # fmt: skip
+        print(f"\n{'hosts':>5} {'changes':>7} {'svcctl plan':>12} {'(cpu here':>9} {'on hosts)':>9} {'observe':>8} "
+              f"{'ansible --check':>16} {'speed-up':>9} {'ansible no-op':>14}")  # fmt: skip
         for n in counts:
             m = med[n]
-            print(f"{n:>5} {cases[n]['changes']:>7} {m['plan']:>11.2f}s {m['observe']:>7.2f}s {m['full']:>15.2f}s "
-                  f"{m['full'] / m['plan']:>8.1f}x {m['noop']:>13.2f}s")  # fmt: skip
+            speedup = m["full"] / m["plan"]
+            print(f"{n:>5} {cases[n]['changes']:>7} {m['plan']:>11.2f}s {m['plan_cpu']:>8.2f}s {m['hosts_cpu']:>8.2f}s "
+                  f"{m['observe']:>7.2f}s {m['full']:>15.2f}s {speedup:>8.1f}x {m['noop']:>13.2f}s")  # fmt: skip
         lo, hi = min(counts), max(counts)
         print(f"\nmedians of {a.runs} runs; 'ansible --check' = apply.yml in check mode over the full desired state; "
               f"speed-up = ansible --check / svcctl plan (target >= 5x)")  # fmt: skip
