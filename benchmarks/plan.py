@@ -16,9 +16,10 @@ Then, for each host count N (lab-F..lab-F+N-1), runs interleaved across N and bo
   - for reference, the same playbook in check mode with no changes (Ansible's floor: connect, run nothing).
 
 It prints medians, plan/baseline ratios and 8-vs-1 host scaling, then destroys what it created (protect is
-false on every bench instance; --keep leaves them). Needs at least F+7 lab hosts: `labctl.py up --hosts 10`.
+false on every bench instance; --keep leaves them). Needs lab-F..lab-F+7, F being 5 by default since the e2e
+tests use lab-1..lab-4 (and stop or reinstall some): `lab/labctl.py up --hosts 12`.
 
-    .venv/bin/python benchmarks/plan.py [--hosts 1,2,4,8] [--runs 5] [--first 3] [--instances 2] [--keep]
+    .venv/bin/python benchmarks/plan.py [--hosts 1,2,4,8] [--runs 5] [--first 5] [--instances 2] [--keep]
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hosts", default="1,2,4,8", help="host counts to time")
     p.add_argument("--runs", type=int, default=5, help="runs per host count and side (medians are printed)")
-    p.add_argument("--first", type=int, default=3, help="first lab host (lab-1 and lab-2 are the e2e tests')")
+    p.add_argument("--first", type=int, default=5, help="first lab host (the e2e tests use lab-1..lab-4)")
     p.add_argument("--instances", type=int, default=2, help="PostgreSQL instances (+ a binding each) per node")
     p.add_argument("--keep", action="store_true", help="leave the bench instances on the hosts")
     a = p.parse_args()
