@@ -29,6 +29,11 @@ def mark_ownership(
     for res in live:
         seen.add(res.address)
         record = ours.get(res.address)
+        if record is None and res.kind is Kind.ENGINE:
+            # Engines are shared: the last apply of any environment recorded what they should be, so a
+            # stopped engine is drift here too, not a configuration change.
+            shared = registry.get(res.address)
+            record = shared if isinstance(shared, Mapping) else None
         owner = record or ours.get(base_address(res.address))
         attrs = dict(res.attrs)
         if res.kind is Kind.INSTANCE and record is not None and "protect" in record.get("attrs", {}):
