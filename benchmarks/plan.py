@@ -72,16 +72,18 @@ def write_environment(directory: Path, nodes: list[str], instances: int, apps_di
     return env
 
 
-def run(cmd: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+def run(
+    cmd: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,), cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=cwd)
     if res.returncode not in ok:
         raise SystemExit(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
     return res
 
 
-def timed(cmd: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> float:
+def timed(cmd: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,), cwd: Path | None = None) -> float:
     t0 = time.perf_counter()
-    run(cmd, env, ok)
+    run(cmd, env, ok, cwd)
     return time.perf_counter() - t0
 
 
@@ -160,6 +162,8 @@ def main() -> None:
     p.add_argument("--first", type=int, default=5, help="first lab host (the e2e tests use lab-1..lab-4)")
     p.add_argument("--instances", type=int, default=2, help="PostgreSQL instances (+ a binding each) per node")
     p.add_argument("--keep", action="store_true", help="leave the bench instances on the hosts")
+    p.add_argument("--also", type=Path, help="another svcctl tree (e.g. `git archive` of an older commit) whose "
+                   "`svcctl plan` is timed too, interleaved, for a before/after on the same hosts")  # fmt: skip
     a = p.parse_args()
     counts = [int(x) for x in a.hosts.split(",")]
     all_nodes = [f"lab-{i}" for i in range(a.first, a.first + max(counts))]
@@ -196,7 +200,7 @@ def main() -> None:
     run([*svcctl, "apply", str(full), "--auto-approve"], env)
     print(f"set-up: applied in {time.perf_counter() - t0:.1f} s", flush=True)
     try:
-        cases = {}
+        cases: dict[int, dict[str, Any]] = {}
         for n in counts:
             env_dir = write_environment(work / f"n{n}", all_nodes[:n], a.instances, work / "apps")
             hv = full_state_hostvars(env_dir, key)
@@ -213,7 +217,7 @@ def main() -> None:
             # warm-up (SSH control masters are per run, but page cache and the hosts' caches are not)
             run(cases[n]["plan"], env)
             run(cases[n]["full"], env)
-        columns = ("plan", "plan_cpu", "hosts_cpu", "observe", "full", "noop")
+        columns = ("plan", "plan_cpu", "hosts_cpu", "observe", "full", "noop", "also")
         times: dict[int, dict[str, list[float]]] = {n: {k: [] for k in columns} for n in counts}
         for _ in range(a.runs):  # interleaved, so machine noise hits every column alike
             for n in counts:
@@ -223,25 +227,29 @@ def main() -> None:
                 t["plan_cpu"].append(local)
                 t["hosts_cpu"].append(hosts if hosts is not None else float("nan"))
                 t["observe"].append(observe_only(c["env"], key))
+                if a.also:
+                    t["also"].append(timed(c["plan"], env, cwd=a.also))  # `-m svcctl` finds the tree in cwd
                 t["full"].append(timed(c["full"], env))
                 t["noop"].append(timed(c["noop"], env))
-                print(f"  run {len(t['plan'])}, {n} host(s): " + ", ".join(f"{k} {t[k][-1]:.2f}s" for k in columns),
-                      flush=True)  # fmt: skip
-        med = {n: {k: statistics.median(v) for k, v in times[n].items()} for n in counts}
+                done = ", ".join(f"{k} {t[k][-1]:.2f}s" for k in columns if t[k])
+                print(f"  run {len(t['plan'])}, {n} host(s): {done}", flush=True)
+        med = {n: {k: statistics.median(v) if v else float("nan") for k, v in times[n].items()} for n in counts}
         print(f"\n{'hosts':>5} {'changes':>7} {'svcctl plan':>12} {'(cpu here':>9} {'on hosts)':>9} {'observe':>8} "
-              f"{'ansible --check':>16} {'speed-up':>9} {'ansible no-op':>14}")  # fmt: skip
+              f"{'ansible --check':>16} {'speed-up':>9} {'ansible no-op':>14} {'plan (--also)':>14}")  # fmt: skip
         for n in counts:
             m = med[n]
             speedup = m["full"] / m["plan"]
             print(f"{n:>5} {cases[n]['changes']:>7} {m['plan']:>11.2f}s {m['plan_cpu']:>8.2f}s {m['hosts_cpu']:>8.2f}s "
-                  f"{m['observe']:>7.2f}s {m['full']:>15.2f}s {speedup:>8.1f}x {m['noop']:>13.2f}s")  # fmt: skip
+                  f"{m['observe']:>7.2f}s {m['full']:>15.2f}s {speedup:>8.1f}x {m['noop']:>13.2f}s "
+                  f"{m['also']:>13.2f}s")  # fmt: skip
         lo, hi = min(counts), max(counts)
         print(f"\nmedians of {a.runs} runs; 'ansible --check' = apply.yml in check mode over the full desired state; "
               f"speed-up = ansible --check / svcctl plan (target >= 5x)")  # fmt: skip
         if lo != hi:
             print(f"svcctl plan, {hi} hosts / {lo}: {med[hi]['plan'] / med[lo]['plan']:.2f}x (target <= 1.5x); "
                   f"observe {med[hi]['observe'] / med[lo]['observe']:.2f}x; "
-                  f"ansible --check {med[hi]['full'] / med[lo]['full']:.2f}x")  # fmt: skip
+                  f"ansible --check {med[hi]['full'] / med[lo]['full']:.2f}x; "
+                  f"--also plan {med[hi]['also'] / med[lo]['also']:.2f}x")  # fmt: skip
         print(json.dumps({"runs": a.runs, "instances_per_node": a.instances, "raw": times}))
     finally:
         if not a.keep:
