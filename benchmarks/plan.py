@@ -162,6 +162,7 @@ def main() -> None:
     p.add_argument("--first", type=int, default=5, help="first lab host (the e2e tests use lab-1..lab-4)")
     p.add_argument("--instances", type=int, default=2, help="PostgreSQL instances (+ a binding each) per node")
     p.add_argument("--keep", action="store_true", help="leave the bench instances on the hosts")
+    p.add_argument("--no-ansible", action="store_true", help="time svcctl only (a quick before/after with --also)")
     p.add_argument("--also", type=Path, help="another svcctl tree (e.g. `git archive` of an older commit) whose "
                    "`svcctl plan` is timed too, interleaved, for a before/after on the same hosts")  # fmt: skip
     a = p.parse_args()
@@ -216,7 +217,8 @@ def main() -> None:
             }
             # warm-up (SSH control masters are per run, but page cache and the hosts' caches are not)
             run(cases[n]["plan"], env)
-            run(cases[n]["full"], env)
+            if not a.no_ansible:
+                run(cases[n]["full"], env)
         columns = ("plan", "plan_cpu", "hosts_cpu", "observe", "full", "noop", "also")
         times: dict[int, dict[str, list[float]]] = {n: {k: [] for k in columns} for n in counts}
         for _ in range(a.runs):  # interleaved, so machine noise hits every column alike
@@ -229,8 +231,9 @@ def main() -> None:
                 t["observe"].append(observe_only(c["env"], key))
                 if a.also:
                     t["also"].append(timed(c["plan"], env, cwd=a.also))  # `-m svcctl` finds the tree in cwd
-                t["full"].append(timed(c["full"], env))
-                t["noop"].append(timed(c["noop"], env))
+                if not a.no_ansible:
+                    t["full"].append(timed(c["full"], env))
+                    t["noop"].append(timed(c["noop"], env))
                 done = ", ".join(f"{k} {t[k][-1]:.2f}s" for k in columns if t[k])
                 print(f"  run {len(t['plan'])}, {n} host(s): {done}", flush=True)
         med = {n: {k: statistics.median(v) if v else float("nan") for k, v in times[n].items()} for n in counts}
