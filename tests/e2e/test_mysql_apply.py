@@ -2,7 +2,8 @@
 
 The tests run in file order on one module-wide setup: create (engine, instance, readwrite and readonly
 bindings), check privileges for real, re-apply (no changes), drift and repair, rotation, client networks,
-and finally delete (dump first) and restore the host as it was.
+and finally delete (dump first) and restore the host as it was.  Instances and bindings are made by one
+run of library/svcctl_mysql_objects.py per batch; `Run.did()` is what it reports it did, step by step.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import ansible_runner
 import pytest
 
+from svcctl.apply.execute import steps
 from svcctl.drivers.base import DesiredContext
 from svcctl.drivers.mysql import DRIVER
 from svcctl.model.spec import App, Binding, Environment, Instance, Node, Service, ServicePlan
@@ -29,6 +31,8 @@ from tests.conftest import REPO, Lab
 HOST = "lab-2"
 KEY = secrets.token_bytes(32)
 SNIPPET_PARTS = ("observe_header.py", "observe_mysql.py", "observe_footer.py")
+# apply.yml's one registry write, before any change
+RECORD = "Record what this run creates or changes in the host registry, before any of it is touched"
 ORDER = {Kind.ENGINE: 0, Kind.INSTANCE: 1, Kind.BINDING: 2}
 
 
@@ -61,7 +65,23 @@ class Run:
         return [
             e["event_data"]["res"]
             for e in self.events
-            if e.get("event") == "runner_on_ok" and e["event_data"].get("task") == task
+            if e.get("event") in ("runner_on_ok", "runner_on_failed") and e["event_data"].get("task") == task
+        ]
+
+    def did(self) -> dict[str, list[str]]:
+        """What the batched MySQL step changed: address -> the steps it took (names only, no secret)."""
+        out: dict[str, list[str]] = {}
+        for res in self.results("What MySQL did"):
+            out.update({c["address"]: c["did"] for c in res["msg"]})
+        return out
+
+    def batches(self) -> list[str]:
+        """The batched MySQL steps that ran (their task names), in order."""
+        return [
+            str(e["event_data"]["task"])
+            for e in self.events
+            if e.get("event") in ("runner_on_ok", "runner_on_failed")
+            and str(e["event_data"].get("task", "")).startswith("MySQL: ")
         ]
 
 
@@ -79,9 +99,15 @@ class World:
     was_active: bool
     runs: int = 0
 
-    def apply(self, changes: list[dict[str, Any]], secrets_: Mapping[str, Mapping[str, str]]) -> Run:
+    def apply(
+        self,
+        changes: list[dict[str, Any]],
+        secrets_: Mapping[str, Mapping[str, str]],
+        check: bool = False,
+        expect: str = "successful",
+    ) -> Run:
         self.runs += 1
-        return run_apply(self.lab, self.tmp / f"run{self.runs}", changes, secrets_)
+        return run_apply(self.lab, self.tmp / f"run{self.runs}", changes, secrets_, check=check, expect=expect)
 
     def desired(self, env: Environment | None = None) -> list[Resource]:
         e = env or self.env
@@ -116,8 +142,15 @@ def observe_raw(lab: Lab) -> dict[str, Any]:
     return mysql
 
 
-def run_apply(lab: Lab, tmp: Path, changes: list[dict[str, Any]], secrets_: Mapping[str, Mapping[str, str]]) -> Run:
-    """Run playbooks/apply.yml on HOST with hand-built changes, the way svcctl's apply does."""
+def run_apply(
+    lab: Lab,
+    tmp: Path,
+    changes: list[dict[str, Any]],
+    secrets_: Mapping[str, Mapping[str, str]],
+    check: bool = False,
+    expect: str = "successful",
+) -> Run:
+    """Run playbooks/apply.yml on HOST with hand-built changes, the way svcctl's apply does (or in check mode)."""
     tmp.mkdir(parents=True)
     events: list[dict[str, Any]] = []
 
@@ -132,6 +165,7 @@ def run_apply(lab: Lab, tmp: Path, changes: list[dict[str, Any]], secrets_: Mapp
                     "ansible_host": HOST,
                     "svcctl_environment": "e2e-mysql",
                     "svcctl_changes": changes,
+                    "svcctl_steps": steps(changes),
                     "svcctl_secrets": dict(secrets_),
                 }
             }
@@ -143,6 +177,7 @@ def run_apply(lab: Lab, tmp: Path, changes: list[dict[str, Any]], secrets_: Mapp
         playbook="apply.yml",
         inventory=inventory,
         quiet=True,
+        cmdline="--check" if check else None,
         event_handler=on_event,
         envvars={
             "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
@@ -152,7 +187,7 @@ def run_apply(lab: Lab, tmp: Path, changes: list[dict[str, Any]], secrets_: Mapp
         },
     )
     run = Run(status=runner.status, stats=runner.stats or {}, events=events)
-    assert run.status == "successful", runner.stdout.read()[-6000:]
+    assert run.status == expect, runner.stdout.read()[-6000:]
     return run
 
 
@@ -288,6 +323,24 @@ def test_the_first_apply_logged_no_password(world: World) -> None:
     assert world.first.changed_tasks()  # it did create things, so the check above saw real events
 
 
+def test_the_first_apply_made_the_instance_and_bindings_in_one_module_run(world: World) -> None:
+    desired = by_address(world.desired())
+    db = world.instance.replace("-", "_")
+    assert world.first.batches() == ["MySQL: 3 create (instances, bindings)"]
+    did = world.first.did()
+    assert did[f"instance.{world.instance}"] == [
+        f"create database {db}",
+        f"database {db}: comment 'svcctl storage_mb=512 connections=20'",
+    ]
+    for app, role in ((world.rw_app, "readwrite"), (world.ro_app, "readonly")):
+        user = desired[f"binding.{app}.{world.instance}"].attrs["user"]
+        assert did[f"binding.{app}.{world.instance}"] == [
+            step for host in ("127.0.0.1", "localhost")
+            for step in (f"create user {user}@{host}", f"{user}@{host}: grant {role} on {db}")
+        ]  # fmt: skip
+    assert sorted(did) == sorted(a for a in desired if not a.startswith("engine."))
+
+
 def test_the_registry_records_every_address_with_mode_0600(world: World) -> None:
     mode, objects = registry(world.lab)
     assert mode == "600"
@@ -323,7 +376,10 @@ def test_a_second_identical_apply_changes_nothing(world: World) -> None:
     run = world.apply(creates(desired), secrets_of(desired))
     assert run.changed_tasks() == []
     assert run.stats["changed"] == {}
-    assert run.stats["ok"][HOST] > 10
+    assert run.stats.get("failures", {}) == {}
+    # the module did run (and checked every object), it just found nothing to do
+    assert run.batches() == ["MySQL: 3 create (instances, bindings)"]
+    assert run.did() == {}
     assert_no_secret_in_events(run, passwords(desired))
 
 
@@ -335,10 +391,67 @@ def test_a_password_changed_behind_svcctls_back_is_stale_and_apply_fixes_it(worl
     live = world.observe()
     assert live[rw.address].attrs["credentials"] == "stale"
     assert live[f"binding.{world.ro_app}.{world.instance}"].attrs["credentials"] == "current"
+    # check mode says what it would do and does nothing
+    checked = world.apply([change("update", rw, live[rw.address])], secrets_of([rw]), check=True)
+    assert checked.did() == {rw.address: [f"{user}@localhost: password"]}
+    assert world.observe()[rw.address].attrs["credentials"] == "stale"
     run = world.apply([change("update", rw, live[rw.address])], secrets_of([rw]))
-    assert run.changed_tasks() == ["Create or update the binding user at each allowed host"]
+    assert run.changed_tasks() == ["MySQL: 1 update (instances, bindings)"]
+    assert run.did() == {rw.address: [f"{user}@localhost: password"]}
     assert_no_secret_in_events(run, passwords([rw]))
+    assert_no_secret_in_events(checked, passwords([rw]))
     assert world.observe()[rw.address].attrs["credentials"] == "current"
+    # the module sent a mysql_native_password hash (IDENTIFIED BY PASSWORD), so that is the user's plugin
+    plugin = world.sql(f"SELECT plugin FROM mysql.user WHERE User = '{user}' AND Host = 'localhost'").stdout
+    assert plugin == "mysql_native_password\n"
+
+
+def test_privileges_changed_behind_svcctls_back_are_put_back(world: World) -> None:
+    desired = by_address(world.desired())
+    ro = desired[f"binding.{world.ro_app}.{world.instance}"]
+    user = ro.attrs["user"]
+    db = world.instance.replace("-", "_")
+    escaped = db.replace("_", "\\_")
+    # one more privilege (and GRANT OPTION) on its own database at one host, a grant on another database at the other
+    world.sql(
+        f"GRANT INSERT ON `{escaped}`.* TO '{user}'@'localhost' WITH GRANT OPTION; "
+        f"GRANT SELECT ON mysql.* TO '{user}'@'127.0.0.1'"
+    )
+    live = world.observe()
+    assert live[ro.address].attrs["role"] == "custom"
+    run = world.apply([change("update", ro, live[ro.address])], secrets_of([ro]))
+    assert run.did() == {
+        ro.address: [
+            f"{user}@127.0.0.1: revoke every privilege",
+            f"{user}@127.0.0.1: grant readonly on {db}",
+            f"{user}@localhost: revoke its privileges on {db}",
+            f"{user}@localhost: revoke GRANT OPTION on {db}",
+            f"{user}@localhost: grant readonly on {db}",
+        ]
+    }
+    assert live_attrs(world.observe()[ro.address]) == ro.attrs
+    for host in ("127.0.0.1", "localhost"):
+        # --batch prints a backslash doubled
+        grants = world.sql(f"SHOW GRANTS FOR '{user}'@'{host}'").stdout.replace("\\\\", "\\").splitlines()
+        assert [g.split(" TO ")[0] for g in grants] == [
+            "GRANT USAGE ON *.*",
+            f"GRANT SELECT, SHOW VIEW ON `{escaped}`.*",
+        ]
+    again = world.apply([change("update", ro, world.observe()[ro.address])], secrets_of([ro]))
+    assert again.did() == {}
+    assert again.stats["changed"] == {}
+
+
+def test_a_change_the_module_cannot_make_fails_naming_the_address(world: World) -> None:
+    desired = by_address(world.desired())
+    ro = desired[f"binding.{world.ro_app}.{world.instance}"]
+    live = world.observe()
+    run = world.apply([change("update", ro, live[ro.address])], {}, expect="failed")
+    failed = run.results("MySQL refused a change")
+    assert len(failed) == 1
+    assert ro.address in failed[0]["msg"]
+    assert "no password was passed" in failed[0]["msg"]
+    assert live_attrs(world.observe()[ro.address]) == ro.attrs
 
 
 def test_rotation_creates_the_new_user_and_keeps_the_old_until_deleted(world: World) -> None:
@@ -347,10 +460,16 @@ def test_rotation_creates_the_new_user_and_keeps_the_old_until_deleted(world: Wo
     address = f"binding.{world.rw_app}.{world.instance}"
     before = world.observe()[address]
     run = world.apply([change("update", desired[address], before)], secrets_of([desired[address]]))
-    assert run.changed_tasks() == [
-        f"Record {address} in the host registry",
-        "Create or update the binding user at each allowed host",
-    ]
+    assert run.changed_tasks() == [RECORD, "MySQL: 1 update (instances, bindings)"]
+    new_user = desired[address].attrs["user"]
+    assert new_user == before.attrs["user"].removesuffix("_r0") + "_r1"
+    db = world.instance.replace("-", "_")
+    assert run.did() == {
+        address: [
+            step for host in ("127.0.0.1", "localhost")
+            for step in (f"create user {new_user}@{host}", f"{new_user}@{host}: grant readwrite on {db}")
+        ]
+    }  # fmt: skip
     live = world.observe()
     assert live_attrs(live[address]) == desired[address].attrs
     old = live[f"{address}~r0"]
@@ -358,7 +477,8 @@ def test_rotation_creates_the_new_user_and_keeps_the_old_until_deleted(world: Wo
     assert old.attrs["user"] == before.attrs["user"]
     assert old.attrs["credentials"] == "current"
     assert DRIVER.secrets_for(old, password_for) == {}
-    world.apply([change("delete", old, old)], {})
+    dropped = world.apply([change("delete", old, old)], {})
+    assert dropped.did() == {old.address: [f"drop user {old.attrs['user']}@{h}" for h in ("127.0.0.1", "localhost")]}
     live = world.observe()
     assert f"{address}~r0" not in live
     assert live_attrs(live[address]) == desired[address].attrs
@@ -371,11 +491,15 @@ def test_an_instance_connections_change_reaches_its_users_and_comment(world: Wor
     address = f"instance.{world.instance}"
     live = world.observe()
     run = world.apply([change("update", desired[address], live[address])], {})
-    assert run.changed_tasks() == [
-        f"Record {address} in the host registry",
-        "Write the database comment",
-        "Set MAX_USER_CONNECTIONS of the binding users",
-    ]
+    assert run.changed_tasks() == [RECORD, "MySQL: 1 update (instances, bindings)"]
+    db = world.instance.replace("-", "_")
+    did = run.did()
+    assert list(did) == [address]
+    assert did[address][0] == f"database {db}: comment 'svcctl storage_mb=512 connections=7'"
+    users = [desired[f"binding.{a}.{world.instance}"].attrs["user"] for a in (world.rw_app, world.ro_app)]
+    assert sorted(did[address][1:]) == sorted(
+        f"{u}@{h}: MAX_USER_CONNECTIONS 7" for u in users for h in ("127.0.0.1", "localhost")
+    )
     live = world.observe()
     assert live_attrs(live[address]) == desired[address].attrs
     for b in (f"binding.{world.rw_app}.{world.instance}", f"binding.{world.ro_app}.{world.instance}"):
@@ -384,7 +508,8 @@ def test_an_instance_connections_change_reaches_its_users_and_comment(world: Wor
     comment = world.sql(f"SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{db}'")
     assert comment.stdout == "svcctl storage_mb=512 connections=7\n"
     back = by_address(world.desired())
-    world.apply([change("update", back[address], live[address])], {})
+    restored = world.apply([change("update", back[address], live[address])], {})
+    assert len(restored.did()[address]) == 5  # the comment, and each user at each host
     live = world.observe()
     assert live_attrs(live[address]) == back[address].attrs
     assert live[f"binding.{world.ro_app}.{world.instance}"].attrs["connections"] == 20
@@ -403,12 +528,13 @@ def test_client_networks_open_the_server_and_the_users_to_them(world: World) -> 
         [change("update", desired[engine], live[engine]), change("update", rw, live[rw.address])], secrets_of([rw])
     )
     assert run.changed_tasks() == [
-        f"Record {engine} in the host registry",
+        RECORD,
         "Write svcctl's server settings (bind-address)",
         "Restart mariadb for its new settings",
-        f"Record {rw.address} in the host registry",
-        "Create or update the binding user at each allowed host",
+        "MySQL: 1 update (instances, bindings)",
     ]
+    user, net_host, db = rw.attrs["user"], rw.attrs["hosts"][0], world.instance.replace("-", "_")
+    assert run.did() == {rw.address: [f"create user {user}@{net_host}", f"{user}@{net_host}: grant readwrite on {db}"]}
     live = world.observe()
     assert live[engine].attrs["client_networks"] == [network]
     assert live_attrs(live[rw.address]) == rw.attrs
@@ -425,7 +551,8 @@ def test_client_networks_open_the_server_and_the_users_to_them(world: World) -> 
         [change("update", closed[engine], live[engine]), change("update", closed[rw.address], live[rw.address])],
         secrets_of([closed[rw.address]]),
     )
-    assert "Drop the user at hosts no longer allowed" in run.changed_tasks()
+    assert "MySQL: 1 update (instances, bindings)" in run.changed_tasks()
+    assert run.did() == {rw.address: [f"drop user {user}@{net_host}"]}
     live = world.observe()
     assert live[engine].attrs["client_networks"] == []
     assert live_attrs(live[rw.address]) == closed[rw.address].attrs
@@ -439,13 +566,21 @@ def test_delete_dumps_first_then_drops_and_forgets(world: World) -> None:
     deletes = [change("delete", live[b.address], live[b.address]) for b in bindings]
     deletes.append(change("delete", live[instance], live[instance]))
     run = world.apply(deletes, {})
-    reports = run.results("Report the dump")
+    assert run.batches() == ["MySQL: 3 delete (instances, bindings)"]
+    reports = run.results("Report the dumps")
     assert len(reports) == 1
-    message = reports[0]["msg"]
-    prefix = f"{instance} dumped to /var/backups/svcctl/{world.instance}-"
+    assert len(reports[0]["msg"]) == 1
+    message = reports[0]["msg"][0]
+    prefix = f"svcctl: {instance} dumped to /var/backups/svcctl/{world.instance}-"
     assert message.startswith(prefix)
     assert message.endswith(".sql.gz")
-    path = message.removeprefix(f"{instance} dumped to ")
+    path = message.removeprefix(f"svcctl: {instance} dumped to ")
+    db = world.instance.replace("-", "_")
+    did = run.did()
+    assert did[instance] == [f"dump {db} to {path}", f"drop database {db}"]
+    for b in bindings:
+        user = live[b.address].attrs["user"]
+        assert did[b.address] == [f"drop user {user}@{h}" for h in ("127.0.0.1", "localhost")]
     listing = world.lab.ssh(HOST, f"sudo stat -c '%a %U' /var/backups/svcctl {path}").stdout.split("\n")
     assert listing[:2] == ["700 root", "600 root"]
     dump = world.lab.ssh(HOST, f"sudo zcat {path}").stdout
