@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import socket
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -165,7 +166,36 @@ def locked(
         if problems:
             raise LockHeld("\n".join(problems))
         yield me
-    finally:
-        release = [t for t in targets if t.name in taken]
-        if release:
-            run_on_nodes(release, lambda s: _run(s, "release", me.token), sessions=sessions)
+    except BaseException:
+        _release([t for t in targets if t.name in taken], me, sessions, raising=False)
+        raise
+    _release([t for t in targets if t.name in taken], me, sessions, raising=True)
+
+
+def _release(targets: Sequence[SshTarget], me: Holder, sessions: Sessions | None, *, raising: bool) -> None:
+    """Release our locks; a node that fails is tried once more on a new connection, then reported.
+
+    A lock left behind blocks every later apply until someone breaks it, so it is never dropped silently:
+    raised when nothing else went wrong, else written to stderr beside the error already on its way.
+    """
+    if not targets:
+        return
+
+    def release(session: SshSession) -> dict[str, object]:
+        return _run(session, "release", me.token)
+
+    results = run_on_nodes(targets, release, sessions=sessions)
+    failed = [t for t in targets if isinstance(results.get(t.name), SvcctlError)]
+    if failed:
+        results.update(run_on_nodes(failed, release))  # a fresh connection each
+    left = sorted(n for n, r in results.items() if isinstance(r, SvcctlError))
+    if not left:
+        return
+    message = (
+        f"could not release the apply lock on {', '.join(left)} "
+        f"({'; '.join(str(results[n]) for n in left)[:400]}). The lock stays until it is broken: once you are "
+        "sure this apply has ended, run the next one with --break-lock."
+    )
+    if raising:
+        raise SvcctlError(message)
+    sys.stderr.write(f"warning: {message}\n")
