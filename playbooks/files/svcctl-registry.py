@@ -5,16 +5,20 @@
     svcctl-registry.py record-many      (JSON on stdin: {"environment": ..., "changes": [{"address", "attrs"}...]})
     svcctl-registry.py forget ADDRESS
 
-Writes are atomic (temp file, fsync, rename), so a crash never leaves a half-written registry.
+Writes are atomic (temp file, fsync, rename), so a crash never leaves a half-written registry, and each
+read-change-write holds the registry's lock file (as svcctl-session.py does), so a tunnel's session helper
+and an apply on the same host never lose each other's records.
 """
 
 import datetime
+import fcntl
 import json
 import os
 import sys
 import tempfile
 
 PATH = "/var/lib/svcctl/registry.json"
+LOCK = "/var/lib/svcctl/.registry.lock"
 
 
 def load():
@@ -45,21 +49,24 @@ def record(doc, address, record):
 
 def main():
     verb, address = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else ""
-    doc = load()
-    before = json.dumps(doc, sort_keys=True)
-    if verb == "record":
-        record(doc, address, json.load(sys.stdin))
-    elif verb == "record-many":  # one write for every object of an apply run, before any is created
-        batch = json.load(sys.stdin)
-        for change in batch["changes"]:
-            record(doc, change["address"], {"attrs": change["attrs"], "environment": batch["environment"]})
-    elif verb == "forget":
-        doc["objects"].pop(address, None)
-    else:
-        sys.exit(f"unknown verb {verb}")
-    changed = json.dumps(doc, sort_keys=True) != before
-    if changed:
-        save(doc)
+    os.makedirs(os.path.dirname(PATH), mode=0o700, exist_ok=True)
+    with open(LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        doc = load()
+        before = json.dumps(doc, sort_keys=True)
+        if verb == "record":
+            record(doc, address, json.load(sys.stdin))
+        elif verb == "record-many":  # one write for every object of an apply run, before any is created
+            batch = json.load(sys.stdin)
+            for change in batch["changes"]:
+                record(doc, change["address"], {"attrs": change["attrs"], "environment": batch["environment"]})
+        elif verb == "forget":
+            doc["objects"].pop(address, None)
+        else:
+            sys.exit(f"unknown verb {verb}")
+        changed = json.dumps(doc, sort_keys=True) != before
+        if changed:
+            save(doc)
     print("changed" if changed else "unchanged")
 
 
