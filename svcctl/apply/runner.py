@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -145,11 +146,7 @@ def run_apply(
                 result.changed[host] = result.changed.get(host, 0) + 1
                 if progress:
                     progress(f"  {host}: {task}: changed")
-            report = res.get("svcctl_report") if isinstance(res, dict) else None
-            if isinstance(res, dict) and isinstance(res.get("msg"), str) and str(res["msg"]).startswith("svcctl: "):
-                report = str(res["msg"])[len("svcctl: ") :]
-            if report:
-                result.reports.append(f"{host}: {report}")
+            result.reports += [f"{host}: {r}" for r in _reports(res)]
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
             res = data.get("res", {}) or {}
             message = str(res.get("msg") or res.get("stderr") or "failed").strip()
@@ -201,10 +198,38 @@ def run_apply(
     return result
 
 
+def _reports(res: Any) -> list[str]:
+    """What a task tells the operator: the `svcctl: ...` messages of debug tasks (one, or a list)."""
+    msg = res.get("msg") if isinstance(res, dict) else None
+    messages = msg if isinstance(msg, list) else [msg]
+    return [m[len("svcctl: ") :] for m in messages if isinstance(m, str) and m.startswith("svcctl: ")]
+
+
 def _remove(private: Path) -> None:
-    """Remove a run's private directory, again while the processes of a cancelled run still write into it."""
+    """Remove a run's private directory (it holds secrets) and stop what still uses it.
+
+    After a cancelled run, ansible-playbook's workers may still be dying and writing into it; after any run,
+    its ssh control masters (ControlPersist) wait there for a reuse that cannot come, as their sockets go
+    with the directory.  Both name the directory in their command line or environment.
+    """
     for _ in range(50):
+        _kill_users_of(private)
         shutil.rmtree(private, ignore_errors=True)
         if not private.exists():
             return
         time.sleep(0.1)
+
+
+def _kill_users_of(private: Path) -> None:
+    """SIGKILL every other process of ours whose command line or environment names `private` (Linux /proc)."""
+    marker = str(private).encode()
+    try:
+        entries = [e for e in Path("/proc").iterdir() if e.name.isdigit() and int(e.name) != os.getpid()]
+    except OSError:  # no /proc (macOS): the loop in _remove retries the removal instead
+        return
+    for entry in entries:
+        try:
+            if marker in (entry / "cmdline").read_bytes() or marker in (entry / "environ").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+        except OSError:  # gone meanwhile, or not ours
+            continue
