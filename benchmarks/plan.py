@@ -207,7 +207,9 @@ def main() -> None:
             hv = full_state_hostvars(env_dir, key)
             full_inv, noop_inv = work / f"full{n}.json", work / f"noop{n}.json"
             write_inventory(full_inv, env_dir, hv)
-            write_inventory(noop_inv, env_dir, {node: {"svcctl_changes": []} for node in all_nodes[:n]})
+            write_inventory(
+                noop_inv, env_dir, {node: {"svcctl_changes": [], "svcctl_steps": []} for node in all_nodes[:n]}
+            )
             cases[n] = {
                 "env": env_dir,
                 "changes": count_changes(hv),

@@ -104,6 +104,34 @@ def hostvars(planned: Planned, password_for: PasswordFor) -> dict[str, dict[str,
                 secrets = by_driver[res.engine].secrets_for(res, password_for)
             if secrets:
                 node["svcctl_secrets"][res.address] = {k: v.reveal() for k, v in secrets.items()}
+    for node in out.values():
+        node["svcctl_steps"] = steps(node["svcctl_changes"])
+    return out
+
+
+BATCHED = {("postgres", "instance"), ("postgres", "binding"), ("mysql", "instance"), ("mysql", "binding")}
+"""(engine, kind) of the changes one module run makes together (playbooks/library/svcctl_<engine>_objects.py)."""
+
+
+def steps(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The playbook's steps, in the changes' order: each run of consecutive batchable changes of one engine is
+    one step (one remote process for all of them), every other change a step of its own."""
+    out: list[dict[str, Any]] = []
+    for change in changes:
+        key = (change["engine"], change["kind"])
+        last = out[-1] if out else None
+        if key in BATCHED and last is not None and last.get("batch") and last["engine"] == change["engine"]:
+            last["changes"].append(change)
+        elif key in BATCHED:
+            out.append({"batch": True, "engine": change["engine"], "changes": [change]})
+        else:
+            out.append({"change": change, "label": f"{change['action']} {change['address']}"})
+    for step in out:
+        if step.get("batch"):
+            counts: dict[str, int] = {}
+            for c in step["changes"]:
+                counts[c["action"]] = counts.get(c["action"], 0) + 1
+            step["label"] = ", ".join(f"{n} {action}" for action, n in counts.items()) + " (instances, bindings)"
     return out
 
 

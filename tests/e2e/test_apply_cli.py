@@ -145,6 +145,7 @@ def test_destroying_needs_protect_false_and_allow_destroy_and_dumps_first(
     assert res.returncode == 0, res.stdout + res.stderr
     dumps = lab.ssh("lab-1", f"sudo ls /var/backups/svcctl/ | grep '^{env.pg()}-'").stdout.split()
     assert len(dumps) == 1
+    assert f"lab-1: instance.{env.pg()} dumped to /var/backups/svcctl/{dumps[0]}" in res.stdout  # told where
     assert (
         lab.ssh(
             "lab-1", f"sudo -u postgres psql -XAtc \"select 1 from pg_database where datname = '{env.pg()}'\""

@@ -21,6 +21,7 @@ from typing import Any
 import ansible_runner
 import pytest
 
+from svcctl.apply.execute import steps
 from svcctl.drivers.base import binding_user as user_name
 from svcctl.drivers.postgres import DRIVER, owner_role
 from svcctl.model.names import sql_ident
@@ -45,6 +46,14 @@ class Run:
     def ok_results(self) -> list[dict[str, Any]]:
         """Per-task results of the host (ok and failed; skipped tasks have none worth checking)."""
         return [e["event_data"] for e in self.events if e.get("event") in ("runner_on_ok", "runner_on_failed")]
+
+    def did(self) -> dict[str, list[str]]:
+        """What the batched PostgreSQL step changed: address -> the steps it took (names only, no secret)."""
+        out: dict[str, list[str]] = {}
+        for r in self.ok_results():
+            if r["task"] == "What PostgreSQL did":
+                out.update({c["address"]: c["did"] for c in r["res"]["msg"]})
+        return out
 
 
 @dataclass
@@ -111,7 +120,12 @@ class Pg:
             private_data_dir=str(data),
             playbook="apply.yml",
             inventory={"all": {"hosts": {HOST: {"ansible_host": HOST}}}},
-            extravars={"svcctl_environment": self.env, "svcctl_changes": changes, "svcctl_secrets": secrets_},
+            extravars={
+                "svcctl_environment": self.env,
+                "svcctl_changes": changes,
+                "svcctl_steps": steps(changes),
+                "svcctl_secrets": secrets_,
+            },
             quiet=True,
             event_handler=on_event,
             envvars={
@@ -240,7 +254,9 @@ def test_a_second_identical_apply_changes_nothing(pg: Pg) -> None:
     changed = [r["task"] for r in run.ok_results() if r["res"].get("changed")]
     assert changed == []
     assert run.stats["changed"] == {}  # counts the no_log tasks too, whose events hide `changed`
-    assert len(run.ok_results()) > 20  # the tasks did run (and were skipped only where the kind differs)
+    assert run.did() == {}
+    ran = [r["task"] for r in run.ok_results()]
+    assert "PostgreSQL: 3 create (instances, bindings)" in ran  # the batched step did run, and found all done
 
 
 def test_the_registry_records_every_address_root_only(pg: Pg) -> None:
@@ -259,8 +275,10 @@ def test_a_password_changed_behind_svcctls_back_is_stale_until_reapplied(pg: Pg)
     old = {**pg.binding_attrs(pg.ro_app), "credentials": "stale"}
     run = pg.apply([pg.binding_change(pg.ro_app, action="update", old=old)], pg.secrets((pg.ro_app, 0)))
     # ansible-runner hides a no_log task's whole result, `changed` included: the stats still count it.
-    assert [r["task"] for r in run.ok_results() if r["res"].get("changed")] == []
     assert run.stats["changed"] == {HOST: 1}
+    assert run.did() == {
+        f"binding.{pg.ro_app}.{pg.instance}": [f"role {user_name(pg.ro_app, pg.instance, 0)}: password"]
+    }
     assert pg.observe()[f"binding.{pg.ro_app}.{pg.instance}"].attrs["credentials"] == "current"
     assert pg.psql_as(pg.ro_app, "SELECT count(*) FROM orders").stdout.strip() == "2"
 
@@ -304,11 +322,14 @@ def test_deleting_bindings_and_the_instance_dumps_it_first_then_drops_everything
         ],
         {},
     )
-    reports = [r["res"]["msg"] for r in run.ok_results() if r["task"] == "Report the dump"]
+    reports = [m for r in run.ok_results() if r["task"] == "Report the dumps" for m in r["res"]["msg"]]
     assert len(reports) == 1
-    prefix = f"svcctl dump of instance.{pg.instance}: {DUMP_DIR}/{pg.instance}-"
+    prefix = f"svcctl: instance.{pg.instance} dumped to {DUMP_DIR}/{pg.instance}-"
     assert reports[0].startswith(prefix) and reports[0].endswith("Z.pgc"), reports[0]
-    path = reports[0].split(": ", 1)[1]
+    path = reports[0].rsplit(" ", 1)[1]
+    did = run.did()
+    assert did[f"instance.{pg.instance}"][0] == f"dump {pg.database} to {path}"  # dumped before dropped
+    assert did[f"instance.{pg.instance}"][1:] == [f"drop database {pg.database}", f"drop role {pg.database}_owner"]
     stat = pg.lab.ssh(HOST, f"sudo stat -c '%a %U %s' {path} {DUMP_DIR}").stdout.split()
     assert stat[:2] == ["600", "root"] and int(stat[2]) > 0
     assert stat[3:5] == ["700", "root"]

@@ -20,6 +20,7 @@ from typing import Any
 import ansible_runner
 import pytest
 
+from svcctl.apply.execute import steps
 from svcctl.apply.runner import playbooks_dir
 from svcctl.drivers.base import DesiredContext, load_script
 from svcctl.drivers.redis import DRIVER
@@ -112,6 +113,7 @@ class Redis:
         hostvars = {
             "ansible_host": HOST,
             "svcctl_changes": changes,
+            "svcctl_steps": steps(changes),
             "svcctl_secrets": {
                 r.address: {k: v.reveal() for k, v in DRIVER.secrets_for(r, self.password_for).items()}
                 for r in secret_of
