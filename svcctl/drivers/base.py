@@ -48,7 +48,8 @@ class Driver(Protocol):
     engine: str
 
     def snippet(self) -> str:
-        """Python source defining `observe_<engine>() -> dict`, run as root on the host (stdlib only)."""
+        """Python source defining `observe_<engine>() -> dict`, run as root on the host (stdlib only); it may
+        define `units_<engine>() -> list` too, the systemd units it will ask about, so one call asks for all."""
         ...
 
     def parse(self, node: str, raw: Mapping[str, Any], password_for: PasswordFor) -> list[Resource]:

@@ -281,10 +281,11 @@ def test_secrets_for_instances_and_bindings() -> None:
     assert DRIVER.secrets_for(engine, pw) == {}
 
 
-def test_the_snippet_defines_only_observe_redis_and_private_helpers() -> None:
+def test_the_snippet_defines_only_observe_redis_units_redis_and_private_helpers() -> None:
     tree = ast.parse(DRIVER.snippet())
     names = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
     assigned = [t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)]
     assert [n for n in names if n.startswith("observe_")] == ["observe_redis"]
-    assert all(n.startswith("_redis_") for n in names if n != "observe_redis")
+    assert [n for n in names if n.startswith("units_")] == ["units_redis"]
+    assert all(n.startswith("_redis_") for n in names if n not in ("observe_redis", "units_redis"))
     assert all(n.startswith("_REDIS_") for n in assigned)

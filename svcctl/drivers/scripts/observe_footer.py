@@ -1,5 +1,14 @@
 def _main():
     out = {"registry": read_registry(), "engines": {}}
+    # One systemctl call for the units of every engine (each systemctl process costs ~13 ms of the host's CPU)
+    wanted = []
+    for name, fn in sorted(globals().items()):
+        if name.startswith("units_") and callable(fn):
+            try:
+                wanted += fn()
+            except Exception:  # the engine's own observe meets it again and reports it
+                continue
+    unit_states(wanted)
     for name, fn in sorted(globals().items()):
         if name.startswith("observe_") and callable(fn):
             try:

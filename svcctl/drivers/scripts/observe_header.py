@@ -43,14 +43,19 @@ def installed_version(package):
     return installed_packages().get(package)
 
 
+_UNITS = {}
+
+
 def unit_states(units):
-    """{unit: {"active": bool, "enabled": bool}} for systemd units, with one `systemctl show` call.
+    """{unit: {"active": bool, "enabled": bool}} for systemd units; one `systemctl show` for those not yet asked.
 
     The same answers as `systemctl is-active` / `is-enabled`: ActiveState "active", UnitFileState "enabled".
+    The footer asks once for every engine's units (their `units_<engine>()`), so engines find theirs cached.
     """
-    states, current = {}, {}
-    if units:
-        _rc, out, _ = sh(["systemctl", "show", "--property=Id,ActiveState,UnitFileState", "--", *units])
+    missing = [u for u in dict.fromkeys(units) if u not in _UNITS]
+    if missing:
+        states, current = {}, {}
+        _rc, out, _ = sh(["systemctl", "show", "--property=Id,ActiveState,UnitFileState", "--", *missing])
         for line in [*out.splitlines(), ""]:
             if line.strip():
                 key, _, value = line.partition("=")
@@ -61,7 +66,9 @@ def unit_states(units):
                     "enabled": current.get("UnitFileState") == "enabled",
                 }
                 current = {}
-    return {u: states.get(u, {"active": False, "enabled": False}) for u in units}
+        for u in missing:
+            _UNITS[u] = states.get(u, {"active": False, "enabled": False})
+    return {u: _UNITS[u] for u in units}
 
 
 def unit_state(unit):

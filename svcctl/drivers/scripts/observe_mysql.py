@@ -88,6 +88,11 @@ def _mysql_listening(port):
     return sorted(found)
 
 
+def units_mysql():
+    """The unit observe_mysql asks about (the footer asks systemd once for every engine)."""
+    return ["mariadb.service"]
+
+
 def observe_mysql():
     package = installed_version("mariadb-server")
     unit = unit_state("mariadb.service")

@@ -249,12 +249,29 @@ def _pg_clusters():
     return clusters
 
 
+_PG_CLUSTERS = []
+
+
+def _pg_sorted_clusters():
+    """_pg_clusters by version and name, read once per run."""
+    if not _PG_CLUSTERS:
+        _PG_CLUSTERS.append(sorted(_pg_clusters(), key=lambda c: (int(c["version"].split(".")[0]), c["cluster"])))
+    return _PG_CLUSTERS[0]
+
+
+def units_postgres():
+    """The units observe_postgres asks about (the footer asks systemd once for every engine)."""
+    if not _pg_packages():
+        return []
+    return [f"postgresql@{c['version']}-{c['cluster']}.service" for c in _pg_sorted_clusters()]
+
+
 def observe_postgres():
     packages = _pg_packages()
     result = {"packages": packages, "clusters": []}
     if not packages:
         return result
-    clusters = sorted(_pg_clusters(), key=lambda c: (int(c["version"].split(".")[0]), c["cluster"]))
+    clusters = _pg_sorted_clusters()
     units = unit_states([f"postgresql@{c['version']}-{c['cluster']}.service" for c in clusters])
     for c in clusters:
         version, name = c["version"], c["cluster"]

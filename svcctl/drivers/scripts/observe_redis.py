@@ -70,21 +70,19 @@ def _redis_instance(path):
     return {"config": config, "acl": acl, "users": users}
 
 
-def _redis_units(units):
-    """{unit: {"active", "enabled"}} for many units with one systemctl call."""
-    _rc, out, _ = sh(["systemctl", "show", "--property=Id,ActiveState,UnitFileState", "--", *units])
-    states, current = {}, {}
-    for line in [*out.splitlines(), ""]:
-        if line.strip():
-            key, _, value = line.partition("=")
-            current[key] = value.strip()
-        elif current:
-            states[current.get("Id", "")] = {
-                "active": current.get("ActiveState") == "active",
-                "enabled": current.get("UnitFileState") == "enabled",
-            }
-            current = {}
-    return {u: states.get(u, {"active": False, "enabled": False}) for u in units}
+def _redis_confs():
+    """Instance config files and their names (`/etc/redis/redis-<name>.conf`)."""
+    paths = sorted(_redis_glob.glob(_REDIS_CONF_GLOB))
+    return paths, [p[len("/etc/redis/redis-") : -len(".conf")] for p in paths]
+
+
+def _redis_unit_names(names):
+    return ["redis-server.service", *(f"redis-server@{n}.service" for n in names)]
+
+
+def units_redis():
+    """The units observe_redis asks about (the footer asks systemd once for every engine)."""
+    return _redis_unit_names(_redis_confs()[1]) if installed_version("redis-server") is not None else []
 
 
 def _redis_listen():
@@ -107,9 +105,8 @@ def observe_redis():
             "listen": [],
             "instances": {},
         }
-    paths = sorted(_redis_glob.glob(_REDIS_CONF_GLOB))
-    names = [p[len("/etc/redis/redis-") : -len(".conf")] for p in paths]
-    units = _redis_units(["redis-server.service", *(f"redis-server@{n}.service" for n in names)])
+    paths, names = _redis_confs()
+    units = unit_states(_redis_unit_names(names))
     instances = {}
     for name, path in zip(names, paths, strict=True):
         inst = _redis_instance(path)
