@@ -42,6 +42,10 @@ class Resource(BaseModel):
     recorded: Attrs | None = Field(
         default=None, description="Observed only: the attributes svcctl recorded on the host at its last apply."
     )
+    owner: str | None = Field(
+        default=None,
+        description="Observed only, unmanaged only: the other svcctl environment whose registry record names it.",
+    )
 
     @property
     def address(self) -> str:

@@ -35,6 +35,8 @@ def mark_ownership(
             shared = registry.get(res.address)
             record = shared if isinstance(shared, Mapping) else None
         owner = record or ours.get(base_address(res.address))
+        theirs = registry.get(res.address) or registry.get(base_address(res.address))
+        other = theirs.get("environment") if owner is None and isinstance(theirs, Mapping) else None
         attrs = dict(res.attrs)
         if res.kind is Kind.INSTANCE and record is not None and "protect" in record.get("attrs", {}):
             attrs["protect"] = record["attrs"]["protect"]  # registry-only attribute
@@ -44,6 +46,7 @@ def mark_ownership(
                     "attrs": attrs,
                     "managed": owner is not None or res.kind is Kind.ENGINE,
                     "recorded": dict(record["attrs"]) if record else None,
+                    "owner": str(other) if other and res.kind is not Kind.ENGINE else None,
                 }
             )
         )

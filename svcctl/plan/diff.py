@@ -75,7 +75,7 @@ def diff(desired: State, observed: State, *, protected: Collection[str] = (), en
                 changes.append(_create(want))
         elif not have.managed:
             if want is None:
-                unmanaged.append(f"{address} on {have.node}")
+                unmanaged.append(f"{address} on {have.node}" + (f" (environment {have.owner})" if have.owner else ""))
             else:
                 errors.append(_collision(have))
         elif want is None:

@@ -17,7 +17,7 @@ Format = Literal["text", "json", "markdown"]
 SENSITIVE_VALUE = "(sensitive value)"
 DRIFT_TITLE = "Objects changed outside svcctl (drift):"
 ACTIONS_TITLE = "svcctl will perform the following actions:"
-UNMANAGED_TITLE = "Not managed by svcctl (left alone):"
+UNMANAGED_TITLE = "Not managed by this environment (left alone):"
 NO_CHANGES = "No changes. The hosts match the configuration."
 GITHUB_COMMENT_LIMIT = 65536
 

@@ -6,6 +6,7 @@ import pytest
 
 from svcctl.drivers.ownership import mark_ownership, merge_nodes
 from svcctl.errors import SvcctlError
+from svcctl.plan.diff import diff
 from svcctl.state import Kind, Resource, State
 
 
@@ -36,6 +37,17 @@ def test_records_of_another_environment_are_not_ours() -> None:
     registry = {"instance.orders": {"attrs": {"protect": True}, "environment": "other"}}
     [res] = mark_ownership("a", live, registry, "mine")
     assert res.managed is False and res.recorded is None
+    assert res.owner == "other"  # so the plan can say whose it is
+
+
+def test_the_plan_names_the_environment_an_unmanaged_object_belongs_to() -> None:
+    binding = Resource(kind=Kind.BINDING, name="web.orders~r0", node="a", engine="postgres", attrs={"user": "u"})
+    legacy = inst("legacy", "a")
+    registry = {"binding.web.orders": {"attrs": {}, "environment": "staging"}}
+    observed = mark_ownership("a", [binding, legacy], registry, "mine")
+    assert [(r.managed, r.owner) for r in observed] == [(False, "staging"), (False, None)]
+    plan = diff(State(), State.of(observed), environment="mine")
+    assert plan.unmanaged == ["binding.web.orders~r0 on a (environment staging)", "instance.legacy on a"]
 
 
 def test_a_recorded_object_that_is_gone_comes_back_as_missing() -> None:

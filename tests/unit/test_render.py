@@ -111,7 +111,7 @@ def test_text_sections_come_in_order() -> None:
     titles = [
         "Objects changed outside svcctl (drift):",
         "svcctl will perform the following actions:",
-        "Not managed by svcctl (left alone):",
+        "Not managed by this environment (left alone):",
         "Warning: ",
         "Plan: 4 to add, 4 to change, 2 to destroy.",
     ]
