@@ -80,6 +80,10 @@ def schema() -> None:
 
 
 PathArg = Annotated[Path, typer.Argument(help="Environment file or directory of *.yaml/*.yml files.")]
+AcceptNewHostKeys = Annotated[
+    bool,
+    typer.Option("--accept-new-host-keys", help="Trust and record host keys never seen before (never changed ones)."),
+]
 
 
 class OutputFormat(StrEnum):
@@ -112,12 +116,7 @@ def plan(
         bool, typer.Option("--detailed-exitcode", help="Exit 0: no changes, 1: error, 2: changes (drift).")
     ] = False,
     parallel: Annotated[int, typer.Option("--parallel", min=1, max=64, help="Nodes observed at once.")] = 8,
-    accept_new_host_keys: Annotated[
-        bool,
-        typer.Option(
-            "--accept-new-host-keys", help="Trust and record host keys never seen before (never changed ones)."
-        ),
-    ] = False,
+    accept_new_host_keys: AcceptNewHostKeys = False,
     color: Annotated[bool, typer.Option("--color/--no-color", help="Colour the text plan.")] = sys.stdout.isatty(),
 ) -> None:
     """Observe the nodes over SSH, diff them against the YAML and print what apply would do. Changes nothing."""
@@ -158,12 +157,7 @@ def apply(
         bool, typer.Option("--break-lock", help="Remove a stale apply lock left by an apply that died.")
     ] = False,
     parallel: Annotated[int, typer.Option("--parallel", min=1, max=64, help="Nodes worked on at once.")] = 8,
-    accept_new_host_keys: Annotated[
-        bool,
-        typer.Option(
-            "--accept-new-host-keys", help="Trust and record host keys never seen before (never changed ones)."
-        ),
-    ] = False,
+    accept_new_host_keys: AcceptNewHostKeys = False,
     color: Annotated[bool, typer.Option("--color/--no-color", help="Colour the plan.")] = sys.stdout.isatty(),
 ) -> None:
     """Plan, ask for confirmation, then make the nodes match the YAML; verifies nothing is left to do."""
