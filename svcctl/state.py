@@ -42,6 +42,11 @@ class Resource(BaseModel):
     recorded: Attrs | None = Field(
         default=None, description="Observed only: the attributes svcctl recorded on the host at its last apply."
     )
+    claims: dict[str, list[str]] | None = Field(
+        default=None,
+        description="Observed only, shared engines: the client networks each other environment that still has "
+        "objects on the node declared for it (from the registry), by environment.",
+    )
     owner: str | None = Field(
         default=None,
         description="Observed only, unmanaged only: the other svcctl environment whose registry record names it.",

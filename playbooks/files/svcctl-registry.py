@@ -2,7 +2,8 @@
 """Record or forget what svcctl manages on this host: /var/lib/svcctl/registry.json (root, 0600).
 
     svcctl-registry.py record ADDRESS   (JSON record on stdin: {"attrs": {...}, "environment": ...})
-    svcctl-registry.py record-many      (JSON on stdin: {"environment": ..., "changes": [{"address", "attrs"}...]})
+    svcctl-registry.py record-many      (JSON on stdin: {"environment": ..., "changes": [{"address", "attrs"}...]};
+                                         an engine change may carry "claim": the environment's client networks)
     svcctl-registry.py forget ADDRESS
 
 Writes are atomic (temp file, fsync, rename), so a crash never leaves a half-written registry, and each
@@ -40,9 +41,15 @@ def save(doc):
     os.replace(tmp, PATH)
 
 
-def record(doc, address, record):
+def record(doc, address, record, claim=None):
+    """Record an object's applied attrs; a shared engine also keeps each environment's client networks
+    ("claims"), so every environment's apply keeps the others' networks open."""
     old = doc["objects"].get(address, {})
-    if old.get("attrs") != record.get("attrs") or old.get("environment") != record.get("environment"):
+    if claim is not None or "claims" in old:
+        record["claims"] = dict(old.get("claims", {}))
+        if claim is not None:
+            record["claims"][record["environment"]] = claim
+    if any(old.get(k) != record.get(k) for k in ("attrs", "environment", "claims")):
         record["applied_at"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         doc["objects"][address] = record
 
@@ -59,7 +66,12 @@ def main():
         elif verb == "record-many":  # one write for every object of an apply run, before any is created
             batch = json.load(sys.stdin)
             for change in batch["changes"]:
-                record(doc, change["address"], {"attrs": change["attrs"], "environment": batch["environment"]})
+                record(
+                    doc,
+                    change["address"],
+                    {"attrs": change["attrs"], "environment": batch["environment"]},
+                    change.get("claim"),
+                )
         elif verb == "forget":
             doc["objects"].pop(address, None)
         else:

@@ -66,7 +66,7 @@ def _change_vars(change: Change, planned: Planned) -> list[dict[str, Any]]:
     have_attrs = None if have is None or have.attrs.get("missing") else dict(have.attrs)
 
     def one(action: str, res: Resource, old: dict[str, Any] | None) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "action": action,
             "address": res.address,
             "kind": res.kind.value,
@@ -76,6 +76,9 @@ def _change_vars(change: Change, planned: Planned) -> list[dict[str, Any]]:
             "attrs": {k: v for k, v in res.attrs.items() if k not in ("size_mb", "missing")},
             "old": old,
         }
+        if res.kind is Kind.ENGINE and "claimed_networks" in res.attrs:
+            out["claim"] = res.attrs["claimed_networks"]  # the registry keeps each environment's claim
+        return out
 
     if change.action is Action.REPLACE and want is not None and have is not None:
         return [one("delete", have, have_attrs), one("create", want, None)]

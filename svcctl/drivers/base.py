@@ -139,13 +139,22 @@ def desired_engines(
     versions: dict[str, list[str]] = {}
     for name, node in instances:
         versions.setdefault(node, []).append(ctx.env.version_of(name))
-    return [
-        Resource(
-            kind=Kind.ENGINE,
-            name=f"{node}.{engine}",
-            node=node,
-            engine=engine,
-            attrs={"installed": True, "version": max(wanted, key=version_key), **extra(node)},
-        )
-        for node, wanted in sorted(versions.items())
-    ]
+    out = []
+    for node, wanted in sorted(versions.items()):
+        attrs = {"installed": True, "version": max(wanted, key=version_key), **extra(node)}
+        if "client_networks" in attrs:
+            own = list(attrs["client_networks"])
+            attrs["client_networks"] = shared_networks(own, ctx.observed.get(f"engine.{node}.{engine}"))
+            attrs["claimed_networks"] = own  # registry-only: this environment's claim, kept in the engine's record
+        out.append(Resource(kind=Kind.ENGINE, name=f"{node}.{engine}", node=node, engine=engine, attrs=attrs))
+    return out
+
+
+def shared_networks(own: list[str], observed: Resource | None) -> list[str]:
+    """An engine's client networks: this environment's, then those other environments on the node claimed.
+
+    Engines are shared by the environments on a node; each environment's apply keeps the others' networks
+    open, so one environment never cuts another's apps off. A network goes when no environment claims it.
+    """
+    claimed = {n for networks in ((observed.claims or {}) if observed else {}).values() for n in networks}
+    return [*own, *sorted(claimed - set(own))]

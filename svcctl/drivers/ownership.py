@@ -24,6 +24,10 @@ def mark_ownership(
     infrastructure: always managed, never deleted (the plan drops engines nobody wants).
     """
     ours = {a: r for a, r in registry.items() if isinstance(r, Mapping) and r.get("environment") == environment}
+    # Environments that still have objects here: their claims on shared engines stand, a gone one's lapse.
+    present = {
+        r.get("environment") for a, r in registry.items() if isinstance(r, Mapping) and not a.startswith("engine.")
+    }
     out: list[Resource] = []
     seen: set[str] = set()
     for res in live:
@@ -38,6 +42,8 @@ def mark_ownership(
         theirs = registry.get(res.address) or registry.get(base_address(res.address))
         other = theirs.get("environment") if owner is None and isinstance(theirs, Mapping) else None
         attrs = dict(res.attrs)
+        if res.kind is Kind.ENGINE and "client_networks" in attrs:
+            attrs["claimed_networks"] = _own_claim(record, environment)  # registry-only attribute
         if res.kind is Kind.INSTANCE and record is not None and "protect" in record.get("attrs", {}):
             attrs["protect"] = record["attrs"]["protect"]  # registry-only attribute
         out.append(
@@ -47,6 +53,7 @@ def mark_ownership(
                     "managed": owner is not None or res.kind is Kind.ENGINE,
                     "recorded": dict(record["attrs"]) if record else None,
                     "owner": str(other) if other and res.kind is not Kind.ENGINE else None,
+                    "claims": _claims(record, environment, present) if res.kind is Kind.ENGINE else None,
                 }
             )
         )
@@ -62,6 +69,25 @@ def mark_ownership(
         engine = str(attrs.get("engine") or name.rsplit(".", 1)[-1])
         out.append(Resource(kind=kind, name=name, node=node, engine=engine, attrs={"missing": True}, recorded=attrs))
     return out
+
+
+def _own_claim(record: Mapping[str, Any] | None, environment: str) -> list[str]:
+    """This environment's client networks as the engine's record keeps them ([] if it never claimed any)."""
+    claims = (record or {}).get("claims")
+    mine = claims.get(environment) if isinstance(claims, Mapping) else None
+    return [str(n) for n in mine] if isinstance(mine, list) else []
+
+
+def _claims(record: Mapping[str, Any] | None, environment: str, present: set[Any]) -> dict[str, list[str]]:
+    """Other environments' client networks for a shared engine, as its registry record keeps them."""
+    claims = (record or {}).get("claims")
+    if not isinstance(claims, Mapping):
+        return {}
+    return {
+        str(env): [str(n) for n in networks]
+        for env, networks in sorted(claims.items())
+        if env != environment and env in present and isinstance(networks, list)
+    }
 
 
 def merge_nodes(resources: Iterable[Resource]) -> list[Resource]:

@@ -66,6 +66,10 @@ class Env:
         """(Re)write svcctl.yaml: the shared nodes/catalogue plus `body` (instances, apps, bindings)."""
         (self.path / "svcctl.yaml").write_text(NODES.format(lab2_extra=lab2_extra) + body)
 
+    def write_raw(self, text: str) -> None:
+        """(Re)write svcctl.yaml verbatim, for tests that declare their own nodes."""
+        (self.path / "svcctl.yaml").write_text(text)
+
     def run(
         self,
         *args: str,

@@ -47,7 +47,8 @@ def test_parse_gives_exactly_the_expected_resources(path: Path) -> None:
         asked.append(purpose)
         return derive_password(key, purpose)
 
-    got = [r.model_dump(mode="json", exclude={"owner"}) for r in DRIVER.parse(case["node"], case["raw"], password_for)]
+    parsed = DRIVER.parse(case["node"], case["raw"], password_for)
+    got = [r.model_dump(mode="json", exclude={"owner", "claims"}) for r in parsed]
     assert got == case["expected"]
     assert sorted(asked) == sorted(case["purposes_asked"])
 
@@ -102,7 +103,7 @@ def test_desired_places_engine_instances_and_bindings() -> None:
     ctx = DesiredContext(
         env=_env(), placement={"shop-db": "db-1", "scratch": "db-1", "orders": "db-2"}, observed=State()
     )
-    got = [r.model_dump(mode="json", exclude={"owner"}) for r in DRIVER.desired(ctx)]
+    got = [r.model_dump(mode="json", exclude={"owner", "claims"}) for r in DRIVER.desired(ctx)]
     base = {"node": "db-1", "engine": "mysql", "managed": True, "recorded": None}
     assert got == [
         {**base, "kind": "instance", "name": "scratch", "attrs": {
@@ -117,7 +118,8 @@ def test_desired_places_engine_instances_and_bindings() -> None:
             "engine": "mysql", "role": "readonly", "rotation": 0, "user": "sv_bi_shop_db_r0",
             "credentials": "current", "connections": 20, "hosts": ["127.0.0.1", "localhost"]}},
         {**base, "kind": "engine", "name": "db-1.mysql", "attrs": {
-            "installed": True, "version": "10.11", "running": True, "enabled": True, "client_networks": []}},
+            "installed": True, "version": "10.11", "running": True, "enabled": True, "client_networks": [],
+            "claimed_networks": []}},
     ]  # fmt: skip
 
 
@@ -156,7 +158,7 @@ def test_desired_for_the_lab_example() -> None:
                                    "user": "sv_web_catalog_db_r0", "credentials": "current", "connections": 20,
                                    "hosts": ["10.211.37.0/255.255.255.0", "127.0.0.1", "localhost"]},
         "engine.lab-2.mysql": {"installed": True, "version": "10.11", "running": True, "enabled": True,
-                               "client_networks": ["10.211.37.0/24"]},
+                               "client_networks": ["10.211.37.0/24"], "claimed_networks": ["10.211.37.0/24"]},
     }  # fmt: skip
 
 
