@@ -11,11 +11,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from svcctl.apply.lock import locked
 from svcctl.apply.manifests import BoundService, git_tracked_warning, update_manifest
-from svcctl.apply.runner import RunResult, run_apply
 from svcctl.drivers import drivers, sessions
 from svcctl.drivers.base import PasswordFor
 from svcctl.errors import SvcctlError
@@ -29,6 +28,9 @@ from svcctl.plan.types import Action, Change
 from svcctl.secrets import load_key
 from svcctl.ssh import Sessions, SshTarget, resolve
 from svcctl.state import Kind, Resource, State
+
+if TYPE_CHECKING:
+    from svcctl.apply.runner import RunResult
 
 Say = Callable[[str], None]
 Confirm = Callable[[str], bool]
@@ -273,6 +275,8 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
                 say("Apply cancelled; nothing was changed.")
                 return 1
         vars_ = hostvars(planned, password_for)
+        from svcctl.apply.runner import run_apply  # ansible_runner costs ~0.1 s to import: not when converged
+
         result = run_apply(
             {n: resolved[n] for n in vars_}, vars_, {"svcctl_environment": name}, progress, forks=opts.parallel
         )
