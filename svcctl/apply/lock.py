@@ -25,41 +25,27 @@ from svcctl.ssh import Sessions, SshSession, SshTarget, run_on_nodes
 LOCK_PATH = "/var/lib/svcctl/apply.lock"
 DEFAULT_TTL = 3600
 
-_SCRIPT = r"""
-import json, os, sys, time
-path, verb, token = sys.argv[1], sys.argv[2], sys.argv[3]
-os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-def current():
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-    except ValueError:
-        return {}
-if verb == "acquire":
-    record, force = json.loads(sys.argv[4]), sys.argv[5] == "1"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            held = current()
-            if force or (held or {}).get("token") == token:
-                os.unlink(path)
-                force = False
-                continue
-            print(json.dumps({"ok": False, "held": held, "now": time.time()}))
-            sys.exit(0)
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
-        print(json.dumps({"ok": True}))
-        sys.exit(0)
-    print(json.dumps({"ok": False, "held": current(), "now": time.time()}))
-elif verb == "release":
-    held = current()
-    if held is not None and held.get("token") == token:
-        os.unlink(path)
-    print(json.dumps({"ok": True}))
+# POSIX sh, not python3: the lock is taken and released on every apply, converged ones included, and a
+# shell costs the node a few milliseconds where python3 costs ~50 (measured: 0.10 s per round trip).
+# `set -C` (noclobber) creates the file with O_EXCL: of two applies, exactly one creates it.
+_ACQUIRE = r"""
+path=$1 token=$2 record=$3 force=$4
+umask 077
+mkdir -p "${path%/*}" || exit 1
+set -C
+for attempt in 1 2; do
+  if printf '%s' "$record" 2>/dev/null > "$path"; then echo ok; exit 0; fi
+  case $(cat "$path" 2>/dev/null) in *"\"token\": \"$token\""*) force=1;; esac
+  [ "$force" = 1 ] || break
+  rm -f "$path"; force=0
+done
+echo held; date +%s; cat "$path" 2>/dev/null
+exit 0
+"""
+_RELEASE = r"""
+path=$1 token=$2
+case $(cat "$path" 2>/dev/null) in *"\"token\": \"$token\""*) rm -f "$path";; esac
+echo ok
 """
 
 
@@ -125,12 +111,20 @@ def describe_held(node: str, held: dict[str, object] | None, now: float) -> str:
     )
 
 
-def _run(session: SshSession, *args: str) -> dict[str, object]:
-    res = session.run(["python3", "-", LOCK_PATH, *args], sudo=True, stdin=_SCRIPT.encode(), timeout=30)
-    if res.rc != 0:
+def _run(session: SshSession, script: str, *args: str) -> dict[str, object]:
+    """Run a lock script as root on the node: {"ok": True} or {"ok": False, "held": record, "now": epoch}."""
+    res = session.run(["sh", "-c", script, "svcctl-lock", LOCK_PATH, *args], sudo=True, timeout=30)
+    lines = res.stdout.split("\n", 2)
+    if res.rc != 0 or lines[0] not in ("ok", "held"):
         raise SvcctlError(f"{session.name}: could not manage the apply lock: {res.stderr.strip()[-300:]}")
-    doc: dict[str, object] = json.loads(res.stdout)
-    return doc
+    if lines[0] == "ok":
+        return {"ok": True}
+    try:
+        held = json.loads(lines[2]) if len(lines) > 2 and lines[2].strip() else None
+    except ValueError:
+        held = {}  # unreadable: shown as an unknown holder
+    now = float(lines[1]) if len(lines) > 1 and lines[1].strip().isdigit() else time.time()
+    return {"ok": False, "held": held if isinstance(held, dict) or held is None else {}, "now": now}
 
 
 @contextmanager
@@ -151,7 +145,7 @@ def locked(
     record = json.dumps({"token": me.token, "who": me.who, "pid": me.pid, "since": now, "expires": now + ttl})
 
     def acquire(session: SshSession) -> dict[str, object]:
-        return _run(session, "acquire", me.token, record, "1" if break_lock else "0")
+        return _run(session, _ACQUIRE, me.token, record, "1" if break_lock else "0")
 
     results = run_on_nodes(targets, acquire, sessions=sessions)
     taken = [n for n, r in results.items() if isinstance(r, dict) and r.get("ok")]
@@ -182,7 +176,7 @@ def _release(targets: Sequence[SshTarget], me: Holder, sessions: Sessions | None
         return
 
     def release(session: SshSession) -> dict[str, object]:
-        return _run(session, "release", me.token)
+        return _run(session, _RELEASE, me.token)
 
     results = run_on_nodes(targets, release, sessions=sessions)
     failed = [t for t in targets if isinstance(results.get(t.name), SvcctlError)]
