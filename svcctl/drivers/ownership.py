@@ -30,6 +30,9 @@ def mark_ownership(
     }
     out: list[Resource] = []
     seen: set[str] = set()
+    live = list(live)
+    # A recorded object the observer did not see is missing, unless its engine is down: then it is hidden.
+    stopped = {r.engine: r.address for r in live if r.kind is Kind.ENGINE and r.attrs.get("running") is False}
     for res in live:
         seen.add(res.address)
         record = ours.get(res.address)
@@ -67,7 +70,10 @@ def mark_ownership(
             continue
         attrs = dict(record.get("attrs", {}))
         engine = str(attrs.get("engine") or name.rsplit(".", 1)[-1])
-        out.append(Resource(kind=kind, name=name, node=node, engine=engine, attrs={"missing": True}, recorded=attrs))
+        seen_as: dict[str, Any] = {"missing": True}
+        if kind is not Kind.ENGINE and engine in stopped:
+            seen_as["hidden_by"] = stopped[engine]
+        out.append(Resource(kind=kind, name=name, node=node, engine=engine, attrs=seen_as, recorded=attrs))
     return out
 
 

@@ -33,7 +33,7 @@ RESTARTING: dict[Kind, set[str]] = {
 SENSITIVE = {"password", "credentials"}
 """Attribute names whose values never leave the diff; names ending in `_password` are sensitive too."""
 
-OBSERVED_ONLY = {"size_mb", "missing"}
+OBSERVED_ONLY = {"size_mb", "missing", "hidden_by"}
 """Attributes drivers report for information; never diffed."""
 
 KIND_ORDER: tuple[Kind, ...] = (Kind.ENGINE, Kind.INSTANCE, Kind.BINDING, Kind.SESSION)
@@ -78,6 +78,12 @@ def diff(desired: State, observed: State, *, protected: Collection[str] = (), en
                 unmanaged.append(f"{address} on {have.node}" + (f" (environment {have.owner})" if have.owner else ""))
             else:
                 errors.append(_collision(have))
+        elif want is None and have.attrs.get("hidden_by"):
+            errors.append(
+                f"{address} is no longer declared, but svcctl cannot tell whether it still exists on {have.node}: "
+                f"{have.attrs['hidden_by']} is not running. Start it and plan again (or declare {address} again); "
+                "svcctl never forgets an object it cannot see"
+            )
         elif want is None:
             if have.kind is Kind.INSTANCE and _is_protected(have, protected) and not _is_missing(have):
                 errors.append(
@@ -86,6 +92,10 @@ def diff(desired: State, observed: State, *, protected: Collection[str] = (), en
                 )
             else:
                 changes.append(_delete(have))
+        elif _is_missing(have) and have.attrs.get("hidden_by"):
+            hidden_by = have.attrs["hidden_by"]
+            reason = f"not visible while {hidden_by} is not running; apply starts it, then creates this only if missing"
+            changes.append(_create(want, cause=Cause.DRIFT, reason=reason))
         elif _is_missing(have):
             changes.append(_create(want, cause=Cause.DRIFT, reason=DELETED_OUTSIDE))
         else:

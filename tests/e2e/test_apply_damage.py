@@ -141,8 +141,14 @@ def test_a_stopped_engine_is_started(lab: Lab, env: Env) -> None:
     try:
         lab.ssh("lab-1", "sudo systemctl stop postgresql@15-main")
         # Every change is drift (drift_of checks). With the cluster down its databases and roles cannot be
-        # read, so they are planned as recreated too; the engine change is the one that matters.
+        # read: they are planned as created if missing once it runs, saying why; the engine change starts it.
         changes = drift_of(env)
+        hidden = changes[f"instance.{env.pg()}"]
+        assert (hidden["action"], hidden["reason"]) == (
+            "create",
+            "not visible while engine.lab-1.postgres is not running; apply starts it, then creates this only if "
+            "missing",
+        )
         address = "engine.lab-1.postgres"
         assert address in changes
         change = changes[address]

@@ -62,3 +62,29 @@ def test_an_old_rotation_user_belongs_to_its_recorded_binding() -> None:
     out = {r.address: r for r in mark_ownership("a", live, registry, "mine")}
     assert out["binding.web.db~r0"].managed is True
     assert out["binding.web.db"].attrs == {"missing": True}
+
+
+def test_records_hidden_by_a_stopped_engine_are_never_forgotten_and_are_recreated_only_if_missing() -> None:
+    engine = Resource(kind=Kind.ENGINE, name="a.postgres", node="a", engine="postgres", attrs={"running": False})
+    registry = {
+        "instance.kept": {"attrs": {"engine": "postgres"}, "environment": "mine"},
+        "instance.dropped": {"attrs": {"engine": "postgres"}, "environment": "mine"},
+        "instance.cache": {"attrs": {"engine": "redis"}, "environment": "mine"},
+    }
+    observed = State.of(mark_ownership("a", [engine], registry, "mine"))
+    assert observed.resources["instance.kept"].attrs == {"missing": True, "hidden_by": "engine.a.postgres"}
+    assert observed.resources["instance.cache"].attrs == {"missing": True}  # redis's engine is not the one down
+    want = Resource(kind=Kind.INSTANCE, name="kept", node="a", engine="postgres", attrs={"engine": "postgres"})
+    cache = Resource(kind=Kind.INSTANCE, name="cache", node="a", engine="redis", attrs={"engine": "redis"})
+    plan = diff(State.of([want, cache, engine]), observed, environment="mine")
+    reasons = {c.address: c.reason for c in plan.changes}
+    assert reasons["instance.kept"] == (
+        "not visible while engine.a.postgres is not running; apply starts it, then creates this only if missing"
+    )
+    assert reasons["instance.cache"] == "deleted outside svcctl"
+    assert "instance.dropped" not in reasons  # not forgotten: an error says why
+    assert plan.errors == [
+        "instance.dropped is no longer declared, but svcctl cannot tell whether it still exists on a: "
+        "engine.a.postgres is not running. Start it and plan again (or declare instance.dropped again); "
+        "svcctl never forgets an object it cannot see"
+    ]
