@@ -7,14 +7,25 @@ in the YAML-facing fields.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from svcctl.model.names import NAME_MAX, NAME_MIN, NAME_PATTERN
+from svcctl.model.types import (
+    AppName,
+    Cidr,
+    Host,
+    JumpHost,
+    Labels,
+    LocalPath,
+    Reference,
+    Text,
+    User,
+    Version,
+)
 
 Engine = Literal["postgres", "mysql", "redis"]
 SQL_ENGINES: frozenset[str] = frozenset({"postgres", "mysql"})
@@ -51,66 +62,6 @@ def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
-def _cidr(value: str) -> str:
-    try:
-        ipaddress.ip_network(value, strict=True)
-    except ValueError:
-        try:
-            network = ipaddress.ip_network(value, strict=False)
-        except ValueError:
-            raise ValueError(
-                f'"{value}" is not an IP network in CIDR form; write one such as 10.0.0.0/24 or fd00::/64'
-            ) from None
-        raise ValueError(f'"{value}" has host bits set; write the network address: {network}') from None
-    return value
-
-
-def _version(value: str) -> str:
-    if not all(part.isascii() and part.isdigit() for part in value.split(".")):
-        raise ValueError(f'version "{value}" must be dot-separated numbers such as "15" or "10.11"')
-    return value
-
-
-def _jump_host(value: str) -> str:
-    """Check a ProxyJump value: comma-separated hops, each `[user@]host[:port]` (`ssh://` and `[v6]` allowed)."""
-    for hop in value.split(","):
-        problem = _hop_problem(hop.strip().removeprefix("ssh://"))
-        if problem:
-            raise ValueError(f'jump host "{value}" is not [user@]host[:port] (like ssh -J): {problem}')
-    return value
-
-
-def _hop_problem(hop: str) -> str | None:
-    if not hop:
-        return "a hop is empty"
-    if any(char.isspace() for char in hop):
-        return "it contains a space"
-    user, at, rest = hop.rpartition("@")
-    if at and not user:
-        return "the user before @ is empty"
-    port: str | None
-    if rest.startswith("["):
-        host, bracket, after = rest[1:].partition("]")
-        if not bracket or (after and not after.startswith(":")):
-            return "an IPv6 address needs [brackets] closed before :port"
-        port = after[1:] if after else None
-    elif rest.count(":") == 1:
-        host, port = rest.split(":")
-    else:
-        host, port = rest, None
-    if not host:
-        return "the host is empty"
-    if port == "":
-        return "the port after : is empty"
-    if port is not None and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-        return f'port "{port}" is not a number from 1 to 65535'
-    return None
-
-
-Cidr = Annotated[str, AfterValidator(_cidr)]
-Version = Annotated[str, AfterValidator(_version)]
-
-
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -135,23 +86,23 @@ class Capacity(_Model):
 class Node(_Model):
     """An SSH host that runs database engines."""
 
-    host: str = Field(min_length=1, description="Address or ~/.ssh/config alias (resolved through ssh_config if set).")
-    user: str | None = Field(None, description="SSH user (sudo-capable). Default: from ssh_config.")
+    host: Host = Field(min_length=1, description="Address or ~/.ssh/config alias (resolved through ssh_config if set).")
+    user: User | None = Field(None, description="SSH user (sudo-capable). Default: from ssh_config.")
     port: int = Field(22, ge=1, le=65535, description="SSH port. Default 22.")
-    identity_file: str | None = Field(None, description="Private key file, relative to this YAML file; ~ is expanded.")
-    jump_host: Annotated[str, AfterValidator(_jump_host)] | None = Field(
+    identity_file: LocalPath | None = Field(
+        None, description="Private key file, relative to this YAML file; ~ is expanded."
+    )
+    jump_host: JumpHost | None = Field(
         None, description="Bastion to go through, like ssh -J / ProxyJump: [user@]host[:port]."
     )
-    ssh_config: str | None = Field(
+    ssh_config: LocalPath | None = Field(
         None,
         description="OpenSSH client config file to read, like ssh -F; relative to this YAML file.",
     )
-    known_hosts: str | None = Field(
+    known_hosts: LocalPath | None = Field(
         None, description="known_hosts file pinning the host key, relative to this YAML file."
     )
-    labels: dict[str, str] = Field(
-        default_factory=dict, description="Free-form labels matched by instances' placement.labels."
-    )
+    labels: Labels = Field(default_factory=dict, description="Free-form labels matched by instances' placement.labels.")
     engines: list[Engine] = Field(
         default_factory=list, description="Engines this node may run: postgres, mysql, redis."
     )
@@ -179,30 +130,28 @@ class Service(_Model):
 class ServicePlan(_Model):
     """A size of a service: quotas the instance gets and placement reserves."""
 
-    service: str = Field(description="Name of the service (catalogue entry) this plan sizes.")
+    service: Reference = Field(description="Name of the service (catalogue entry) this plan sizes.")
     connections: int | None = Field(None, ge=1, description="Maximum client connections (all engines).")
     storage_mb: int | None = Field(None, ge=1, description="Disk quota in MiB; postgres and mysql plans only.")
     memory_mb: int | None = Field(None, ge=1, description="maxmemory in MiB; redis plans only, required.")
     eviction: Eviction = Field(
         "noeviction", description="Redis maxmemory-policy; redis plans only. Default noeviction."
     )
-    description: str | None = Field(None, description="Free text shown to people choosing a plan.")
+    description: Text | None = Field(None, description="Free text shown to people choosing a plan.")
 
 
 class Placement(_Model):
     """Constraints on where a new instance may go."""
 
-    labels: dict[str, str] = Field(
-        default_factory=dict, description="Labels the node must have (all of them, same values)."
-    )
+    labels: Labels = Field(default_factory=dict, description="Labels the node must have (all of them, same values).")
 
 
 class Instance(_Model):
     """A database (or Redis server) the environment wants to exist."""
 
-    plan: str = Field(description="Name of the plan; the service and engine follow from it.")
-    version: str | None = Field(None, description="One of the service's versions. Default: the highest offered.")
-    node: str | None = Field(None, description="Pin to this node. Not together with placement.")
+    plan: Reference = Field(description="Name of the plan; the service and engine follow from it.")
+    version: Version | None = Field(None, description="One of the service's versions. Default: the highest offered.")
+    node: Reference | None = Field(None, description="Pin to this node. Not together with placement.")
     placement: Placement | None = Field(
         None, description="Let svcctl choose a node with these labels. Not together with node."
     )
@@ -220,18 +169,18 @@ class Instance(_Model):
 class App(_Model):
     """An application whose manifest receives the credentials of its bindings."""
 
-    manifest: str = Field(description="Path of the app's manifest, relative to this YAML file.")
+    manifest: LocalPath = Field(description="Path of the app's manifest, relative to this YAML file.")
     format: Literal["cf", "dotenv", "json"] = Field(
         "cf", description="Manifest format: cf (Cloud Foundry manifest), dotenv or json. Default cf."
     )
-    name: str | None = Field(None, description="Application name inside a cf manifest. Default: this app's key.")
+    name: AppName | None = Field(None, description="Application name inside a cf manifest. Default: this app's key.")
 
 
 class Binding(_Model):
     """Credentials for one app on one instance: a user of its own with least privilege."""
 
-    app: str = Field(description="Name of the app.")
-    instance: str = Field(description="Name of the instance.")
+    app: Reference = Field(description="Name of the app.")
+    instance: Reference = Field(description="Name of the instance.")
     role: Literal["readwrite", "readonly"] = Field(
         "readwrite", description="readwrite or readonly (Redis: read commands only). Default readwrite."
     )
