@@ -27,6 +27,7 @@ from ruamel.yaml.reader import ReaderError
 from svcctl.errors import InvalidEnvironment, Problem, SvcctlError
 from svcctl.model.checks import check_environment
 from svcctl.model.names import NAME_RULE
+from svcctl.model.paths import ManifestPathError, manifest_path
 from svcctl.model.spec import App, Binding, Environment, Instance, Location, Service, ServicePlan
 from svcctl.model.spec import Node as NodeSpec
 
@@ -39,7 +40,7 @@ ENTRY_SECTIONS: dict[str, type[BaseModel]] = {
 }
 SECTIONS = (*ENTRY_SECTIONS, "bindings")
 KIND = {"nodes": "node", "services": "service", "plans": "plan", "instances": "instance", "apps": "app"}
-PATH_FIELDS = {"nodes": ("identity_file", "ssh_config", "known_hosts"), "apps": ("manifest",)}
+PATH_FIELDS = {"nodes": ("identity_file", "ssh_config", "known_hosts")}  # apps.manifest: _resolve_manifest
 
 _CORE_TAGS = frozenset(
     f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
@@ -246,6 +247,8 @@ class _Loader:
             self.pos[path] = where
             value = self._plain(entries[name], path, shown)
             if isinstance(value, dict):
+                if section == "apps":
+                    self._resolve_manifest(value, path, where, base)
                 for field in PATH_FIELDS.get(section, ()):
                     if isinstance(value.get(field), str) and value[field]:
                         resolved = _resolve(value[field], base)
@@ -260,6 +263,22 @@ class _Loader:
                         else:
                             value[field] = resolved
             self.data[section][name] = value
+
+    def _resolve_manifest(self, app: dict[str, Any], path: Path_, where: _Pos, base: Path) -> None:
+        """Resolve an app's manifest by the rule of svcctl.model.paths (apply uses it too), or report why not.
+
+        An environment's files all sit in its directory (yaml_files does not recurse), so `base` is both
+        the declaring file's directory and the environment's.
+        """
+        declared = app.get("manifest")
+        if not isinstance(declared, str):
+            return  # the schema reports a missing or non-string manifest
+        try:
+            app["manifest"] = str(manifest_path(base, base, declared))
+        except ManifestPathError as exc:
+            if exc.kind != "character":  # App.manifest's type (LocalPath) reports those, at the same place
+                at = self.pos.get((*path, "manifest"), where)
+                self.problem(at.at_value(), f"{path[0]}.{path[1]}.manifest: {exc}")
 
     def _add_bindings(self, items: CommentedSeq, shown: str) -> None:
         for index in range(len(items)):

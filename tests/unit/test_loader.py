@@ -82,7 +82,7 @@ instances:
   old-db: {plan: pg-small, version: "9.6"}
   sessions: {plan: cache-64}
 apps:
-  web: {manifest: ../apps/web.yml}
+  web: {manifest: apps/web.yml}
 bindings:
   - {app: web, instance: orders-db}
   - app: web
@@ -99,7 +99,7 @@ def test_paths_resolve_relative_to_the_declaring_file(tmp_path: Path, monkeypatc
     assert node.identity_file == str(tmp_path / "env" / "keys" / "id_ed25519")
     assert node.ssh_config == str(tmp_path / "home" / "ssh" / "config")
     assert node.known_hosts == "/etc/ssh/known"
-    assert env.apps["web"].manifest == str(tmp_path / "apps" / "web.yml")
+    assert env.apps["web"].manifest == str(tmp_path / "env" / "apps" / "web.yml")
 
 
 def test_lookups_follow_plan_and_service(tmp_path: Path) -> None:
