@@ -15,6 +15,7 @@ import hmac
 import os
 import re
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 from svcctl.errors import SvcctlError
@@ -28,6 +29,16 @@ MASK = "***"
 
 _ENV_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HEX_RE = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
+
+
+def scrubbed_environ(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of `base` (default: this process's environment) without the key's variables, for children.
+
+    Tunnel clients, ansible-playbook and its ssh processes never need the environment's key; a child that
+    cannot read it cannot leak it.
+    """
+    source = os.environ if base is None else base
+    return {k: v for k, v in source.items() if k not in (KEY_ENV, KEY_FILE_ENV)}
 
 
 class Secret:
