@@ -1,7 +1,9 @@
 """Run playbooks/apply.yml with ansible-runner: one run over every affected node, progress from events.
 
-Variables (including secrets) go into a private data directory of mode 0700 that is removed afterwards;
-host keys are checked strictly against the same known_hosts files as svcctl's own SSH layer.
+Variables (including secrets) go into a private data directory of mode 0700 that is removed afterwards,
+as data Ansible never templates (`svcctl.apply.ansible_data`); ansible-playbook and its ssh processes run
+without the environment's key in their environment and never forward the agent. Host keys are checked
+strictly against the same known_hosts files as svcctl's own SSH layer.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ansible_runner
+from ansible_runner.interface import init_runner
 
+from svcctl.apply.ansible_data import write_unsafe
+from svcctl.secrets import scrubbed_environ
 from svcctl.ssh import ResolvedTarget
 
 EventSink = Callable[[str], None]
@@ -62,7 +66,7 @@ class RunResult:
 
 def ssh_args(target: ResolvedTarget) -> str:
     """OpenSSH options for Ansible equivalent to what svcctl's SSH layer does: strict, pinned host keys."""
-    opts = ["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15"]
+    opts = ["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", *NO_FORWARDING]
     if target.known_hosts_files:
         opts += ["-o", "UserKnownHostsFile=" + " ".join(str(p) for p in target.known_hosts_files)]
     if target.identities_only:
@@ -76,8 +80,12 @@ def ssh_args(target: ResolvedTarget) -> str:
     return shlex.join(opts)
 
 
+NO_FORWARDING = ("-o", "ForwardAgent=no", "-o", "ForwardX11=no", "-o", "PermitLocalCommand=no")
+"""A node is never handed the operator's agent, display or a local command (a hostile node could use them)."""
+
+
 def _strict(target: ResolvedTarget) -> list[str]:
-    opts = ["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"]
+    opts = ["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", *NO_FORWARDING]
     if target.known_hosts_files:
         opts += ["-o", "UserKnownHostsFile=" + " ".join(str(p) for p in target.known_hosts_files)]
     for ident in target.identity_files:
@@ -178,18 +186,23 @@ def run_apply(
             "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "False",
             "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
         }
-        runner = ansible_runner.run(
+        # Written by us, not by ansible-runner (which would write JSON that Ansible templates, and put
+        # extravars on ansible-playbook's command line).
+        hosts_file = write_unsafe(private / "inventory" / "hosts.yml", inventory(targets, hostvars))
+        write_unsafe(private / "env" / "extravars", extravars)
+        runner = init_runner(
             private_data_dir=str(private),
             project_dir=str(playbooks_dir()),
             playbook="apply.yml",
-            inventory=inventory(targets, hostvars),
-            extravars=dict(extravars),
+            inventory=str(hosts_file),
             envvars=envvars,
             forks=forks,
             quiet=True,
             event_handler=on_event,
             suppress_env_files=False,
         )
+        runner.config.env = scrubbed_environ(runner.config.env)
+        runner.run()
         result.status = str(runner.status)
         result.rc = int(runner.rc if runner.rc is not None else -1)
     finally:
