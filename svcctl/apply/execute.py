@@ -19,6 +19,7 @@ from svcctl.drivers import drivers, sessions
 from svcctl.drivers.base import PasswordFor
 from svcctl.errors import SvcctlError
 from svcctl.model.loader import load_environment
+from svcctl.model.paths import environment_root
 from svcctl.model.spec import Environment
 from svcctl.plan.observe import ObserveOptions
 from svcctl.plan.planfile import is_plan_file, load_plan
@@ -179,8 +180,10 @@ def write_manifests(
     addresses: dict[str, str],
     failed_nodes: set[str],
     say: Say,
+    root: Path,
 ) -> None:
-    """Update each app's manifest, atomically; skip apps with a binding on a node where apply failed."""
+    """Update each app's manifest atomically, inside the environment's directory `root`; skip any app
+    with a binding on a node where apply failed."""
     for app_name, app in sorted(env.apps.items()):
         nodes = {planned.placement.get(b.instance, "") for b in env.bindings_of_app(app_name)}
         if nodes & failed_nodes:
@@ -189,7 +192,7 @@ def write_manifests(
             continue
         services = bound_services(env, app_name, planned.desired, addresses, password_for)
         path = Path(app.manifest)
-        if update_manifest(path, app.format, app.name or app_name, services):
+        if update_manifest(path, app.format, app.name or app_name, services, root=root):
             say(f"Wrote the credentials of {len(services)} binding(s) to {path} (mode 0600).")
             warning = git_tracked_warning(path)
             if warning:
@@ -257,7 +260,7 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
         resolved = {t.name: resolve(t) for t in targets}
         addresses = {n: r.hostname for n, r in resolved.items()}
         if not plan.has_changes:
-            write_manifests(env, planned, password_for, addresses, set(), say)
+            write_manifests(env, planned, password_for, addresses, set(), say, environment_root(env_path))
             return 0
         destroying = [c.address for c in plan.changes if c.destroys_data]
         if destroying and not opts.allow_destroy:
@@ -291,7 +294,7 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
         failed = {f.host for f in result.failures} | set(result.unreachable)
         if not result.succeeded and not failed:  # the run failed as a whole: no node is known to be done
             failed = set(vars_)
-        write_manifests(env, planned, password_for, addresses, failed, say)
+        write_manifests(env, planned, password_for, addresses, failed, say, environment_root(env_path))
         if not result.succeeded:
             done = sorted(set(vars_) - failed)
             say(

@@ -3,7 +3,7 @@
 Rendering is pure (text in, text out) and touches only what svcctl manages: `env.VCAP_SERVICES` of one
 application in a cf manifest (round-tripped with ruamel.yaml so comments, order and everything else
 survive), a marked block in a dotenv file, or the whole of a JSON file. Writing is atomic and 0600, since
-the result holds passwords.
+the result holds passwords, and stays inside the environment's directory: no symlink is ever followed.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ import io
 import json
 import os
 import re
+import secrets
+import stat
 import subprocess
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +30,7 @@ from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from svcctl.errors import SvcctlError
+from svcctl.model.paths import manifest_path
 from svcctl.secrets import Secret
 
 EngineName = Literal["postgres", "mysql", "redis"]
@@ -362,29 +365,14 @@ def render_dotenv(existing_text: str | None, services: Sequence[BoundService], *
 # --- writing ---------------------------------------------------------------------------------------------
 
 
-def write_manifest(path: Path, text: str) -> None:
-    """Replace `path` atomically with `text`, mode 0600: readers see the old or the new file, never half."""
-    target = path.resolve() if path.is_symlink() else path
-    directory = target.parent
-    if not directory.is_dir():
-        raise SvcctlError(f"cannot write {path}: directory {directory} does not exist; nothing was written.")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".svcctl-tmp", dir=directory)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+def write_manifest(path: Path, text: str, *, root: Path) -> None:
+    """Replace `path` atomically with `text`, mode 0600: readers see the old or the new file, never half.
+
+    `path` must be inside the environment's directory `root` and reached through no symlink (see
+    `svcctl.model.paths`); this is checked again here, since the tree may have changed since validate.
+    """
+    with _manifest_dir(path, root) as directory:
+        _replace(directory, path, text)
 
 
 def render_manifest(
@@ -400,27 +388,184 @@ def render_manifest(
     return render_json(services)
 
 
-def update_manifest(path: Path, fmt: ManifestFormat, app_name: str, services: Sequence[BoundService]) -> bool:
+def update_manifest(
+    path: Path, fmt: ManifestFormat, app_name: str, services: Sequence[BoundService], *, root: Path
+) -> bool:
     """Bring one app's manifest up to date; True if the file was (re)written.
 
     A missing file is not created for an app without services; an unchanged file is left alone but
-    still restricted to 0600.
+    still restricted to 0600. The file is read and written in one directory, opened from `root` one
+    component at a time and never through a symlink, so what was read is what gets replaced.
     """
+    with _manifest_dir(path, root) as directory:
+        existing = _read_existing(directory, path)
+        if existing is None and not services:
+            return False
+        text = render_manifest(existing, fmt, app_name, services, str(path))
+        if text == existing:
+            _restrict(directory, path)
+            return False
+        _replace(directory, path, text)
+        return True
+
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+@contextmanager
+def _manifest_dir(path: Path, root: Path) -> Iterator[int]:
+    """A descriptor of the manifest's directory, opened from `root` down without following any symlink.
+
+    The path is first checked by the rule validate used (for its messages), then each directory is opened
+    with O_NOFOLLOW relative to its parent: a symlink put in place since then is refused, not followed.
+    """
+    root = root.absolute()
     try:
-        existing: str | None = path.read_text(encoding="utf-8")
+        relative = Path(os.path.normpath(path.absolute())).relative_to(os.path.normpath(root))
+    except ValueError:
+        raise SvcctlError(
+            f"cannot write manifest {path}: it is outside the environment directory {root}; fix the app's "
+            "manifest path. Nothing was written."
+        ) from None
+    try:
+        manifest_path(root, root, str(relative))
+    except ValueError as exc:
+        raise SvcctlError(f"cannot write manifest {path}: {exc}, and run apply again; nothing was written.") from None
+    try:
+        fd = os.open(root, _DIRECTORY)  # the operator named the environment's directory: it may be a symlink
+    except OSError as exc:
+        raise SvcctlError(
+            f"cannot write manifest {path}: cannot open {root}: {exc.strerror}; nothing was written."
+        ) from None
+    try:
+        walked = root
+        for part in relative.parts[:-1]:
+            walked = walked / part
+            try:
+                child = os.open(part, _DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                raise SvcctlError(
+                    f"cannot write {path}: directory {walked} does not exist; nothing was written."
+                ) from None
+            except OSError as exc:
+                if _is_link(fd, part):
+                    raise _symlink_error(path, walked) from None
+                raise SvcctlError(
+                    f"cannot write {path}: cannot open directory {walked}: {exc.strerror}; nothing was written."
+                ) from None
+            os.close(fd)
+            fd = child
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _is_link(directory: int, name: str) -> bool:
+    return stat.S_ISLNK(_lstat_mode(directory, name) or 0)
+
+
+def _lstat_mode(directory: int, name: str) -> int | None:
+    try:
+        return os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode
+    except OSError:
+        return None
+
+
+def _symlink_error(path: Path, link: Path) -> SvcctlError:
+    return SvcctlError(
+        f"cannot write manifest {path}: {link} is a symlink, and svcctl writes manifests only through real "
+        "directories and files, so that no symlink can send credentials outside the environment. Replace it "
+        "with the file or directory itself and run apply again; nothing was written."
+    )
+
+
+def _check_target(directory: int, path: Path) -> None:
+    """Refuse a target that is a symlink or not a regular file, right before replacing it."""
+    mode = _lstat_mode(directory, path.name)
+    if mode is None:
+        return
+    if stat.S_ISLNK(mode):
+        raise _symlink_error(path, path)
+    if not stat.S_ISREG(mode):
+        raise _not_a_file(path)
+
+
+def _not_a_file(path: Path) -> SvcctlError:
+    return SvcctlError(
+        f"cannot write manifest {path}: it is not a regular file; point the app's manifest at a file. "
+        "Nothing was written."
+    )
+
+
+def _open_existing(directory: int, path: Path) -> int | None:
+    """A read-only descriptor of the manifest (None if missing): never through a symlink, only a regular file."""
+    try:
+        fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=directory)
     except FileNotFoundError:
-        existing = None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SvcctlError(f"cannot read manifest {path}: {exc}; nothing was written.") from None
-    if existing is None and not services:
-        return False
-    text = render_manifest(existing, fmt, app_name, services, str(path))
-    if text == existing:
-        if path.stat().st_mode & 0o077:
-            path.chmod(0o600)
-        return False
-    write_manifest(path, text)
-    return True
+        return None
+    except OSError as exc:
+        if _is_link(directory, path.name):
+            raise _symlink_error(path, path) from None
+        raise SvcctlError(f"cannot read manifest {path}: {exc.strerror}; nothing was written.") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _not_a_file(path)
+    return fd
+
+
+def _read_existing(directory: int, path: Path) -> str | None:
+    """The manifest's text, or None if there is no file yet."""
+    fd = _open_existing(directory, path)
+    if fd is None:
+        return None
+    with os.fdopen(fd, "r", encoding="utf-8") as handle:
+        try:
+            return handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SvcctlError(f"cannot read manifest {path}: {exc}; nothing was written.") from None
+
+
+def _restrict(directory: int, path: Path) -> None:
+    """Take group and other permissions off an existing manifest, without following a symlink."""
+    fd = _open_existing(directory, path)
+    if fd is None:
+        return
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _replace(directory: int, path: Path, text: str) -> None:
+    """Write a new 0600 file next to the target (O_EXCL, O_NOFOLLOW), fsync it, rename it over the target."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(100):
+        tmp = f".{path.name}.{secrets.token_hex(6)}.svcctl-tmp"
+        try:
+            fd = os.open(tmp, flags, 0o600, dir_fd=directory)
+            break
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise SvcctlError(
+                f"cannot write {path}: cannot create a file in {path.parent}: {exc.strerror}; nothing was written."
+            ) from None
+    else:  # pragma: no cover - 100 collisions of 48 random bits
+        raise SvcctlError(f"cannot write {path}: no free temporary name in {path.parent}; nothing was written.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _check_target(directory, path)
+        os.rename(tmp, path.name, src_dir_fd=directory, dst_dir_fd=directory)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp, dir_fd=directory)
+        raise
+    os.fsync(directory)
 
 
 def git_tracked_warning(path: Path) -> str | None:

@@ -156,12 +156,12 @@ def test_dotenv_without_services_and_block_is_unchanged() -> None:
 
 def test_update_manifest_writes_only_when_changed(tmp_path: Path) -> None:
     path = tmp_path / "vcap.json"
-    assert update_manifest(path, "json", "web", []) is False
+    assert update_manifest(path, "json", "web", [], root=tmp_path) is False
     assert not path.exists()
-    assert update_manifest(path, "json", "web", [PG]) is True
+    assert update_manifest(path, "json", "web", [PG], root=tmp_path) is True
     assert path.read_text() == render_json([PG])
     path.chmod(0o644)
-    assert update_manifest(path, "json", "web", [PG]) is False
+    assert update_manifest(path, "json", "web", [PG], root=tmp_path) is False
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
@@ -169,7 +169,7 @@ def test_update_manifest_refuses_invalid_json(tmp_path: Path) -> None:
     path = tmp_path / "vcap.json"
     path.write_text('{\n  "a": [1,]\n}\n')
     with pytest.raises(SvcctlError, match=rf"^{path}:2:11: cannot parse the manifest as JSON .*nothing was written"):
-        update_manifest(path, "json", "web", [PG])
+        update_manifest(path, "json", "web", [PG], root=tmp_path)
     assert path.read_text() == '{\n  "a": [1,]\n}\n'
 
 
@@ -177,7 +177,7 @@ def test_update_manifest_refuses_a_json_file_that_is_not_vcap(tmp_path: Path) ->
     path = tmp_path / "package.json"
     path.write_text('{"name": "web", "version": "1.0.0"}\n')
     with pytest.raises(SvcctlError, match="is not a VCAP_SERVICES document"):
-        update_manifest(path, "json", "web", [PG])
+        update_manifest(path, "json", "web", [PG], root=tmp_path)
 
 
 def test_update_manifest_invalid_yaml_writes_nothing(tmp_path: Path) -> None:
@@ -185,7 +185,7 @@ def test_update_manifest_invalid_yaml_writes_nothing(tmp_path: Path) -> None:
     path.write_text("applications:\n  - name: web\n   bad: indent\n")
     before = path.read_bytes()
     with pytest.raises(SvcctlError, match=rf"^{path}:3:"):
-        update_manifest(path, "cf", "web", [PG])
+        update_manifest(path, "cf", "web", [PG], root=tmp_path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["manifest.yml"]
 
@@ -197,7 +197,7 @@ def test_write_manifest_is_exact_and_0600(tmp_path: Path) -> None:
     path = tmp_path / "manifest.yml"
     path.write_text("old\n")
     path.chmod(0o644)
-    write_manifest(path, "new: ü\r\n")
+    write_manifest(path, "new: ü\r\n", root=tmp_path)
     assert path.read_bytes() == "new: ü\r\n".encode()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert os.listdir(tmp_path) == ["manifest.yml"]
@@ -207,12 +207,12 @@ def test_write_manifest_failure_keeps_old_file_and_no_temp(tmp_path: Path, monke
     path = tmp_path / "manifest.yml"
     path.write_text("old\n")
 
-    def fail(src: object, dst: object) -> None:
+    def fail(src: object, dst: object, **kwargs: object) -> None:
         raise KeyboardInterrupt  # an interruption, not only an OSError, must clean up too
 
-    monkeypatch.setattr(os, "replace", fail)
+    monkeypatch.setattr(os, "rename", fail)
     with pytest.raises(KeyboardInterrupt):
-        write_manifest(path, "new\n")
+        write_manifest(path, "new\n", root=tmp_path)
     assert path.read_text() == "old\n"
     assert os.listdir(tmp_path) == ["manifest.yml"]
 
@@ -226,23 +226,24 @@ def test_write_manifest_failure_while_writing(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setattr(os, "fsync", fail)
     with pytest.raises(OSError, match="no space left"):
-        write_manifest(path, "new\n")
+        write_manifest(path, "new\n", root=tmp_path)
     assert path.read_text() == "old\n"
     assert os.listdir(tmp_path) == ["manifest.yml"]
 
 
-def test_write_manifest_keeps_a_symlink(tmp_path: Path) -> None:
+def test_write_manifest_refuses_a_symlink(tmp_path: Path) -> None:
     (tmp_path / "real.env").write_text("old\n")
     link = tmp_path / "app.env"
     link.symlink_to("real.env")
-    write_manifest(link, "new\n")
+    with pytest.raises(SvcctlError, match=r'goes through the symlink "app.env" .*nothing was written'):
+        write_manifest(link, "new\n", root=tmp_path)
     assert link.is_symlink()
-    assert (tmp_path / "real.env").read_text() == "new\n"
+    assert (tmp_path / "real.env").read_text() == "old\n"
 
 
 def test_write_manifest_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(SvcctlError, match="does not exist; nothing was written"):
-        write_manifest(tmp_path / "nope" / "m.yml", "x\n")
+        write_manifest(tmp_path / "nope" / "m.yml", "x\n", root=tmp_path)
 
 
 # --- Git warning -----------------------------------------------------------------------------------------
