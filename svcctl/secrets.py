@@ -3,7 +3,8 @@
 Passwords are never stored: each is `HMAC-SHA256(key, "svcctl/v1/<purpose>")`, so any operator or CI job
 holding the environment's key derives the same ones. The key lives outside Git (`SVCCTL_KEY`, a key file).
 The verifier checks let drivers tell whether what an engine stores still matches the derived password
-without the password ever leaving this process. This is the bottom layer: stdlib and svcctl.errors only.
+without the password ever leaving this process. It sits low: stdlib, svcctl.errors and the name rule of
+svcctl.model.types only.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from svcctl.errors import SvcctlError
+from svcctl.model.types import check_environment_name
 
 KEY_ENV = "SVCCTL_KEY"
 KEY_FILE_ENV = "SVCCTL_KEY_FILE"
@@ -27,7 +29,6 @@ PASSWORD_LENGTH = 32
 PURPOSE_PREFIX = "svcctl/v1/"
 MASK = "***"
 
-_ENV_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HEX_RE = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
 
 
@@ -82,11 +83,10 @@ class Secret:
 
 def default_key_path(env_name: str) -> Path:
     """Where `svcctl key init` puts the environment's key: ~/.config/svcctl/keys/<env_name>.key."""
-    if not _ENV_NAME_RE.match(env_name):
-        raise SvcctlError(
-            f'environment name "{env_name}" cannot name a key file: use letters, digits, ".", "_" and "-", '
-            "starting with a letter or digit."
-        )
+    try:
+        check_environment_name(env_name)
+    except ValueError as exc:
+        raise SvcctlError(f"{exc}: it cannot name a key file.") from None
     return Path.home() / ".config" / "svcctl" / "keys" / f"{env_name}.key"
 
 

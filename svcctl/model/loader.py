@@ -30,6 +30,7 @@ from svcctl.model.names import NAME_RULE
 from svcctl.model.paths import ManifestPathError, manifest_path
 from svcctl.model.spec import App, Binding, Environment, Instance, Location, Service, ServicePlan
 from svcctl.model.spec import Node as NodeSpec
+from svcctl.model.types import text_problem
 
 ENTRY_SECTIONS: dict[str, type[BaseModel]] = {
     "nodes": NodeSpec,
@@ -250,7 +251,8 @@ class _Loader:
                 if section == "apps":
                     self._resolve_manifest(value, path, where, base)
                 for field in PATH_FIELDS.get(section, ()):
-                    if isinstance(value.get(field), str) and value[field]:
+                    # an unsafe path is left as written, so its problem is reported on what the user wrote
+                    if isinstance(value.get(field), str) and value[field] and text_problem(value[field]) is None:
                         resolved = _resolve(value[field], base)
                         if resolved is None:
                             field_at = self.pos.get((*path, field), where)

@@ -27,6 +27,7 @@ _USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 _LABEL_KEY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?")
 _LABEL_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?")
 _APP_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})")
+_ENVIRONMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _REFERENCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _VERSION = re.compile(r"[0-9]{1,4}(?:\.[0-9]{1,4}){0,3}")
 PATH_MAX = 1024
@@ -170,6 +171,18 @@ def check_text(value: str) -> str:
     _safe(value, "text")
     if len(value) > TEXT_MAX:
         raise ValueError(f"text is longer than {TEXT_MAX} characters")
+    return value
+
+
+def check_environment_name(value: str) -> str:
+    """An environment's name, as hosts' registries record it and key files are named: at most 64 of
+    letters, digits, `.`, `_` and `-`, starting with a letter or digit."""
+    _safe(value, "environment name")
+    if not _ENVIRONMENT.fullmatch(value):
+        raise ValueError(
+            f"environment name {_quoted(value)} must be 1 to 64 letters, digits, . _ or -, starting with a "
+            "letter or digit"
+        )
     return value
 
 

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from svcctl.drivers.base import PasswordFor
+from svcctl.errors import SvcctlError
 from svcctl.model.placement import place
 from svcctl.model.spec import Environment
+from svcctl.model.types import check_environment_name
 from svcctl.plan.desired import desired_state
 from svcctl.plan.diff import diff, fingerprint
 from svcctl.plan.observe import DEFAULT_OPTIONS, ObserveOptions, Progress, observe
@@ -18,9 +20,17 @@ from svcctl.state import Kind, State
 
 
 def environment_name(path: Path) -> str:
-    """The environment's name: its directory's name (or the file's stem); keys and registry records use it."""
+    """The environment's name: its directory's name (or the file's stem); keys and registry records use it.
+
+    The name reaches every host's registry and the key file's name, so it must pass the same rule as a
+    node's environment field (`check_environment_name`).
+    """
     path = path.resolve()
-    return path.name if path.is_dir() else path.stem
+    name = path.name if path.is_dir() else path.stem
+    try:
+        return check_environment_name(name)
+    except ValueError as exc:
+        raise SvcctlError(f"{path}: {exc}; rename the directory (or file) of the environment.") from None
 
 
 def password_source(key: bytes) -> PasswordFor:
