@@ -1,21 +1,41 @@
 """The SSH layer everything else goes through: OpenSSH-style resolution, pinned host keys, commands, forwards.
 
 Host keys are always checked against known_hosts before any credential is sent, and a changed key is always
-refused. Failures become one-paragraph `SvcctlError`s that name the node and say what to check.
+refused. An ssh_config named by the YAML is untrusted: refused if it could run or load anything (see
+docs/security.md). The agent is never forwarded. Failures become one-paragraph `SvcctlError`s that name
+the node and say what to check.
 """
 
 from __future__ import annotations
 
+from svcctl.ssh.config_scan import Finding, scan_ssh_config
 from svcctl.ssh.errors import ChangedHostKey, CommandTimeout, SshConfigError, UnknownHostKey, Unreachable
-from svcctl.ssh.known_hosts import KnownHostEntry, check_host_key, fingerprint, known_entries, read_known_hosts
+from svcctl.ssh.known_hosts import (
+    KnownHostEntry,
+    check_host_key,
+    fingerprint,
+    known_entries,
+    read_known_hosts,
+    valid_known_host_name,
+)
 from svcctl.ssh.session import CommandResult, Sessions, SshSession, connect, run_on_nodes
-from svcctl.ssh.target import DEFAULT_PORT, ResolvedTarget, SshTarget, parse_jump, resolve
+from svcctl.ssh.target import (
+    DEFAULT_PORT,
+    ResolvedTarget,
+    SshTarget,
+    check_host,
+    check_untrusted_config,
+    check_user,
+    parse_jump,
+    resolve,
+)
 
 __all__ = [
     "DEFAULT_PORT",
     "ChangedHostKey",
     "CommandResult",
     "CommandTimeout",
+    "Finding",
     "KnownHostEntry",
     "ResolvedTarget",
     "Sessions",
@@ -24,7 +44,10 @@ __all__ = [
     "SshTarget",
     "UnknownHostKey",
     "Unreachable",
+    "check_host",
     "check_host_key",
+    "check_untrusted_config",
+    "check_user",
     "connect",
     "fingerprint",
     "known_entries",
@@ -32,4 +55,6 @@ __all__ = [
     "read_known_hosts",
     "resolve",
     "run_on_nodes",
+    "scan_ssh_config",
+    "valid_known_host_name",
 ]

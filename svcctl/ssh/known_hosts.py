@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 import threading
@@ -195,11 +196,55 @@ def _verdict(
     )
 
 
+_HOSTNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}")
+_BRACKETED = re.compile(r"\[([^\]]+)\]:([0-9]{1,5})")
+_KEY_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9@._-]{0,63}")
+
+
+def _valid_host(host: str) -> bool:
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)  # no scope id: "%" never passes
+        except ValueError:
+            return False
+        return "%" not in host
+    return _HOSTNAME.fullmatch(host) is not None
+
+
+def valid_known_host_name(name: str) -> bool:
+    """Whether `name` may be written as a known_hosts host: a host name, IPv4/IPv6 address or `[host]:port`.
+
+    Anything else could make the line a wildcard (`*`, `?`), a negation (`!`), a list (`,`), a hashed
+    entry (`|`), a marker (`@`) or more than one line.
+    """
+    bracketed = _BRACKETED.fullmatch(name)
+    if bracketed is not None:
+        return _valid_host(bracketed.group(1)) and 1 <= int(bracketed.group(2)) <= 65535
+    return _valid_host(name)
+
+
 def _append_known_host(target: ResolvedTarget, blob: bytes) -> None:
-    """Record a newly accepted host key in the first known_hosts file (created 0600 if missing)."""
+    """Record a newly accepted host key in the first known_hosts file (created 0600 if missing).
+
+    Only names that are plain host names or addresses are written (`valid_known_host_name`): a name from
+    the YAML or its ssh_config must not add a line, a wildcard or a marker to the file.
+    """
     path = target.known_hosts_files[0]
+    key_type = _blob_type(blob)
+    for name in target.lookup_names:
+        if not valid_known_host_name(name):
+            raise SshConfigError(
+                f"node {target.name}: will not record the host key in {path}: the name {name!a} is not a host "
+                "name, an IPv4/IPv6 address or [host]:port (no wildcards, lists, spaces or control characters). "
+                "Fix the node's host, or HostName/HostKeyAlias in its ssh_config."
+            )
+    if _KEY_TYPE.fullmatch(key_type) is None:
+        raise SshConfigError(
+            f"node {target.name}: will not record the host key in {path}: its key type {key_type!a} is not a "
+            "valid key type name."
+        )
     names = ",".join(target.lookup_names)
-    line = f"{names} {_blob_type(blob)} {base64.b64encode(blob).decode('ascii')}\n"
+    line = f"{names} {key_type} {base64.b64encode(blob).decode('ascii')}\n"
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
