@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol, Self
 
 import paramiko
 
+from svcctl.ssh import check_host, check_untrusted_config, check_user, parse_jump
 from svcctl.tunnel.errors import HostKeyChanged, HostKeyUnknown, TunnelError
 from svcctl.tunnel.ports import PortInUse, bind_listener, pick_port
 
@@ -84,6 +85,27 @@ class Forwarder(Protocol):
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None: ...
 
 
+# Never on a forward's connection: the agent (a compromised node would sign with it), X11, LocalCommand.
+# ClearAllForwardings would clear our own -L too; ssh_config forwards are refused by the scan instead.
+_NO_SIDE_CHANNELS = {"ForwardAgent": "no", "ForwardX11": "no", "PermitLocalCommand": "no"}
+_STDIO_TARGET = "[%h]:%p"
+
+
+def _check_spec(spec: ForwardSpec) -> None:
+    """Refuse what ssh itself would turn into a command: a hostile ssh_config, or a name with shell syntax."""
+    if spec.ssh_config is not None:
+        check_untrusted_config(spec.ssh_config, spec.node)
+    check_host(spec.host, spec.node)
+    if spec.user is not None:
+        check_user(spec.user, spec.node)
+    if spec.jump is not None:
+        for hop in spec.jump.split(","):
+            user, host, _ = parse_jump(hop)
+            check_host(host, spec.node, "jump host")
+            if user is not None:
+                check_user(user, spec.node, "jump host user")
+
+
 def _hostport(host: str) -> str:
     """A host for ssh's -L syntax: IPv6 addresses in brackets."""
     return f"[{host}]" if ":" in host else host
@@ -112,8 +134,13 @@ class OpenSshForwarder:
         return self._port
 
     def command(self, local_port: int) -> list[str]:
-        """The ssh command line; it carries paths and options only, never a secret."""
+        """The ssh command line; it carries paths and options only, never a secret.
+
+        The node's ssh_config (named by the YAML) is refused if it could run anything, and the names are
+        checked, before ssh sees them: ssh would run `Match exec`/ProxyCommand and expand %h into a shell.
+        """
         s = self.spec
+        _check_spec(s)
         opts = {
             "ExitOnForwardFailure": "yes",
             "ServerAliveInterval": "15",
@@ -123,6 +150,9 @@ class OpenSshForwarder:
             "ControlMaster": "no",  # our own connection: terminating ssh must take the forward down with it
             "ControlPath": "none",
             "ConnectTimeout": "10",
+            **_NO_SIDE_CHANNELS,
+            "Tunnel": "no",
+            "UpdateHostKeys": "no",  # the node must not add keys to known_hosts
         }
         if s.known_hosts is not None:
             opts["UserKnownHostsFile"] = str(s.known_hosts)
@@ -147,15 +177,17 @@ class OpenSshForwarder:
         s = self.spec
         words = [self._ssh, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ControlMaster=no"]
         words += ["-o", "ControlPath=none"]
+        for key, value in _NO_SIDE_CHANNELS.items():  # -W itself clears every forward but its own
+            words += ["-o", f"{key}={value}"]
         if s.known_hosts is not None:
             words += ["-o", f"UserKnownHostsFile={s.known_hosts}"]
         if s.ssh_config is not None:
             words += ["-F", str(s.ssh_config)]
         if s.identity is not None:
             words += ["-i", str(s.identity)]
-        words += ["-W", "[%h]:%p", "--", str(s.jump)]
-        # ssh expands %-tokens in ProxyCommand: keep the two we mean, escape any in paths.
-        return " ".join(shlex.quote(w.replace("%", "%%")) if "%h" not in w else w for w in words)
+        words += ["-W", _STDIO_TARGET, "--", str(s.jump)]
+        # ssh expands %-tokens in ProxyCommand: keep the two we mean, escape (and quote) every other word.
+        return " ".join(w if w == _STDIO_TARGET else shlex.quote(w.replace("%", "%%")) for w in words)
 
     def start(self, timeout: float = 15.0) -> None:
         """Start ssh and return once the local port accepts connections; raise SvcctlError if ssh gives up."""
