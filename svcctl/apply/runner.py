@@ -64,15 +64,15 @@ class RunResult:
         return self.status == "successful" and not self.failures and not self.unreachable
 
 
+NO_FORWARDING = ("-o", "ForwardAgent=no", "-o", "ForwardX11=no", "-o", "PermitLocalCommand=no")
+"""A node is never handed the operator's agent, display or a local command (a hostile node could use them)."""
+
+
 def ssh_args(target: ResolvedTarget) -> str:
     """OpenSSH options for Ansible equivalent to what svcctl's SSH layer does: strict, pinned host keys."""
-    opts = ["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", *NO_FORWARDING]
-    if target.known_hosts_files:
-        opts += ["-o", "UserKnownHostsFile=" + " ".join(str(p) for p in target.known_hosts_files)]
+    opts = [*_strict(target), "-o", "ServerAliveInterval=15"]
     if target.identities_only:
         opts += ["-o", "IdentitiesOnly=yes"]
-    for ident in target.identity_files:
-        opts += ["-i", str(ident)]
     if target.jump is not None:
         j = target.jump
         inner = ["ssh", *_strict(j), "-W", "%h:%p", "-p", str(j.port), f"{j.user}@{j.hostname}"]
@@ -80,17 +80,22 @@ def ssh_args(target: ResolvedTarget) -> str:
     return shlex.join(opts)
 
 
-NO_FORWARDING = ("-o", "ForwardAgent=no", "-o", "ForwardX11=no", "-o", "PermitLocalCommand=no")
-"""A node is never handed the operator's agent, display or a local command (a hostile node could use them)."""
-
-
 def _strict(target: ResolvedTarget) -> list[str]:
+    """Pinned host keys, no prompts, no forwarding, the target's keys: for a node and for each jump host."""
     opts = ["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", *NO_FORWARDING]
     if target.known_hosts_files:
-        opts += ["-o", "UserKnownHostsFile=" + " ".join(str(p) for p in target.known_hosts_files)]
+        files = " ".join(_config_word(str(p)) for p in target.known_hosts_files)
+        opts += ["-o", "UserKnownHostsFile=" + files]
     for ident in target.identity_files:
         opts += ["-i", str(ident)]
     return opts
+
+
+def _config_word(text: str) -> str:
+    """One word of an OpenSSH option value: double-quoted when it holds a space or quote (ssh's argv_split)."""
+    if not any(c.isspace() or c in "\\\"'" for c in text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def inventory(targets: Mapping[str, ResolvedTarget], hostvars: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,39 @@
+"""Ansible's ssh options, read back by OpenSSH itself (`ssh -G`): what svcctl means is what ssh understands."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+from svcctl.apply.runner import ssh_args
+from svcctl.ssh import ResolvedTarget
+
+
+def target(known: tuple[Path, ...]) -> ResolvedTarget:
+    return ResolvedTarget(
+        name="db-1", alias="db-1", hostname="10.0.0.11", port=22, user="deploy",
+        identity_files=(Path("/keys/id_ed25519"),), identities_only=True, known_hosts_files=known,
+        host_key_names=("db-1",), accept_new_host_keys=False, connect_timeout=10,
+    )  # fmt: skip
+
+
+def ssh_g(args: str) -> dict[str, str]:
+    res = subprocess.run(["ssh", "-G", *shlex.split(args), "db-1"], capture_output=True, text=True, check=True)
+    return dict(line.split(" ", 1) for line in res.stdout.splitlines() if " " in line)
+
+
+def test_known_hosts_paths_with_spaces_and_quotes_stay_whole() -> None:
+    known = (Path("/etc/svcctl/known hosts"), Path('/tmp/odd"name\\x'), Path("/plain/known_hosts"))
+    seen = ssh_g(ssh_args(target(known)))
+    assert seen["userknownhostsfile"] == " ".join(str(p) for p in known)
+
+
+def test_nothing_is_forwarded_and_host_keys_are_strict() -> None:
+    seen = ssh_g(ssh_args(target((Path("/k"),))))
+    assert seen["forwardagent"] == "no"
+    assert seen["forwardx11"] == "no"
+    assert seen["permitlocalcommand"] == "no"
+    assert seen["stricthostkeychecking"] == "true"
+    assert seen["batchmode"] == "yes"
+    assert seen["identitiesonly"] == "yes"
