@@ -249,3 +249,29 @@ Text = Annotated[str, AfterValidator(check_text)]
 Labels = dict[LabelKey, LabelValue]
 Reference = Annotated[str, AfterValidator(check_reference)]
 JumpHost = Annotated[str, AfterValidator(check_jump_host)]
+
+
+def is_unsafe_char(char: str) -> bool:
+    """Whether `char` is of a category no svcctl value may hold (control, format, line or paragraph separator,
+    surrogate, private use, unassigned): the characters that printing makes visible as escapes."""
+    return unicodedata.category(char) in _UNSAFE_CATEGORIES
+
+
+IDENTIFIER_MAX = 63
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def check_identifier(value: str) -> str:
+    """An SQL or Redis identifier as svcctl names databases and users (`orders_db`, `sv_web_orders_db_r0`):
+    lowercase letters, digits and `_`, not starting with a digit, at most 63 (PostgreSQL's limit), so it
+    means the same unquoted or quoted in PostgreSQL, MariaDB and a Redis ACL."""
+    _safe(value, "identifier")
+    if not _IDENTIFIER.fullmatch(value):
+        raise ValueError(
+            f"identifier {_quoted(value)} must be 1 to {IDENTIFIER_MAX} lowercase letters, digits or _, "
+            "not starting with a digit"
+        )
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(check_identifier)]
