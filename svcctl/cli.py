@@ -272,7 +272,9 @@ def main() -> None:
     try:
         app()
     except SvcctlError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        from svcctl.plan.escape import for_terminal  # messages quote names a node or a YAML chose
+
+        print(f"error: {for_terminal(exc.message, newlines=True)}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -280,10 +282,12 @@ def main() -> None:
     except Exception as exc:  # the last resort: a bug must still not greet the user with a traceback
         if os.environ.get("SVCCTL_DEBUG"):
             raise
+        from svcctl.plan.escape import for_terminal
+
         print(
-            f"error: internal error in svcctl ({type(exc).__name__}: {exc}). This is a bug in svcctl; please "
-            "report it with the output of the same command run with SVCCTL_DEBUG=1. If it happened during "
-            "apply, `svcctl plan` shows what was and was not done.",
+            f"error: internal error in svcctl ({type(exc).__name__}: {for_terminal(str(exc))}). This is a bug in "
+            "svcctl; please report it with the output of the same command run with SVCCTL_DEBUG=1. If it "
+            "happened during apply, `svcctl plan` shows what was and was not done.",
             file=sys.stderr,
         )
         sys.exit(1)

@@ -2,6 +2,9 @@
 
 All three print the same Plan and compute nothing about it: what changes, why, and what is sensitive was
 decided by the diff.  They share one line model so the text and the Markdown diff block never disagree.
+Every string in a plan may come from a hostile node or an unreviewed YAML, so it is escaped where it is
+formatted (svcctl.plan.escape): a change block's lines once in `_blocks`, the other lists where they are
+listed; the JSON document is pure ASCII.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import json
 import re
 from typing import Any, Literal, NamedTuple
 
+from svcctl.plan.escape import for_terminal, markdown_code
 from svcctl.plan.types import Action, AttrChange, Cause, Change, Plan
 
 Format = Literal["text", "json", "markdown"]
@@ -114,12 +118,16 @@ def _change_lines(change: Change) -> list[_Line]:
 
 
 def _blocks(plan: Plan) -> list[list[_Line]]:
-    """One block per change, drift first; a section's title rides on its first block so it is never orphaned."""
+    """One block per change, drift first; a section's title rides on its first block so it is never orphaned.
+
+    This is where the change blocks' untrusted text (addresses, reasons, attribute names and values) is
+    escaped, once for the text and the Markdown renderers alike.
+    """
     blocks: list[list[_Line]] = []
     for title, changes in ((DRIFT_TITLE, plan.drift), (ACTIONS_TITLE, plan.config_changes)):
         for i, change in enumerate(changes):
             head = [_Line("", 0, title), _Line("", 0, "")] if i == 0 else []
-            blocks.append(head + _change_lines(change))
+            blocks.append(head + [line._replace(text=for_terminal(line.text)) for line in _change_lines(change)])
     return blocks
 
 
@@ -135,11 +143,11 @@ def render_text(plan: Plan, color: bool = False) -> str:
     """The plan for a terminal, in Terraform's conventions, so it reads like the tool operators already know."""
     out = [line.plain(color) for block in _blocks(plan) for line in block]
     if plan.unmanaged:
-        out += [UNMANAGED_TITLE, *(f"  {u}" for u in plan.unmanaged), ""]
+        out += [UNMANAGED_TITLE, *(f"  {for_terminal(u)}" for u in plan.unmanaged), ""]
     warning = f"{_BOLD}{_YELLOW}Warning:{_RESET}" if color else "Warning:"
     error = f"{_BOLD}{_RED}Error:{_RESET}" if color else "Error:"
-    out += [f"{warning} {w}" for w in plan.warnings] + ([""] if plan.warnings else [])
-    out += [f"{error} {e}" for e in plan.errors] + ([""] if plan.errors else [])
+    out += [f"{warning} {for_terminal(w)}" for w in plan.warnings] + ([""] if plan.warnings else [])
+    out += [f"{error} {for_terminal(e)}" for e in plan.errors] + ([""] if plan.errors else [])
     if plan.has_changes:
         out.append(f"Plan: {_summary(plan)}.")
         if plan.errors:
@@ -181,7 +189,11 @@ def _json_change(c: Change) -> dict[str, Any]:
 
 
 def render_json(plan: Plan) -> str:
-    """The plan as the stable JSON document of docs/plan-json.md, for CI and tools; it holds no secrets."""
+    """The plan as the stable JSON document of docs/plan-json.md, for CI and tools; it holds no secrets.
+
+    It is printable ASCII and newlines (`ensure_ascii`): every other character is a `\\uXXXX` escape, so no
+    ESC, bidi override or lone surrogate reaches a terminal or a log, and parsing gives back the same strings.
+    """
     add, change, destroy = plan.counts()
     doc = {
         "format_version": plan.format_version,
@@ -194,7 +206,7 @@ def render_json(plan: Plan) -> str:
         "errors": plan.errors,
         "fingerprint": plan.fingerprint,
     }
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(doc, indent=2, ensure_ascii=True) + "\n"
 
 
 # -- markdown -----------------------------------------------------------------------------------------------
@@ -215,17 +227,19 @@ def render_markdown(plan: Plan, max_chars: int = 60000) -> str:
     """The plan as a pull-request comment: summary and problems up front, the diff folded, at most max_chars.
 
     When the changes do not fit, whole changes are dropped from the end (the fence always closes) and a note
-    says how many; the summary, errors and warnings are always kept.
+    says how many; the summary, errors and warnings are always kept.  Outside the diff block every value is a
+    code span (`markdown_code`), which GitHub shows verbatim: no Markdown, HTML, @mention or #reference in
+    it is interpreted; inside, the fence is longer than any backtick run, so nothing closes it early.
     """
     add_change = f"**Plan:** {_summary(plan)}" if plan.has_changes else "**No changes.**"
-    head = [f"#### svcctl plan: `{plan.environment}`", ""] if plan.environment else []
+    head = [f"#### svcctl plan: {markdown_code(plan.environment)}", ""] if plan.environment else []
     head += [f"{add_change} · drift: {len(plan.drift)} · errors: {len(plan.errors)}", ""]
     if plan.errors:
-        head += ["**Errors** (this plan cannot be applied):", *(f"- {e}" for e in plan.errors), ""]
+        head += ["**Errors** (this plan cannot be applied):", *(f"- {markdown_code(e)}" for e in plan.errors), ""]
     if plan.warnings:
-        head += ["**Warnings:**", *(f"- {w}" for w in plan.warnings), ""]
+        head += ["**Warnings:**", *(f"- {markdown_code(w)}" for w in plan.warnings), ""]
     if plan.unmanaged:
-        head += [f"**{UNMANAGED_TITLE}**", *(f"- `{u}`" for u in plan.unmanaged), ""]
+        head += [f"**{UNMANAGED_TITLE}**", *(f"- {markdown_code(u)}" for u in plan.unmanaged), ""]
     top = "\n".join(head) + "\n"
 
     blocks = [[line.diff() for line in block] for block in _blocks(plan)]

@@ -1,7 +1,9 @@
 """Renderers: golden text and Markdown for a representative plan; JSON and Markdown checked by parsing them.
 
 The representative plan is data (render_cases/representative.plan.json), so these tests do not depend on the
-diff.  To accept an intended change to the output: SVCCTL_UPDATE_GOLDEN=1 pytest tests/unit/test_render.py,
+diff.  So is a hostile one (render_cases/hostile.plan.json): names, values, reasons, lists and the environment
+carrying terminal escapes, bidi overrides, newlines, pipes, backticks and HTML/Markdown break-outs.
+To accept an intended change to the output: SVCCTL_UPDATE_GOLDEN=1 pytest tests/unit/test_render.py,
 then review the golden files' diff before committing.
 """
 
@@ -15,14 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from markdown_it import MarkdownIt
 
+from svcctl.model.types import is_unsafe_char
 from svcctl.plan.diff import diff
+from svcctl.plan.escape import for_terminal
 from svcctl.plan.render import render, render_json, render_markdown, render_text
 from svcctl.plan.types import Action, AttrChange, Cause, Change, Plan
 from svcctl.state import Kind, Resource, State
 
 CASES = Path(__file__).parent / "render_cases"
 PLAN = Plan.model_validate_json((CASES / "representative.plan.json").read_text())
+HOSTILE = Plan.model_validate_json((CASES / "hostile.plan.json").read_text())
 EMPTY = Plan(environment="staging", fingerprint="f" * 64)
 TRUNCATION = re.compile(
     r"^_Plan truncated: (\d+) more changes? not shown; run `svcctl plan` locally for the full plan\._$", re.M
@@ -282,6 +288,7 @@ def test_markdown_shape() -> None:
     md = render_markdown(PLAN)
     lines = md.splitlines()
     assert lines[0] == "#### svcctl plan: `staging`"
+    assert "- `instance.legacy on db-1`" in lines
     assert lines[2] == "**Plan:** 4 to add, 4 to change, 2 to destroy · drift: 3 · errors: 0"
     assert md.index("**Warnings:**") < md.index("<details><summary>Show plan</summary>")
     assert md.rstrip().endswith("</details>")
@@ -296,8 +303,8 @@ def test_markdown_shape() -> None:
 def test_markdown_errors_come_first_as_bullets() -> None:
     md = render_markdown(PLAN.model_copy(update={"errors": ["first problem", "second problem"]}))
     assert "· errors: 2" in md.splitlines()[2]
-    assert "**Errors** (this plan cannot be applied):\n- first problem\n- second problem\n" in md
-    assert md.index("- second problem") < md.index("<details>")
+    assert "**Errors** (this plan cannot be applied):\n- `first problem`\n- `second problem`\n" in md
+    assert md.index("- `second problem`") < md.index("<details>")
 
 
 def test_markdown_no_changes() -> None:
@@ -360,6 +367,97 @@ def test_markdown_fence_outgrows_backticks_in_values() -> None:
         "    }",
         " ",
     ]
+
+
+# -- hostile strings --------------------------------------------------------------------------------------
+
+
+def _raw_unsafe(text: str) -> list[str]:
+    """Control and format characters (but the line feeds between lines) left in an output."""
+    return [char for char in text if is_unsafe_char(char) and char != "\n"]
+
+
+def _html(md: str) -> str:
+    """The Markdown as GitHub would turn it into HTML (CommonMark with raw HTML, tables and strikethrough)."""
+    return MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).render(md)
+
+
+def test_hostile_plan_carries_what_it_should() -> None:
+    """The case really is hostile: raw ESC, C1 CSI, DEL, NUL, bidi, line separators, a private-use char."""
+    strings = [HOSTILE.environment, *HOSTILE.unmanaged, *HOSTILE.warnings, *HOSTILE.errors]
+    strings += [c.address for c in HOSTILE.changes] + [c.reason or "" for c in HOSTILE.changes]
+    strings += [json.dumps([a.field, a.old, a.new]) for c in HOSTILE.changes for a in c.attrs]
+    found = "".join(strings)
+    for char in "\x1b\x9b\x7f\x07\u202e\u2028\u2029\U000f0000\n|`<>[]":
+        assert char in found or json.dumps(char)[1:-1] in found, repr(char)
+
+
+def test_hostile_text_golden() -> None:
+    _golden("hostile.txt", render_text(HOSTILE))
+
+
+def test_hostile_markdown_golden() -> None:
+    _golden("hostile.md", render_markdown(HOSTILE))
+
+
+def test_no_raw_control_or_format_character_reaches_any_format() -> None:
+    for out in (render_text(HOSTILE), render_markdown(HOSTILE), render_json(HOSTILE)):
+        assert _raw_unsafe(out) == []
+    coloured = render_text(HOSTILE, color=True)
+    assert set(re.findall(r"\x1b\[[0-9;]*m", coloured)) <= {"\x1b[0m", "\x1b[1m", "\x1b[31m", "\x1b[32m", "\x1b[33m"}
+    assert _raw_unsafe(re.sub(r"\x1b\[[0-9;]*m", "", coloured)) == []  # the only escapes are svcctl's colours
+
+
+def test_escaped_values_stay_visible_and_lines_stay_whole() -> None:
+    text = render_text(HOSTILE)
+    assert "  # instance.evil\\x1b[2J\\x1b[H will be created\n" in text
+    assert "  # (deleted outside svcctl\\n| col | umn |\\n|---|---|\\n# not a heading)\n" in text
+    assert '      + owner\\u202egpj.exe = "txt.\\u202eexe"\n' in text
+    assert "\n# not a heading" not in text and "\n|---|" not in text
+
+
+def test_json_is_ascii_and_gives_back_the_exact_strings() -> None:
+    out = render_json(HOSTILE)
+    assert out.isascii()
+    doc = json.loads(out)
+    assert doc["environment"] == HOSTILE.environment
+    assert doc["errors"] == HOSTILE.errors and doc["unmanaged"] == HOSTILE.unmanaged
+    assert [c["address"] for c in doc["changes"]] == [c.address for c in HOSTILE.changes]
+
+
+def test_a_lone_surrogate_is_escaped_and_the_output_encodes() -> None:
+    plan = EMPTY.model_copy(update={"errors": ["bad \udc80 name"], "unmanaged": ["x\ud800"]})
+    for out in (render_text(plan), render_markdown(plan), render_json(plan)):
+        out.encode("utf-8")  # a raw lone surrogate would make printing it fail
+        assert _raw_unsafe(out) == []
+    assert "Error: bad \\udc80 name\n" in render_text(plan)
+
+
+def test_hostile_markdown_renders_no_html_link_image_table_or_heading_of_its_own() -> None:
+    md = render_markdown(HOSTILE)
+    html = _html(md)
+    tags = set(re.findall(r"<(/?[a-z0-9]+)", html))
+    assert tags <= {"h4", "/h4", "p", "/p", "strong", "/strong", "ul", "/ul", "li", "/li", "code", "/code",
+                    "pre", "/pre", "details", "/details", "summary", "/summary"}, tags  # fmt: skip
+    assert html.count("<details>") == 1 and html.count("</details>") == 1
+    assert html.rstrip().endswith("</details>")
+    # every listed value is one code span showing exactly its escaped text
+    codes = re.findall(r"<code>(.*?)</code>", html)
+    for value in (HOSTILE.environment, *HOSTILE.errors, *HOSTILE.warnings, *HOSTILE.unmanaged):
+        shown = for_terminal(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        assert shown.replace('"', "&quot;") in codes, value
+    # the diff block is one block holding every change line, closed by svcctl's own fence
+    body = _fenced(md)
+    assert sum(1 for line in body if "resource " in line) == len(HOSTILE.changes)
+    assert all(line[:1] in {"+", "-", "!", " "} for line in body)
+
+
+def test_a_hostile_plan_truncated_still_closes_its_fence_and_details() -> None:
+    md = render_markdown(HOSTILE, max_chars=len(render_markdown(HOSTILE)) - 1)
+    assert TRUNCATION.search(md) is not None
+    html = _html(md)
+    assert html.count("<details>") == html.count("</details>") <= 1
+    assert "<img" not in html and "<script" not in html and "<a " not in html
 
 
 # -- dispatch -----------------------------------------------------------------------------------------------
