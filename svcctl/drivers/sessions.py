@@ -18,11 +18,16 @@ from collections.abc import Iterable
 from typing import Any
 
 from svcctl.drivers.base import PasswordFor, load_script
+from svcctl.errors import SvcctlError
 from svcctl.model.names import is_valid_name, sql_ident
+from svcctl.model.types import check_environment_name, check_identifier, unsafe_character
 from svcctl.secrets import Secret
 from svcctl.state import Attrs, Kind, Resource
 
-USER_RE = re.compile(r"^svs_([a-z0-9_]+)_([0-9a-f]{6})$")
+USER_RE = re.compile(r"svs_([a-z0-9_]+)_([0-9a-f]{6})")
+"""A session user's name, matched whole (`fullmatch`: a `$` would let a trailing newline through)."""
+SESSION_ID_RE = re.compile(r"[0-9a-f]{6}")
+ROLES = ("readonly", "readwrite")
 HOST_SCRIPT = "session_host.py"
 LIVE_ATTRS = ("engine", "user")
 """What observing the engine tells about a session user; the rest (role, expires_at) is in the registry."""
@@ -82,7 +87,12 @@ def request(
     password: Secret | None = None,
     admin_password: Secret | None = None,
 ) -> bytes:
-    """The helper's stdin: what to create or drop, with the secrets (stdin is the only place they go)."""
+    """The helper's stdin: what to create or drop, with the secrets (stdin is the only place they go).
+
+    Every field is checked first (the database comes from the node's registry): the helper checks them
+    again on the node, and builds its SQL from quoted identifiers and escaped literals only.
+    """
+    _check_request(engine, instance, session_id, database, role, expiry, environment)
     user = user_name(instance, session_id)
     doc: dict[str, Any] = {
         "engine": engine,
@@ -100,11 +110,41 @@ def request(
     return json.dumps(doc).encode()
 
 
+def _check_request(
+    engine: str, instance: str, session_id: str, database: str, role: str, expiry: str, environment: str
+) -> None:
+    problems = []
+    if engine not in ("postgres", "mysql", "redis"):
+        problems.append(f"unknown engine {engine!r}")
+    if not is_valid_name(instance, reserved=False):
+        problems.append(f"instance {instance!r} is not a name")
+    if not SESSION_ID_RE.fullmatch(session_id):
+        problems.append(f"session id {session_id!r} is not 6 hex digits")
+    if role not in ROLES:
+        problems.append(f"role {role!r} is not readonly or readwrite")
+    checks = [(check_environment_name, environment)]
+    if database or engine != "redis":
+        checks.append((check_identifier, database))
+    for check, value in checks:
+        try:
+            check(value)
+        except ValueError as exc:
+            problems.append(str(exc))
+    try:
+        if "T" not in expiry or unsafe_character(expiry) is not None:
+            raise ValueError
+        datetime.datetime.fromisoformat(expiry)
+    except ValueError:
+        problems.append(f"expiry {expiry!r} is not an ISO 8601 date and time")
+    if problems:
+        raise SvcctlError(f"refusing to ask for temporary user svs_{instance}_{session_id}: " + "; ".join(problems))
+
+
 def lift(live: Iterable[Resource]) -> list[Resource]:
     """Turn the `svs_*` users a driver reported (as unmanaged bindings) into `session.<instance>.<id>`."""
     out: list[Resource] = []
     for res in live:
-        m = USER_RE.match(str(res.attrs.get("user", ""))) if res.kind is Kind.BINDING else None
+        m = USER_RE.fullmatch(str(res.attrs.get("user", ""))) if res.kind is Kind.BINDING else None
         instance = m[1].replace("_", "-") if m else ""
         if m is None or not is_valid_name(instance, reserved=False):
             out.append(res)

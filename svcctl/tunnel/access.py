@@ -3,21 +3,25 @@
 The node is the one whose registry records the instance for this environment (the placement apply made);
 reading the registries of the candidate nodes in parallel is one short command each, far quicker than
 observing.  A temporary user is created and dropped by the session helper over the same SSH connection
-(one round trip each, no Ansible), with its secrets on stdin only.
+(one round trip each, no Ansible), with its secrets on stdin only.  A registry is what the node says, so
+every value read from it (database, port, a binding's user) is checked against svcctl.model.types before
+a client, an option file or the helper's request gets it.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from svcctl.drivers import drivers, sessions
+from svcctl.drivers.base import binding_user
 from svcctl.errors import SvcctlError
 from svcctl.model.spec import Environment
+from svcctl.model.types import check_identifier
 from svcctl.secrets import Secret, derive_password, instance_admin_password, session_password
 from svcctl.ssh import SshSession, SshTarget, connect
 from svcctl.state import Kind, Resource
@@ -39,20 +43,50 @@ class Located:
 
     @property
     def attrs(self) -> Mapping[str, Any]:
-        """The instance's recorded attributes (database, Redis port, ...)."""
-        attrs: Mapping[str, Any] = self.records[f"instance.{self.instance}"].get("attrs", {})
-        return attrs
+        """The instance's recorded attributes (database, Redis port, ...), as the node reports them."""
+        attrs = self.records[f"instance.{self.instance}"].get("attrs")
+        return attrs if isinstance(attrs, Mapping) else {}
 
     @property
     def remote_port(self) -> int:
-        """The engine's port on the node."""
-        return int(self.attrs.get("port") or ENGINE_PORTS.get(self.engine, 0))
+        """The engine's port on the node: PostgreSQL's and MariaDB's fixed one, or the Redis instance's record."""
+        port = self.attrs.get("port")
+        if port is None and self.engine in ENGINE_PORTS:
+            return ENGINE_PORTS[self.engine]
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise self.unsafe("port", f"{_shown(port)} is not a TCP port")
+        return port
 
     @property
     def database(self) -> str | None:
-        """The database the instance is (None for Redis)."""
+        """The database the instance is (None for Redis), checked as an identifier."""
         db = self.attrs.get("database")
-        return str(db) if db else None
+        if db is None or db == "":
+            return None
+        return self.checked("database", db, check_identifier)
+
+    def checked(self, what: str, value: object, check: Callable[[str], str]) -> str:
+        """A string from the node's registry that passed `check`, or a SvcctlError naming the node."""
+        if not isinstance(value, str):
+            raise self.unsafe(what, f"{_shown(value)} is not a string")
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise self.unsafe(what, str(exc)) from None
+
+    def unsafe(self, what: str, problem: str) -> SvcctlError:
+        """The error for a registry value svcctl refuses to use."""
+        return SvcctlError(
+            f"node {self.node}: its registry records an unusable {what} for instance {self.instance} ({problem}); "
+            "svcctl passes nothing from it to a client. The record may have been tampered with: check the "
+            "node's /var/lib/svcctl/registry.json, and run `svcctl plan` to see what it records."
+        )
+
+
+def _shown(value: object) -> str:
+    """A registry value of the wrong type, for a message: its type, and its repr only when short."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"a {type(value).__name__}"
 
 
 def target_of(env: Environment, node: str, connect_timeout: float = 10) -> SshTarget:
@@ -130,11 +164,19 @@ def binding_login(env: Environment, located: Located, app: str, key: bytes) -> t
             f"the binding of app {app} to instance {instance} has not been applied yet on node {located.node}; "
             "run `svcctl apply` first."
         )
-    attrs = dict(record.get("attrs", {}))
+    recorded = record.get("attrs") if isinstance(record, Mapping) else None
+    attrs = dict(recorded) if isinstance(recorded, Mapping) else {}
+    rotation = attrs.get("rotation")
+    if isinstance(rotation, bool) or not isinstance(rotation, int) or rotation < 0:
+        raise located.unsafe(f"rotation of app {app}'s binding", f"{_shown(rotation)} is not a rotation number")
+    user = located.checked(f"user of app {app}'s binding", attrs.get("user"), check_identifier)
+    expected = binding_user(app, instance, rotation)
+    if user != expected:
+        raise located.unsafe(f"user of app {app}'s binding", f"{user}, where svcctl created {expected}")
     binding = Resource(kind=Kind.BINDING, name=f"{app}.{instance}", node=located.node, engine=located.engine,
                        attrs=attrs)  # fmt: skip
     secret = drivers()[located.engine].secrets_for(binding, lambda purpose: derive_password(key, purpose))
-    return str(attrs["user"]), secret["password"]
+    return user, secret["password"]
 
 
 @dataclass

@@ -2,6 +2,9 @@
 
 Passwords never go into any process's arguments: PostgreSQL clients get PGPASSWORD, MariaDB clients a
 `--defaults-extra-file` (0600, removed afterwards) as their first argument, redis-cli REDISCLI_AUTH.
+The user and database come from the node's registry, so a Connection checks every field before anything
+is built from it (svcctl.model.types), option-file values are quoted as the MariaDB client reads them,
+and the client's environment never holds SVCCTL_KEY or SVCCTL_KEY_FILE.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from svcctl.errors import SvcctlError
-from svcctl.secrets import Secret
+from svcctl.model.types import check_host, check_identifier, unsafe_character
+from svcctl.secrets import Secret, scrubbed_environ
 
 MYSQL_CLIENTS = frozenset(
     {"mysql", "mariadb", "mysqldump", "mariadb-dump", "mysqladmin", "mariadb-admin", "mysqlshow", "mariadb-show",
@@ -27,6 +31,7 @@ MYSQL_CLIENTS = frozenset(
 MYSQL_INTERACTIVE = frozenset({"mysql", "mariadb"})
 """Those that also read the [mysql] group, where the default database goes (mysqldump would reject it)."""
 REDIS_CLIENTS = frozenset({"redis-cli"})
+ENGINES = frozenset({"postgres", "mysql", "redis"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,36 @@ class Connection:
     user: str
     password: Secret = field(repr=False)
     database: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse any field a client, an option file, an argv or an environment variable could misread."""
+        problems = []
+        if self.engine not in ENGINES:
+            problems.append(f"unknown engine {self.engine!r}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
+            problems.append(f"port {self.port!r} is not a TCP port")
+        fields: list[tuple[str, Callable[[str], str], object]] = [
+            ("host", check_host, self.host),
+            ("user", check_identifier, self.user),
+        ]
+        if self.database is not None:
+            fields.append(("database", check_identifier, self.database))
+        for what, check, value in fields:
+            if not isinstance(value, str):
+                problems.append(f"{what} {value!r} is not a string")
+                continue
+            try:
+                check(value)
+            except ValueError as exc:
+                problems.append(f"{what}: {exc}")
+        if unsafe_character(self.password.reveal()) is not None:
+            problems.append("the password holds a control character")
+        if problems:
+            raise SvcctlError(
+                "refusing to hand a client an unsafe connection: " + "; ".join(problems) + ". The user and "
+                "database come from the node's registry: check the node, and run `svcctl plan` to see what it "
+                "records."
+            )
 
     def describe(self, show_password: bool = False) -> list[str]:
         """Lines for people: host, port, database, user, and the password only when asked for."""
@@ -59,15 +94,31 @@ class Prepared:
     cleanup: list[Path]
 
 
+def option_value(value: str) -> str:
+    """`value` for a MariaDB option file: in double quotes, `\\` and `"` backslash-escaped, which the client
+    reads back exactly (mysys' option-file parser); a control character (a newline would start a new option,
+    such as `pager=`) is refused."""
+    bad = unsafe_character(value)
+    if bad is not None:
+        raise SvcctlError(f"refusing to write a MariaDB option file value holding the control character {bad}.")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def option_file_text(conn: Connection, interactive: bool) -> str:
+    """The option file's text: [client] connection and password, and for interactive clients [mysql] database."""
+    lines = ["[client]", f"host={option_value(conn.host)}", f"port={conn.port:d}", "protocol=tcp"]
+    lines += [f"user={option_value(conn.user)}", f"password={option_value(conn.password.reveal())}"]
+    if interactive and conn.database:
+        lines += ["[mysql]", f"database={option_value(conn.database)}"]
+    return "\n".join(lines) + "\n"
+
+
 def _option_file(conn: Connection, directory: Path, interactive: bool) -> Path:
     """A 0600 MariaDB option file with the connection (the password never reaches an argv)."""
+    text = option_file_text(conn, interactive)  # refuses before a file exists
     fd, name = tempfile.mkstemp(prefix="svcctl-my-", suffix=".cnf", dir=directory)
-    lines = ["[client]", f"host={conn.host}", f"port={conn.port}", "protocol=tcp", f"user={conn.user}"]
-    lines.append(f"password={conn.password.reveal()}")
-    if interactive and conn.database:
-        lines += ["[mysql]", f"database={conn.database}"]
     with os.fdopen(fd, "w") as out:  # mkstemp creates it 0600
-        out.write("\n".join(lines) + "\n")
+        out.write(text)
     return Path(name)
 
 
@@ -127,7 +178,7 @@ def run_client(conn: Connection, argv: Sequence[str]) -> int:
     try:
         with _sigint_to_child():
             try:
-                proc = subprocess.Popen(prepared.argv, env={**os.environ, **prepared.env})
+                proc = subprocess.Popen(prepared.argv, env={**scrubbed_environ(), **prepared.env})
             except OSError as exc:
                 raise SvcctlError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
             try:
