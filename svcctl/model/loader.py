@@ -105,6 +105,8 @@ class _Loader:
         self.pos: dict[Path_, _Pos] = {}
         self.bindings_seen: dict[tuple[str, str], Location] = {}
         self.first_file = "."
+        self.files: set[Path] = set()
+        self.manifests: list[tuple[Path_, _Pos, str, Path]] = []  # (app, where, as declared, resolved)
 
     def problem(self, where: Location, message: str) -> None:
         self.problems.append(Problem(where.file, where.line, where.column, message))
@@ -112,6 +114,7 @@ class _Loader:
     # -- reading one file -------------------------------------------------------------------------------
 
     def add_file(self, file: Path) -> None:
+        self.files.add(file.absolute())
         shown = display_path(file)
         if not self.pos and not self.problems:
             self.first_file = shown
@@ -275,12 +278,15 @@ class _Loader:
         declared = app.get("manifest")
         if not isinstance(declared, str):
             return  # the schema reports a missing or non-string manifest
+        at = self.pos.get((*path, "manifest"), where)
         try:
-            app["manifest"] = str(manifest_path(base, base, declared))
+            resolved = manifest_path(base, base, declared)
         except ManifestPathError as exc:
             if exc.kind != "character":  # App.manifest's type (LocalPath) reports those, at the same place
-                at = self.pos.get((*path, "manifest"), where)
                 self.problem(at.at_value(), f"{path[0]}.{path[1]}.manifest: {exc}")
+            return
+        self.manifests.append((path, at, declared, resolved))
+        app["manifest"] = str(resolved)
 
     def _add_bindings(self, items: CommentedSeq, shown: str) -> None:
         for index in range(len(items)):
@@ -322,6 +328,13 @@ class _Loader:
     # -- validation -------------------------------------------------------------------------------------
 
     def finish(self) -> Environment:
+        for path, at, declared, resolved in self.manifests:
+            if resolved.absolute() in self.files:  # apply would write credentials into the environment's YAML
+                self.problem(
+                    at.at_value(),
+                    f'{path[0]}.{path[1]}.manifest: "{declared}" is one of the environment\'s own files; '
+                    "put the manifest elsewhere, such as apps/NAME/manifest.yml",
+                )
         try:
             env = Environment.model_validate(self.data)
         except ValidationError as exc:
