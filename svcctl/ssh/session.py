@@ -65,12 +65,26 @@ class SshSession:
         """The node's name, for messages."""
         return self.target.name
 
+    MAX_OUTPUT = 16 * 1024 * 1024
+    """Bytes of stdout plus stderr any command may send back (svcctl's largest, observe, sends kilobytes)."""
+
+    class OutputTooLarge(Exception):
+        """`_collect`'s signal that a command sent more than its limit; `run` reports it naming the node."""
+
     def run(
-        self, argv: Sequence[str], *, sudo: bool = False, stdin: bytes | None = None, timeout: float = 60
+        self,
+        argv: Sequence[str],
+        *,
+        sudo: bool = False,
+        stdin: bytes | None = None,
+        timeout: float = 60,
+        max_output: int = MAX_OUTPUT,
     ) -> CommandResult:
         """Run argv (each argument shell-quoted) on the node, optionally via `sudo -n`, within `timeout` s.
 
-        The command line can appear in error messages: pass secrets through `stdin`, never argv.
+        The command line can appear in error messages: pass secrets through `stdin`, never argv. A node
+        that sends more than `max_output` bytes is cut off (channel closed) and reported: a compromised
+        node must not exhaust the controller's memory.
         """
         command = _command_line(argv, sudo)
         deadline = time.monotonic() + timeout
@@ -84,12 +98,18 @@ class SshSession:
             if stdin:
                 channel.sendall(stdin)
             channel.shutdown_write()
-            out, err = self._collect(channel, deadline)
+            out, err = self._collect(channel, deadline, max_output)
             if not channel.status_event.wait(max(deadline - time.monotonic(), 0)):
                 raise TimeoutError
             if channel.exit_status == -1 and not self.transport.is_active():
                 raise self._lost(EOFError("the connection closed before the command's exit status arrived"))
             return CommandResult(channel.exit_status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+        except SshSession.OutputTooLarge:
+            raise SvcctlError(
+                f"node {self.name} sent more than {max_output / 1048576:g} MiB of output for {_brief(command)}; svcctl "
+                "stopped reading and closed the channel. No command svcctl runs prints that much: is the node "
+                "compromised? Check it before running svcctl against it again."
+            ) from None
         except TimeoutError:
             raise CommandTimeout(
                 f"node {self.name}: command did not finish within {timeout:g} s and was abandoned: "
@@ -103,13 +123,18 @@ class SshSession:
             channel.close()
 
     @staticmethod
-    def _collect(channel: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
+    def _collect(channel: paramiko.Channel, deadline: float, max_output: int = MAX_OUTPUT) -> tuple[bytes, bytes]:
+        """Read stdout and stderr until EOF; OutputTooLarge (reading stops) once together they pass `max_output`."""
         out, err = bytearray(), bytearray()
         while True:
             while channel.recv_ready():
                 out += channel.recv(65536)
+                if len(out) + len(err) > max_output:
+                    raise SshSession.OutputTooLarge
             while channel.recv_stderr_ready():
                 err += channel.recv_stderr(65536)
+                if len(out) + len(err) > max_output:
+                    raise SshSession.OutputTooLarge
             if (channel.eof_received or channel.closed) and not (channel.recv_ready() or channel.recv_stderr_ready()):
                 return bytes(out), bytes(err)
             remaining = deadline - time.monotonic()
