@@ -275,3 +275,65 @@ def check_identifier(value: str) -> str:
 
 
 Identifier = Annotated[str, AfterValidator(check_identifier)]
+
+
+# --- what nodes report: names of objects svcctl did not create, config words, timestamps, package versions --
+
+REPORTED_NAME_MAX = 128
+TOKEN_MAX = 255
+_TIMESTAMP_MAX = 40
+_PACKAGE_VERSION = re.compile(r"(?:[0-9]{1,9}:)?[0-9][A-Za-z0-9.+~-]{0,127}")
+
+
+def check_reported_name(value: str) -> str:
+    """A database, role, user or instance name an engine reports, svcctl's or not: 1 to 128 printable
+    characters, no template markers. Engines accept almost any name, and svcctl lists foreign objects by
+    theirs, so only what could act on a terminal, a file or a template is refused."""
+    _safe(value, "name")
+    if not 1 <= len(value) <= REPORTED_NAME_MAX:
+        raise ValueError(f"name {_quoted(value)} must be 1 to {REPORTED_NAME_MAX} characters")
+    return value
+
+
+def check_token(value: str) -> str:
+    """One word of a config file or an ACL as a node reports it (`127.0.0.1`, `+@read`, `10.0.0.0/255.0.0.0`):
+    1 to 255 printable characters, no whitespace, no template markers."""
+    _safe(value, "word")
+    if not 1 <= len(value) <= TOKEN_MAX or any(char.isspace() for char in value):
+        raise ValueError(f"word {_quoted(value)} must be 1 to {TOKEN_MAX} characters without spaces")
+    return value
+
+
+def check_timestamp(value: str) -> str:
+    """An ISO 8601 date and time (`2025-01-31T12:00:00+00:00`), as registries record `applied_at`/`expires_at`."""
+    import datetime  # here, so that every addition for node reports stays in this section
+
+    _safe(value, "timestamp")
+    try:
+        if len(value) > _TIMESTAMP_MAX or "T" not in value:
+            raise ValueError
+        datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"timestamp {_quoted(value)} is not an ISO 8601 date and time") from None
+    return value
+
+
+def check_package_version(value: str) -> str:
+    """A Debian package version (`1:10.11.19-0+deb12u1`): an optional epoch, then digits first, letters,
+    digits and `.+~-` only, at most 128 characters."""
+    _safe(value, "package version")
+    if not _PACKAGE_VERSION.fullmatch(value):
+        raise ValueError(f"package version {_quoted(value)} is not a Debian version such as 1:10.11.19-0+deb12u1")
+    return value
+
+
+def quoted(value: str, limit: int = 80) -> str:
+    """`value` for a message: in double quotes, anything unprintable escaped (`\\x1b`, `\\n`), cut to `limit`."""
+    shown = value if len(value) <= limit else value[: limit - 3] + "..."
+    return '"' + shown.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
+
+
+ReportedName = Annotated[str, AfterValidator(check_reported_name)]
+Token = Annotated[str, AfterValidator(check_token)]
+Timestamp = Annotated[str, AfterValidator(check_timestamp)]
+PackageVersion = Annotated[str, AfterValidator(check_package_version)]
