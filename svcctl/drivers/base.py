@@ -26,7 +26,11 @@ PasswordFor = Callable[[str], Secret]
 
 @dataclass(frozen=True)
 class Observed:
-    """One node's raw observation: each engine's snippet output plus the host's registry."""
+    """One node's observation: each engine's snippet output plus the host's registry.
+
+    Built by `svcctl.drivers.reported.observation`, which checked every value against its schema first:
+    what a node prints is untrusted, and drivers parse only what passed.
+    """
 
     node: str
     engines: Mapping[str, Any]  # engine -> whatever its snippet returned (or {"error": "..."})

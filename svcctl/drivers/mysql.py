@@ -203,7 +203,7 @@ def parse_comment(comment: str | None) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for word in words[1:]:
         key, _, value = word.partition("=")
-        if key in ("storage_mb", "connections") and value.isdigit():
+        if key in ("storage_mb", "connections") and value.isascii() and value.isdigit() and len(value) <= 18:
             out[key] = int(value)
     return out
 

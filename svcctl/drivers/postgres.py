@@ -43,6 +43,14 @@ ANYWHERE = "0.0.0.0/0"
 """What client_networks says for a server listening beyond localhost without a network svcctl can name."""
 
 _USER_RE = re.compile(r"^sv_([a-z0-9_]+)_r(0|[1-9][0-9]*)$")
+SCRAM_MAX_ITERATIONS = 100_000
+"""Most PBKDF2 iterations svcctl computes to check a SCRAM verifier (PostgreSQL's default is 4096).
+
+A node chooses the count it reports: 999,999,999 would cost minutes of the controller's CPU per role per
+plan. A verifier above the cap is `stale` without being computed, so apply sets the password again, and
+svcctl's own verifiers (the server's default count) always stay below it.
+"""
+_SCRAM_ITERATIONS = re.compile(r"SCRAM-SHA-256\$([0-9]{1,12}):")
 
 
 class PostgresDriver:
@@ -145,7 +153,12 @@ def observed_client_networks(cluster: Mapping[str, Any]) -> list[str]:
 
 
 def _hba_network(address: str, mask: str) -> str | None:
-    """A pg_hba address (CIDR, or address plus netmask) as a CIDR; None for names such as `samenet`."""
+    """A pg_hba address (CIDR, or address plus netmask) as a CIDR; None for names such as `samenet`.
+
+    An IPv6 scope id (`fe80::%eth0`) is never part of a network svcctl names, so such a line is not one.
+    """
+    if "%" in address or "%" in mask:
+        return None
     try:
         if "/" in address:
             return str(ipaddress.ip_network(address, strict=False))
@@ -161,6 +174,14 @@ def _is_loopback(address: str) -> bool:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
         return False  # "*" and host names
+
+
+def verifier_matches(password: Secret, verifier: str) -> bool:
+    """Whether a role's SCRAM verifier is for `password`; never true, and never computed, above the cap."""
+    match = _SCRAM_ITERATIONS.match(verifier)
+    if match is None or int(match[1]) > SCRAM_MAX_ITERATIONS:
+        return False
+    return scram_sha256_matches(password, verifier)
 
 
 def _limit(value: int) -> int | None:
@@ -184,7 +205,7 @@ def parse_comment(comment: str | None) -> dict[str, int]:
     out: dict[str, int] = {}
     for word in words[1:]:
         key, _, value = word.partition("=")
-        if key == "storage_mb" and value.isdigit():
+        if key == "storage_mb" and value.isascii() and value.isdigit() and len(value) <= 18:
             out[key] = int(value)
     return out
 
@@ -276,7 +297,7 @@ def _bindings(
         rotation = int(m[2])
         db = databases.get(sql_ident(instance))
         verifier = str(role.get("verifier") or "")
-        current = scram_sha256_matches(password_for(binding_purpose(app, instance, rotation)), verifier)
+        current = verifier_matches(password_for(binding_purpose(app, instance, rotation)), verifier)
         svcctl[(app, instance)][rotation] = {
             "engine": ENGINE,
             "role": _role(role, db) if db is not None else CUSTOM_ROLE,

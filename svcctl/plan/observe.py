@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from svcctl.drivers import drivers, observe_script, sessions
+from svcctl.drivers import drivers, observe_script, reported, sessions
 from svcctl.drivers.base import Observed, PasswordFor
 from svcctl.drivers.ownership import mark_ownership, merge_nodes
 from svcctl.errors import SvcctlError
 from svcctl.model.spec import Environment
+from svcctl.model.types import quoted
 from svcctl.ssh import Sessions, SshSession, SshTarget, run_on_nodes
 from svcctl.state import Resource, State
 
@@ -44,21 +44,22 @@ class ObserveOptions:
 
 
 DEFAULT_OPTIONS = ObserveOptions()
+MAX_OBSERVE_OUTPUT = 16 * 1024 * 1024
+"""Bytes a node's observe output may have; a few hundred kilobytes on a busy node, so more means trouble."""
 
 
 def fetch(session: SshSession, script: str, timeout: float) -> dict[str, Any]:
-    """Run the observe script as root on one node and return its JSON document."""
-    res = session.run(["python3", "-"], sudo=True, stdin=script.encode(), timeout=timeout)
+    """Run the observe script as root on one node and return its JSON document (size and depth bounded).
+
+    What the node printed is untrusted: the document is checked further by `reported.observation`.
+    """
+    res = session.run(
+        ["python3", "-"], sudo=True, stdin=script.encode(), timeout=timeout, max_output=MAX_OBSERVE_OUTPUT
+    )
     if res.rc != 0:
-        tail = (res.stderr or res.stdout).strip().splitlines()[-3:]
-        raise SvcctlError(f"the observe script failed with exit code {res.rc}: {' / '.join(tail)}")
-    try:
-        doc = json.loads(res.stdout)
-    except json.JSONDecodeError as exc:
-        raise SvcctlError(f"the observe script printed something that is not JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise SvcctlError("the observe script printed JSON that is not an object")
-    return doc
+        tail = " / ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
+        raise SvcctlError(f"the observe script failed with exit code {res.rc}: {quoted(tail, 400)}")
+    return reported.decode(session.name, res.stdout)
 
 
 def parse_node(raw: Observed, environment: str, password_for: PasswordFor) -> list[Resource]:
@@ -69,7 +70,7 @@ def parse_node(raw: Observed, environment: str, password_for: PasswordFor) -> li
         if not isinstance(data, Mapping):
             raise SvcctlError(f"the observe script reported nothing for {engine}")
         if "error" in data:
-            raise SvcctlError(f"observing {engine} failed on the node: {data['error']}")
+            raise SvcctlError(f"observing {engine} failed on the node: {quoted(str(data['error']), 400)}")
         live += driver.parse(raw.node, data, password_for)
     return sessions.with_records(mark_ownership(raw.node, sessions.lift(live), raw.registry, environment))
 
@@ -108,8 +109,8 @@ def observe(
         if isinstance(result, SvcctlError):
             failures[node] = result.message
             continue
-        raw = Observed(node=node, engines=result.get("engines", {}), registry=result.get("registry", {}))
         try:
+            raw = reported.observation(node, result)  # nothing unchecked from the node goes further
             resources += parse_node(raw, environment, password_for)
         except SvcctlError as exc:
             failures[node] = exc.message
