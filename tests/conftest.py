@@ -1,4 +1,4 @@
-"""Shared fixtures: the lab (real hosts booted by lab/labctl.py) and unique names per test."""
+"""Shared fixtures: the lab (real hosts booted by lab/labctl.py), unique names per test, and Hypothesis' settings."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import hypothesis
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
 
 REPO = Path(__file__).resolve().parent.parent
 LAB_ROOT = Path(os.environ.get("SVCCTL_LAB_ROOT", "/var/lib/svcctl-lab"))
@@ -53,6 +56,27 @@ class Lab:
     def labctl(self, *args: str) -> None:
         """Drive the lab itself (stop/start a host)."""
         subprocess.run([*LABCTL, *args], check=True, timeout=300)
+
+
+# No per-example deadline: speed is measured in benchmarks, never asserted, and on one busy core the first
+# example of a test (imports, caches) can take longer than Hypothesis' 200 ms. Health checks stay on, and
+# runs stay random (no derandomize): a property that fails only for some inputs should be found eventually.
+# (Without a deadline, too_slow allows 30 s to generate a test's first inputs instead of 1 s.)
+settings.register_profile("svcctl", deadline=None)
+settings.load_profile("svcctl")  # `--hypothesis-profile NAME` still overrides it
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build Hypothesis' Unicode tables before the first test that draws text, not inside it.
+
+    `st.text()` draws from `characters(codec="utf-8")`, whose table Hypothesis computes once by encoding
+    every code point (seconds on one core) and caches under `.hypothesis/`. Built inside a test, that time
+    counts as input generation and, on a fresh clone, fails the too_slow health check of whichever test
+    happens to draw text first. Built here, it is paid once, outside every test; cached, it costs nothing.
+    """
+    if any(hypothesis.is_hypothesis_test(getattr(item, "obj", None)) for item in session.items):
+        st.characters(codec="utf-8").validate()
+        st.characters().validate()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

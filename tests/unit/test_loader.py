@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
@@ -186,13 +186,13 @@ def _load_bytes(data: bytes) -> None:
                 assert problem.line >= 0 and problem.column >= 0 and problem.message
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300)
 @given(st.binary(max_size=400))
 def test_random_bytes_never_crash(data: bytes) -> None:
     _load_bytes(data)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.text(alphabet=st.sampled_from(list("nodes:services- []{}&*!|>#'\"\t\n  ,?x1.~")), max_size=200))
 def test_random_yaml_punctuation_never_crashes(text: str) -> None:
     _load_bytes(text.encode())
@@ -221,7 +221,7 @@ _DOCUMENTS = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300)
 @given(st.dictionaries(st.sampled_from(_KEYS[:8]), _DOCUMENTS, max_size=6))
 def test_random_documents_never_crash(document: dict[str, object]) -> None:
     yaml = YAML()
