@@ -174,16 +174,23 @@ def test_deep_nesting_is_a_problem_not_a_crash(tmp_path: Path) -> None:
 # -- fuzzing: whatever the input, an Environment or InvalidEnvironment, nothing else ----------------------
 
 
-def _load_bytes(data: bytes) -> None:
+def _load_bytes(data: bytes) -> Environment | InvalidEnvironment:
+    """Load `data` as svcctl.yaml: the Environment, or the InvalidEnvironment raised (checked: located problems).
+
+    Any other exception propagates and fails the test; the caller can tell which of the two outcomes it got.
+    """
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "svcctl.yaml"
         path.write_bytes(data)
         try:
-            assert isinstance(load_environment(path), Environment)
+            env = load_environment(path)
         except InvalidEnvironment as exc:
             assert exc.problems
             for problem in exc.problems:
                 assert problem.line >= 0 and problem.column >= 0 and problem.message
+            return exc
+    assert isinstance(env, Environment)
+    return env
 
 
 @settings(max_examples=300)
@@ -233,5 +240,10 @@ def test_random_documents_never_crash(document: dict[str, object]) -> None:
 
 
 def test_fuzz_helper_really_loads_valid_input() -> None:
-    """Guard the fuzz tests: the helper must accept a valid document, not just swallow everything."""
-    _load_bytes(VALID.encode())
+    """Guard the fuzz tests: the helper loads a valid document as such, and reports an invalid one as such."""
+    loaded = _load_bytes(VALID.encode())
+    assert isinstance(loaded, Environment), loaded
+    assert sorted(loaded.instances) == ["old-db", "orders-db", "sessions"]
+    refused = _load_bytes(b"nodes: [broken]\n")
+    assert isinstance(refused, InvalidEnvironment)
+    assert [(Path(p.file).name, p.line) for p in refused.problems] == [("svcctl.yaml", 1)]
