@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -151,18 +150,22 @@ def test_directory_load_is_not_recursive(tmp_path: Path) -> None:
     assert len(load_environment(tmp_path).instances) == 3
 
 
-def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+def test_an_alias_bomb_is_refused_at_its_anchors_without_being_expanded(tmp_path: Path) -> None:
+    """Each anchor is reported once, where it is: the loader visits each composed node once, never per alias.
+
+    A loader that followed the aliases would report &l0 10**4 times in this five-level bomb (and would never
+    finish a thirty-level one): the count, not a stopwatch, is what shows that nothing was expanded.
+    """
     lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
-    for level in range(1, 30):
+    for level in range(1, 5):
         refs = ", ".join([f"*l{level - 1}"] * 10)
         lines.append(f"l{level}: &l{level} [{refs}]")
     path = _write(tmp_path, "bomb.yaml", "\n".join(lines) + "\n")
-    started = time.monotonic()
     with pytest.raises(InvalidEnvironment) as caught:
         load_environment(path)
-    assert time.monotonic() - started < 5
-    assert len(caught.value.problems) == 30
-    assert all("anchor &l" in p.message for p in caught.value.problems)
+    assert [(p.line, p.column, p.message.split(" is not supported")[0]) for p in caught.value.problems] == [
+        (level + 1, 5, f"anchor &l{level}") for level in range(5)
+    ]
 
 
 def test_deep_nesting_is_a_problem_not_a_crash(tmp_path: Path) -> None:
