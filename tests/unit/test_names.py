@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import string
+
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
-from svcctl.model.names import NAME_RULE, is_valid_name, name_problem, sql_ident
+from svcctl.model.names import NAME_MAX, NAME_RULE, is_valid_name, name_problem, sql_ident
 
 
 @pytest.mark.parametrize("name", ["ab", "orders-db", "db-1", "a1", "x" * 24, "a-b-c-d", "web2"])
@@ -51,10 +53,49 @@ def test_sql_ident_is_injective(left: str, right: str) -> None:
         assert sql_ident(left) != sql_ident(right)
 
 
-@given(st.text(max_size=30))
-def test_anything_accepted_is_a_safe_identifier(name: str) -> None:
-    if is_valid_name(name, reserved=False):
-        ident = sql_ident(name)
-        assert 2 <= len(ident) <= 24
-        assert ident.isascii() and (ident.replace("_", "").isalnum())
-        assert ident[0].isalpha() and ident == ident.lower()
+@st.composite
+def valid_names(draw: st.DrawFn) -> str:
+    """Every name the rule allows, built directly: a letter, then letters or digits, each maybe after one hyphen."""
+    name = draw(st.sampled_from(string.ascii_lowercase))
+    for hyphen, char in draw(
+        st.lists(
+            st.tuples(st.booleans(), st.sampled_from(string.ascii_lowercase + string.digits)),
+            min_size=1,
+            max_size=NAME_MAX,
+        )
+    ):
+        piece = f"-{char}" if hyphen else char
+        if len(name) + len(piece) > NAME_MAX:
+            break
+        name += piece
+    return name
+
+
+def assert_safe_identifier(ident: str) -> None:
+    """An unquoted SQL identifier: 2 to 24 lowercase ASCII letters, digits and underscores, a letter first."""
+    assert 2 <= len(ident) <= 24
+    assert ident.isascii() and (ident.replace("_", "").isalnum())
+    assert ident[0].isalpha() and ident == ident.lower()
+
+
+@given(valid_names())
+def test_every_accepted_name_is_a_safe_identifier(name: str) -> None:
+    assert is_valid_name(name, reserved=False), name  # the generator builds only names the rule allows
+    assert_safe_identifier(sql_ident(name))
+
+
+# Near misses (the characters of valid names plus some the rule refuses: case, '_', '.', space, non-ASCII)
+# and any text at all.
+_NEAR_MISSES = st.text(alphabet=string.ascii_lowercase[:6] + string.digits[:3] + "-_A. é", max_size=30)
+
+
+@given(_NEAR_MISSES | st.text(max_size=30))
+def test_a_refused_name_never_becomes_an_identifier(name: str) -> None:
+    accepted = is_valid_name(name, reserved=False)
+    event("accepted" if accepted else "refused")  # both branches run: see --hypothesis-show-statistics
+    if accepted:
+        assert sql_ident(name) == name.replace("-", "_")
+        assert_safe_identifier(sql_ident(name))
+    else:
+        with pytest.raises(ValueError, match="is not allowed"):
+            sql_ident(name)
