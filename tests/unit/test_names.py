@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 
 import pytest
-from hypothesis import event, given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from svcctl.model.names import NAME_MAX, NAME_RULE, is_valid_name, name_problem, sql_ident
@@ -84,18 +85,48 @@ def test_every_accepted_name_is_a_safe_identifier(name: str) -> None:
     assert_safe_identifier(sql_ident(name))
 
 
-# Near misses (the characters of valid names plus some the rule refuses: case, '_', '.', space, non-ASCII)
-# and any text at all.
-_NEAR_MISSES = st.text(alphabet=string.ascii_lowercase[:6] + string.digits[:3] + "-_A. é", max_size=30)
+_REFUSED_CHARS = "AZ_. \t\né١ａ"  # case, separators, whitespace, look-alikes and non-ASCII letters and digits
 
 
-@given(_NEAR_MISSES | st.text(max_size=30))
-def test_a_refused_name_never_becomes_an_identifier(name: str) -> None:
-    accepted = is_valid_name(name, reserved=False)
-    event("accepted" if accepted else "refused")  # both branches run: see --hypothesis-show-statistics
-    if accepted:
-        assert sql_ident(name) == name.replace("-", "_")
-        assert_safe_identifier(sql_ident(name))
+def assert_refused(name: str) -> None:
+    assert not is_valid_name(name, reserved=False), name
+    with pytest.raises(ValueError, match="is not allowed"):
+        sql_ident(name)
+
+
+@pytest.mark.parametrize("char", list(_REFUSED_CHARS), ids=ascii)
+@settings(max_examples=30)  # per character
+@given(name=valid_names(), data=st.data())
+def test_a_valid_name_with_a_foreign_character_inside_is_refused(char: str, name: str, data: st.DataObject) -> None:
+    at = data.draw(st.integers(1, len(name) - 1), label="at")
+    assert_refused(name[:at] + char + name[at:])
+
+
+# Each turns a valid name into one the rule refuses; `at` is a position inside the name.
+_MISSHAPEN: dict[str, Callable[[str, int], str]] = {
+    "digit first": lambda name, at: "0" + name,
+    "hyphen first": lambda name, at: "-" + name,
+    "hyphen last": lambda name, at: name + "-",
+    "double hyphen": lambda name, at: name[:at] + "--" + name[at:],
+    "too long": lambda name, at: name + "x" * (NAME_MAX + 1 - len(name)),
+    "too short": lambda name, at: name[0],
+}
+
+
+@pytest.mark.parametrize("shape", _MISSHAPEN)
+@settings(max_examples=30)  # per shape
+@given(name=valid_names(), data=st.data())
+def test_a_valid_name_misshapen_is_refused(shape: str, name: str, data: st.DataObject) -> None:
+    at = data.draw(st.integers(1, len(name) - 1), label="at")
+    assert_refused(_MISSHAPEN[shape](name, at))
+
+
+@given(st.text(max_size=30))
+def test_any_text_is_refused_or_a_safe_identifier(name: str) -> None:
+    try:
+        ident = sql_ident(name)
+    except ValueError:
+        assert not is_valid_name(name, reserved=False)
     else:
-        with pytest.raises(ValueError, match="is not allowed"):
-            sql_ident(name)
+        assert ident == name.replace("-", "_")
+        assert_safe_identifier(ident)
