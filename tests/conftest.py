@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -107,6 +108,25 @@ def lab() -> Lab:
     # The hosts this session asked for: a lab left bigger by a benchmark has more, some of them stopped.
     wanted = {f"lab-{i}" for i in range(1, count + 1)}
     return Lab(root=LAB_ROOT, hosts={n: h["address"] for n, h in hosts.items() if n in wanted})
+
+
+@pytest.fixture
+def private_loopback() -> str:
+    """A loopback address of this test's own (127.x.y.z), so the ports it picks are not another program's.
+
+    Linux routes all of 127.0.0.0/8 to lo. Tunnels, servers and other tests bind 127.0.0.1 (the lab is
+    shared, and so is this machine), so on a random other address the ports from 10000 up are free unless
+    a program listens on the wildcard address; the fixture checks that for the first few, which tests may
+    then expect as literals (10000, 10001, ...).
+    """
+    address = f"127.{16 + secrets.randbelow(239)}.{secrets.randbelow(256)}.{1 + secrets.randbelow(254)}"
+    for port in range(10000, 10004):
+        with socket.socket() as probe:
+            try:
+                probe.bind((address, port))
+            except OSError as exc:
+                pytest.fail(f"cannot bind {address}:{port} ({exc.strerror}): does a program listen on *:{port}?")
+    return address
 
 
 @pytest.fixture

@@ -1,7 +1,12 @@
-"""Local port choice for tunnels: checked by binding, first free from 10000, a busy request is a clear error."""
+"""Local port choice for tunnels: checked by binding, first free from 10000, a busy request is a clear error.
+
+The tests that expect particular ports pick them on an address of their own (the `private_loopback`
+fixture), where no tunnel or server of anyone else can take a port between two lines of a test.
+"""
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,12 +14,12 @@ from contextlib import contextmanager
 import pytest
 
 from svcctl.errors import SvcctlError
-from svcctl.tunnel.ports import FIRST_PORT, PortInUse, bind_listener, pick_port, port_is_free
+from svcctl.tunnel.ports import PortInUse, bind_listener, pick_port
 
 
 @contextmanager
-def held(port: int, *, listen: bool = True) -> Iterator[socket.socket]:
-    """Hold 127.0.0.1:port the way another program would.
+def held(address: str, port: int, *, listen: bool = True) -> Iterator[socket.socket]:
+    """Hold address:port the way another program would.
 
     A listener takes SO_REUSEADDR as servers do (earlier tests' connections may leave the port in TIME_WAIT);
     a socket that is only bound does without it, so that nothing else may share the port.
@@ -22,39 +27,51 @@ def held(port: int, *, listen: bool = True) -> Iterator[socket.socket]:
     with socket.socket() as s:
         if listen:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", port))
+        s.bind((address, port))
         if listen:
             s.listen(1)
         yield s
 
 
-def test_default_is_the_first_free_port_from_10000() -> None:
-    first = pick_port("127.0.0.1", None)
-    assert first >= FIRST_PORT
-    assert all(not port_is_free("127.0.0.1", p) for p in range(FIRST_PORT, first))
+def bindable(address: str, port: int) -> bool:
+    """Whether a plain socket (no svcctl code) can bind and listen on address:port right now."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+            s.listen(1)
+        except OSError as exc:
+            assert exc.errno == errno.EADDRINUSE, exc
+            return False
+    return True
 
 
-def test_a_port_held_open_is_skipped() -> None:
-    first = pick_port("127.0.0.1", None)
-    with held(first):
-        second = pick_port("127.0.0.1", None)
-        assert second > first
-        assert all(not port_is_free("127.0.0.1", p) for p in range(first, second))
-    assert pick_port("127.0.0.1", None) == first
+def test_default_is_the_first_free_port_from_10000(private_loopback: str) -> None:
+    assert pick_port(private_loopback, None) == 10000
+    assert bindable(private_loopback, 10000)  # picked, not taken: the caller binds it
+
+
+def test_ports_held_open_or_only_bound_are_skipped_and_taken_again_once_released(private_loopback: str) -> None:
+    with held(private_loopback, 10000):
+        assert pick_port(private_loopback, None) == 10001
+        with held(private_loopback, 10001, listen=False):
+            assert pick_port(private_loopback, None) == 10002
+        assert pick_port(private_loopback, None) == 10001
+    assert pick_port(private_loopback, None) == 10000
 
 
 def test_a_port_bound_but_not_listening_is_in_use_too() -> None:
-    with held(0, listen=False) as s, pytest.raises(PortInUse):
+    with held("127.0.0.1", 0, listen=False) as s, pytest.raises(PortInUse):
         pick_port("127.0.0.1", s.getsockname()[1])
 
 
-def test_a_free_requested_port_is_returned() -> None:
-    port = pick_port("127.0.0.1", None)
-    assert pick_port("127.0.0.1", port) == port
+def test_a_free_requested_port_is_returned(private_loopback: str) -> None:
+    assert pick_port(private_loopback, 10003) == 10003
+    assert bindable(private_loopback, 10003)
 
 
 def test_a_busy_requested_port_says_which_and_how_to_choose_another() -> None:
-    with held(0) as s:
+    with held("127.0.0.1", 0) as s:
         busy = s.getsockname()[1]
         with pytest.raises(PortInUse) as caught:
             pick_port("127.0.0.1", busy)
@@ -74,13 +91,16 @@ def test_an_address_not_on_this_machine_is_a_clear_error() -> None:
         pick_port("192.0.2.1", None)  # TEST-NET-1: never local
 
 
-def test_bind_listener_holds_the_port_until_closed() -> None:
-    port = pick_port("127.0.0.1", None)
-    listener = bind_listener("127.0.0.1", port)
+def test_bind_listener_holds_the_port_until_closed(private_loopback: str) -> None:
+    listener = bind_listener(private_loopback, 10000)
     try:
-        assert not port_is_free("127.0.0.1", port)
+        assert listener.getsockname() == (private_loopback, 10000)
+        with socket.create_connection((private_loopback, 10000), timeout=5):
+            pass  # it listens: a client connects
+        assert not bindable(private_loopback, 10000)
         with pytest.raises(PortInUse):
-            bind_listener("127.0.0.1", port)
+            bind_listener(private_loopback, 10000)
+        assert pick_port(private_loopback, None) == 10001
     finally:
         listener.close()
-    assert port_is_free("127.0.0.1", port)
+    assert bindable(private_loopback, 10000)
