@@ -59,6 +59,20 @@ class Lab:
         subprocess.run([*LABCTL, *args], check=True, timeout=300)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to run in CI with a golden-file update variable set: those tests would rewrite their expected
+    output from the actual output and pass, so nothing could fail. Updating golden files is for a developer
+    at a desk, who then reviews the diff."""
+    if not os.environ.get("CI"):
+        return
+    updating = sorted(name for name, value in os.environ.items() if name.endswith("_UPDATE_GOLDEN") and value)
+    if updating:
+        raise pytest.UsageError(
+            f"{', '.join(updating)} is set while CI is set: golden-file tests would rewrite their expected "
+            "output and pass. Unset it in the CI configuration; update golden files locally and commit the diff."
+        )
+
+
 # No per-example deadline: speed is measured in benchmarks, never asserted, and on one busy core the first
 # example of a test (imports, caches) can take longer than Hypothesis' 200 ms. Health checks stay on, and
 # runs stay random (no derandomize): a property that fails only for some inputs should be found eventually.
