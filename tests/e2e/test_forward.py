@@ -82,14 +82,20 @@ def spec(lab: Lab, echo_port: int) -> ForwardSpec:
     )
 
 
+@pytest.fixture
+def own_spec(spec: ForwardSpec, private_loopback: str) -> ForwardSpec:
+    """The spec bound to a loopback address of this test's own: the ports it gets are not anyone else's."""
+    return ForwardSpec(**{**vars(spec), "bind": private_loopback})
+
+
 @pytest.fixture(params=sorted(KINDS))
 def make(request: pytest.FixtureRequest) -> Callable[[ForwardSpec], Forwarder]:
     return KINDS[request.param]
 
 
-def round_trip(port: int, payload: bytes) -> bytes:
+def round_trip(port: int, payload: bytes, address: str = "127.0.0.1") -> bytes:
     """Send everything, half-close, read the echo back to EOF."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+    with socket.create_connection((address, port), timeout=30) as s:
         sender = threading.Thread(target=lambda: (s.sendall(payload), s.shutdown(socket.SHUT_WR)))
         sender.start()
         chunks = []
@@ -99,12 +105,12 @@ def round_trip(port: int, payload: bytes) -> bytes:
     return b"".join(chunks)
 
 
-def rebindable(port: int) -> bool:
-    """Whether a new listener can take 127.0.0.1:port (as ssh and servers bind: SO_REUSEADDR)."""
+def rebindable(port: int, address: str = "127.0.0.1") -> bool:
+    """Whether a new listener can take address:port (as ssh and servers bind: SO_REUSEADDR)."""
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((address, port))
             s.listen(1)
         except OSError:
             return False
@@ -138,29 +144,35 @@ def test_many_connections_at_once_through_one_tunnel(
     }
 
 
-def test_close_frees_the_local_port_at_once(spec: ForwardSpec, make: Callable[[ForwardSpec], Forwarder]) -> None:
-    fwd = make(spec)
+def test_close_frees_the_local_port_at_once(own_spec: ForwardSpec, make: Callable[[ForwardSpec], Forwarder]) -> None:
+    address = own_spec.bind
+    fwd = make(own_spec)
     fwd.start()
     port = fwd.local_port
-    assert round_trip(port, b"hello") == b"hello"
+    assert round_trip(port, b"hello", address) == b"hello"
     # a client still connected when the tunnel closes must not keep the port
-    lingering = socket.create_connection(("127.0.0.1", port), timeout=10)
+    lingering = socket.create_connection((address, port), timeout=10)
     try:
-        assert not rebindable(port)
+        assert not rebindable(port, address)
         fwd.close()
-        assert rebindable(port)
-        assert pick_port("127.0.0.1", port) == port
+        assert rebindable(port, address)
+        assert pick_port(address, port) == port
     finally:
         lingering.close()
     fwd.close()  # twice is harmless
 
 
-def test_the_first_free_port_from_10000_is_the_default(
-    spec: ForwardSpec, make: Callable[[ForwardSpec], Forwarder]
+def test_the_first_free_port_from_10000_is_the_default_and_a_second_tunnel_takes_the_next(
+    own_spec: ForwardSpec, make: Callable[[ForwardSpec], Forwarder]
 ) -> None:
-    expected = pick_port("127.0.0.1", None)
-    with make(spec) as fwd:
-        assert fwd.local_port == expected >= 10000
+    address = own_spec.bind  # nothing else listens there: the ports are known in advance
+    with make(own_spec) as first:
+        assert first.local_port == 10000
+        with make(own_spec) as second:
+            assert second.local_port == 10001
+            assert round_trip(10000, b"first", address) == b"first"
+            assert round_trip(10001, b"second", address) == b"second"
+        assert not rebindable(10000, address)  # the first still holds its port
 
 
 def test_a_busy_requested_port_raises_port_in_use(spec: ForwardSpec, make: Callable[[ForwardSpec], Forwarder]) -> None:
@@ -185,14 +197,16 @@ def wrong_known_hosts(lab: Lab, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_a_changed_host_key_fails_fast_naming_the_node(lab: Lab, spec: ForwardSpec, tmp_path: Path, kind: str) -> None:
-    bad = ForwardSpec(**{**vars(spec), "known_hosts": wrong_known_hosts(lab, tmp_path)})
+def test_a_changed_host_key_fails_fast_naming_the_node(
+    lab: Lab, own_spec: ForwardSpec, tmp_path: Path, kind: str
+) -> None:
+    bad = ForwardSpec(**{**vars(own_spec), "known_hosts": wrong_known_hosts(lab, tmp_path)})
     fwd = KINDS[kind](bad)
     with pytest.raises(SvcctlError) as caught:  # tunnel.HostKeyChanged (ssh) or ssh.ChangedHostKey (paramiko)
         fwd.start(timeout=20)
     message = str(caught.value)
     assert f"node {HOST}" in message and "ssh-keygen -R" in message and str(bad.known_hosts) in message
-    assert rebindable(fwd.local_port)  # nothing was left listening
+    assert rebindable(fwd.local_port, bad.bind)  # nothing was left listening
 
 
 def test_paramiko_reconnects_after_its_connection_dropped(spec: ForwardSpec) -> None:
