@@ -87,6 +87,7 @@ def _forward(
     started: float,
 ) -> int:
     """Forward, log in, run or wait; the temporary user is dropped and the port freed whatever happens."""
+    database = located.database  # what the node's registry says, checked before anything starts or is created
     spec = ForwardSpec(
         host=located.node, remote_port=located.remote_port, bind=opts.bind, local_port=opts.port, name=located.node
     )
@@ -101,7 +102,7 @@ def _forward(
             temp.create(connector.live())
             user, password = temp.user, temp.password
         host = "127.0.0.1" if opts.bind in ("0.0.0.0", "::", "") else opts.bind  # noqa: S104
-        conn = Connection(located.engine, host, forwarder.local_port, user, password, located.database)
+        conn = Connection(located.engine, host, forwarder.local_port, user, password, database)
         who = f"app {opts.app}'s binding" if opts.app else f"temporary {temp.role if temp else ''} user"
         say(f"Tunnel to {located.engine} instance {located.instance} on node {located.node} as {who}:")
         for line in conn.describe(opts.show_password):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -282,3 +284,71 @@ def test_a_killed_tunnels_user_is_kept_while_unexpired_then_planned_and_applied_
     assert res.returncode == 0, res.stdout + res.stderr
     assert user not in session_users(lab, "lab-1")
     assert env.run("plan", ".", "--detailed-exitcode").returncode == 0
+
+
+def test_clients_run_without_the_key_in_their_environment(applied: Env, tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(TEST_KEY)
+    show = 'echo "key=${SVCCTL_KEY-unset} file=${SVCCTL_KEY_FILE-unset} user=${PGUSER-unset}"'
+    res = applied.run("tunnel", applied.pg(), "--app", applied.app(), "--", "sh", "-c", show,
+                      extra_env={"SVCCTL_KEY_FILE": str(key_file)})  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"key=unset file=unset user=sv_{applied.app()}_{applied.pg()}_r0"
+
+
+# Edits one record of a node's registry under its lock (other tests apply to the same nodes), printing the
+# record's attrs as they were; argv[1] is JSON {"address": ..., "attrs": {...}} of the attrs to set.
+_EDIT_RECORD = """
+import fcntl, json, os, sys, tempfile
+arg = json.loads(sys.argv[1])
+path = "/var/lib/svcctl/registry.json"
+with open("/var/lib/svcctl/.registry.lock", "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    doc = json.load(open(path))
+    record = doc["objects"][arg["address"]]
+    print(json.dumps(record["attrs"]))
+    record["attrs"] = {**record["attrs"], **arg["attrs"]}
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+"""
+
+
+def _edit_record(lab: Lab, node: str, address: str, attrs: dict[str, object]) -> dict[str, object]:
+    arg = json.dumps({"address": address, "attrs": attrs})
+    res = lab.ssh(node, f"sudo -n python3 - {shlex.quote(arg)}", stdin=_EDIT_RECORD)
+    before: dict[str, object] = json.loads(res.stdout)
+    return before
+
+
+def test_a_hostile_registry_reaches_no_client_option_file_or_engine(applied: Env, lab: Lab, tmp_path: Path) -> None:
+    """A node recording a user or database with a newline (option injection: `pager=`) gets a clear refusal."""
+    env = applied
+    marker = tmp_path / "pwned"
+    inject = f"\n[mysql]\npager=touch {marker}\n"
+    binding = f"binding.{env.app()}.{env.my()}"
+    before = _edit_record(lab, "lab-2", binding, {"user": f"sv_{env.app()}_{env.my()}_r0{inject}"})
+    try:
+        res = tunnel(env, env.my(), "--app", env.app(), "--", "mariadb", "-N", "-e", "select 1")
+    finally:
+        _edit_record(lab, "lab-2", binding, before)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "node lab-2: its registry records an unusable user" in res.stderr
+    assert "Traceback" not in res.stderr and "\x1b" not in res.stderr
+
+    instance = f"instance.{env.my()}"
+    before = _edit_record(lab, "lab-2", instance, {"database": f"{env.my()}{inject}"})
+    try:
+        res = tunnel(env, env.my(), "--", "mariadb", "-N", "-e", "select 1")
+    finally:
+        _edit_record(lab, "lab-2", instance, before)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "node lab-2: its registry records an unusable database" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not marker.exists()  # no client ran a pager
+    assert f"svs_{env.my()}_" not in session_users(lab, "lab-2")  # refused before any temporary user was made
+    # and the restored registry works as before
+    res = tunnel(env, env.my(), "--app", env.app(), "--", "mariadb", "-N", "-e", "select 1")
+    assert res.returncode == 0 and res.stdout.strip() == "1", res.stderr
