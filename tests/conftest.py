@@ -58,6 +58,18 @@ class Lab:
         """Drive the lab itself (stop/start a host)."""
         subprocess.run([*LABCTL, *args], check=True, timeout=300)
 
+    def host_state(self, host: str) -> str | None:
+        """ "running" or "stopped" as `labctl status` reports the host; None when the lab has no such host.
+
+        For fixtures that stop a host: they put it back as they found it.
+        """
+        res = subprocess.run([*LABCTL, "status"], capture_output=True, text=True, timeout=60)
+        for line in res.stdout.splitlines():
+            name, *_, state = line.split("\t")
+            if name == host:
+                return state
+        return None
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Refuse to run in CI with a golden-file update variable set: those tests would rewrite their expected

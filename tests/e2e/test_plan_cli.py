@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from svcctl.secrets import binding_password, decode_key
 from tests.conftest import Lab
@@ -90,9 +93,28 @@ def test_a_saved_plan_is_private_and_marked_as_a_plan(lab: Lab, tmp_path: Path, 
     assert len(doc["plan"]["fingerprint"]) == 64
 
 
-def test_an_unreachable_node_fails_the_plan_closed_naming_it(lab: Lab, tmp_path: Path, unique: str) -> None:
-    lab.labctl("up", "--hosts", "3")  # a third host just to switch off, so lab-1/lab-2 stay up
-    lab.labctl("stop", "lab-3")
+@pytest.fixture
+def lab_3_switched_off(lab: Lab) -> Iterator[str]:
+    """lab-3 powered off for one test (a third host just to switch off, so lab-1 and lab-2 stay up), then put back.
+
+    The default lab has two hosts, so lab-3 may not exist yet: `up --hosts 3` makes it, and it is left
+    stopped, as conftest expects of hosts past LAB_HOSTS (labctl cannot remove a single host). A lab-3 that
+    was running (LAB_HOSTS=3 or more, where other tests use it) is started again.
+    """
+    before = lab.host_state("lab-3")
+    if before is None:
+        lab.labctl("up", "--hosts", "3")
+    if before != "stopped":
+        lab.labctl("stop", "lab-3")
+    yield "lab-3"
+    if before == "running":
+        lab.labctl("start", "lab-3")
+    assert lab.host_state("lab-3") == (before or "stopped")
+
+
+def test_an_unreachable_node_fails_the_plan_closed_naming_it(
+    lab: Lab, lab_3_switched_off: str, tmp_path: Path, unique: str
+) -> None:
     env = make_env(tmp_path, unique)
     env.write(
         body(env) + "\n# appended: a node that is down\n",
