@@ -8,12 +8,13 @@ contains every driver's snippet, so observing a node costs one SSH round trip.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
 
-from svcctl.model.names import sql_ident
+from svcctl.model.names import is_valid_name, sql_ident
 from svcctl.model.spec import Binding, Environment, version_key
 from svcctl.secrets import Secret
 from svcctl.state import Attrs, Kind, Resource, State
@@ -85,6 +86,39 @@ def load_script(name: str) -> str:
 def binding_user(app: str, instance: str, rotation: int) -> str:
     """The engine user of a binding: `sv_<app>_<instance>_r<rotation>` (the names' SQL identifiers)."""
     return f"sv_{sql_ident(app)}_{sql_ident(instance)}_r{rotation}"
+
+
+_BINDING_USER = re.compile(r"sv_([a-z0-9_]+)_r(0|[1-9][0-9]*)")
+
+
+def name_of(ident: str) -> str | None:
+    """An SQL identifier back to the svcctl name it came from, or None when svcctl would not make it."""
+    name = ident.replace("_", "-")
+    if not is_valid_name(name, reserved=False) or sql_ident(name) != ident:
+        return None
+    return name
+
+
+def parse_binding_user(user: str, granted: Iterable[str], databases: Iterable[str]) -> tuple[str, str, int] | None:
+    """`sv_web_orders_db_r2` -> ("web", "orders-db", 2), the inverse of `binding_user`; None for other users.
+
+    Both names may hold `_` once mapped, so the databases the user may reach (then all of the node's) decide
+    where the app's name ends; a user no split explains is not svcctl's.
+    """
+    match = _BINDING_USER.fullmatch(user)
+    if match is None:
+        return None
+    parts = match[1].split("_")
+    candidates = []
+    for i in range(1, len(parts)):
+        app, instance = name_of("_".join(parts[:i])), name_of("_".join(parts[i:]))
+        if app is not None and instance is not None:
+            candidates.append((app, instance))
+    for known in (set(granted), set(databases)):
+        hits = [c for c in candidates if sql_ident(c[1]) in known]
+        if len(hits) == 1:
+            return (*hits[0], int(match[2]))
+    return (*candidates[0], int(match[2])) if len(candidates) == 1 else None
 
 
 def binding_purpose(app: str, instance: str, rotation: int) -> str:

@@ -24,10 +24,12 @@ from svcctl.drivers.base import (
     desired_bindings,
     desired_engines,
     load_script,
+    name_of,
+    parse_binding_user,
     placed_instances,
 )
 from svcctl.errors import SvcctlError
-from svcctl.model.names import is_valid_name, sql_ident
+from svcctl.model.names import sql_ident
 from svcctl.secrets import Secret, mysql_native_matches
 from svcctl.state import Attrs, Kind, Resource
 
@@ -50,7 +52,6 @@ CUSTOM_ROLE = "custom"
 COMMENT_PREFIX = "svcctl"
 """Database comments svcctl writes: `svcctl storage_mb=512 connections=20` (absent values left out)."""
 
-_USER_RE = re.compile(r"^sv_([a-z0-9_]+)_r(0|[1-9][0-9]*)$")
 _GRANT_RE = re.compile(r"^GRANT (?P<privs>.+?) ON (?P<object>\S+) TO ")
 _DB_OBJECT_RE = re.compile(r"^`((?:[^`]|``)+)`\.\*$")
 
@@ -187,14 +188,6 @@ def _limit(value: int) -> int | None:
     return value or None
 
 
-def _name_of(ident: str) -> str | None:
-    """An SQL identifier back to the svcctl name it came from, or None when svcctl would not make it."""
-    name = ident.replace("_", "-")
-    if not is_valid_name(name, reserved=False) or sql_ident(name) != ident:
-        return None
-    return name
-
-
 def parse_comment(comment: str | None) -> dict[str, int | None]:
     """`svcctl storage_mb=512 connections=20` -> {"storage_mb": 512, "connections": 20}; others -> {}."""
     words = (comment or "").split()
@@ -210,7 +203,7 @@ def parse_comment(comment: str | None) -> dict[str, int | None]:
 
 def _instance(node: str, version: str, db: Mapping[str, Any], user_limits: set[int | None] | None) -> Resource:
     ident = str(db["name"])
-    name = _name_of(ident)
+    name = name_of(ident)
     noted = parse_comment(db.get("comment"))
     connections: Any = noted.get("connections")
     if user_limits:
@@ -278,22 +271,6 @@ def _role(rows: Iterable[Mapping[str, Any]], db: str) -> str:
     return ROLES.get(next(iter(seen)), CUSTOM_ROLE) if len(seen) == 1 else CUSTOM_ROLE
 
 
-def _split_user(prefix: str, grant_dbs: Iterable[str], databases: set[str]) -> tuple[str, str] | None:
-    """`web_catalog_db` -> ("web", "catalog-db"): the database its grant names decides where app ends."""
-    candidates: list[tuple[str, str]] = []
-    parts = prefix.split("_")
-    for i in range(1, len(parts)):
-        app, db = "_".join(parts[:i]), "_".join(parts[i:])
-        app_name, inst_name = _name_of(app), _name_of(db)
-        if app_name is not None and inst_name is not None:
-            candidates.append((app_name, inst_name))
-    for known in (set(grant_dbs), databases):
-        hits = [c for c in candidates if sql_ident(c[1]) in known]
-        if len(hits) == 1:
-            return hits[0]
-    return candidates[0] if len(candidates) == 1 else None
-
-
 def _bindings(node: str, users: list[Mapping[str, Any]], databases: set[str], password_for: PasswordFor) -> _Bindings:
     out = _Bindings()
     by_user: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
@@ -303,9 +280,8 @@ def _bindings(node: str, users: list[Mapping[str, Any]], databases: set[str], pa
     for user, rows in sorted(by_user.items()):
         hosts = sorted(str(r["host"]) for r in rows)
         grant_dbs = {db for r in rows for db in _row_grants(r)[0]}
-        m = _USER_RE.match(user)
-        split = _split_user(m[1], grant_dbs, databases) if m else None
-        if m is None or split is None:
+        parsed = parse_binding_user(user, grant_dbs, databases)
+        if parsed is None:
             out.resources.append(
                 Resource(
                     kind=Kind.BINDING,
@@ -316,8 +292,7 @@ def _bindings(node: str, users: list[Mapping[str, Any]], databases: set[str], pa
                 )
             )
             continue
-        app, instance = split
-        rotation = int(m[2])
+        app, instance, rotation = parsed
         db = sql_ident(instance)
         out.rows += [(user, db, r) for r in rows]
         password = password_for(binding_purpose(app, instance, rotation))

@@ -24,9 +24,11 @@ from svcctl.drivers.base import (
     desired_bindings,
     desired_engines,
     load_script,
+    name_of,
+    parse_binding_user,
     placed_instances,
 )
-from svcctl.model.names import is_valid_name, sql_ident
+from svcctl.model.names import sql_ident
 from svcctl.secrets import Secret, scram_sha256_matches
 from svcctl.state import Attrs, Kind, Resource
 
@@ -42,7 +44,6 @@ COMMENT_PREFIX = "svcctl"
 ANYWHERE = "0.0.0.0/0"
 """What client_networks says for a server listening beyond localhost without a network svcctl can name."""
 
-_USER_RE = re.compile(r"^sv_([a-z0-9_]+)_r(0|[1-9][0-9]*)$")
 SCRAM_MAX_ITERATIONS = 100_000
 """Most PBKDF2 iterations svcctl computes to check a SCRAM verifier (PostgreSQL's default is 4096).
 
@@ -189,14 +190,6 @@ def _limit(value: int) -> int | None:
     return None if value < 0 else value
 
 
-def _name_of(ident: str) -> str | None:
-    """An SQL identifier back to the svcctl name it came from, or None when svcctl would not make it."""
-    name = ident.replace("_", "-")
-    if not is_valid_name(name, reserved=False) or sql_ident(name) != ident:
-        return None
-    return name
-
-
 def parse_comment(comment: str | None) -> dict[str, int]:
     """`svcctl storage_mb=512` -> {"storage_mb": 512}; any other comment -> {}."""
     words = (comment or "").split()
@@ -221,7 +214,7 @@ def _acl(entries: Iterable[str] | None) -> dict[str, str]:
 
 def _instance(node: str, version: str, db: Mapping[str, Any]) -> Resource:
     ident = str(db["name"])
-    name = _name_of(ident)
+    name = name_of(ident)
     return Resource(
         kind=Kind.INSTANCE,
         name=name if name is not None else f"{node}.{ENGINE}:{ident}",
@@ -257,21 +250,6 @@ def _role(role: Mapping[str, Any], db: Mapping[str, Any]) -> str:
     return CUSTOM_ROLE
 
 
-def _split_user(prefix: str, connect_dbs: set[str], databases: Iterable[str]) -> tuple[str, str] | None:
-    """`web_orders_db` -> ("web", "orders-db"): the database it may connect to decides where app ends."""
-    candidates: list[tuple[str, str]] = []
-    parts = prefix.split("_")
-    for i in range(1, len(parts)):
-        app, inst = _name_of("_".join(parts[:i])), _name_of("_".join(parts[i:]))
-        if app is not None and inst is not None:
-            candidates.append((app, inst))
-    for known in (connect_dbs, set(databases)):
-        hits = [c for c in candidates if sql_ident(c[1]) in known]
-        if len(hits) == 1:
-            return hits[0]
-    return candidates[0] if len(candidates) == 1 else None
-
-
 def _bindings(
     node: str, roles: list[Mapping[str, Any]], databases: Mapping[str, Mapping[str, Any]], password_for: PasswordFor
 ) -> list[Resource]:
@@ -280,9 +258,8 @@ def _bindings(
     for role in sorted(roles, key=lambda r: str(r["name"])):
         user = str(role["name"])
         connect_dbs = {name for name, db in databases.items() if "c" in _acl(db.get("acl")).get(user, "")}
-        m = _USER_RE.match(user)
-        split = _split_user(m[1], connect_dbs, databases) if m else None
-        if m is None or split is None:
+        parsed = parse_binding_user(user, connect_dbs, databases)
+        if parsed is None:
             out.append(
                 Resource(
                     kind=Kind.BINDING,
@@ -293,8 +270,7 @@ def _bindings(
                 )
             )
             continue
-        app, instance = split
-        rotation = int(m[2])
+        app, instance, rotation = parsed
         db = databases.get(sql_ident(instance))
         verifier = str(role.get("verifier") or "")
         current = verifier_matches(password_for(binding_purpose(app, instance, rotation)), verifier)
