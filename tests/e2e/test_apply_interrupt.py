@@ -1,9 +1,10 @@
 """An apply killed half-way (SIGINT as Ctrl-C sends it, or SIGKILL) leaves nothing broken, and the next converges.
 
-At every point the app's manifest is either absent or whole (valid YAML whose VCAP_SERVICES is valid JSON);
-a SIGINT releases the locks and removes the run's private directory (it holds the secrets); after a
-SIGKILL the lock stays, the next apply says why and that --break-lock removes it, and that apply also
-removes the dead run's private directory.
+After an interrupted apply the app's manifest is either absent or whole (valid YAML whose VCAP_SERVICES is
+valid JSON); after an apply that succeeded it is whole and binds exactly the environment's instances. A
+SIGINT releases the locks and removes the run's private directory (it holds the secrets); after a SIGKILL
+the lock stays, the next apply says why and that --break-lock removes it, and that apply also removes the
+dead run's private directory.
 """
 
 from __future__ import annotations
@@ -47,10 +48,20 @@ def new_env(tmp_path: Path, token: str) -> Env:
 
 
 def manifest_is_absent_or_whole(env: Env) -> None:
+    """After an interrupted apply: no manifest, or one that parses and binds only the environment's instances."""
     manifest = env.path / "apps" / "manifest.yml"
     if manifest.exists():
-        services = load_vcap(manifest)
-        assert set(services) <= {"mysql", "postgresql", "redis"}
+        bound = {label: [e["instance_name"] for e in entries] for label, entries in load_vcap(manifest).items()}
+        assert set(bound) <= {"mysql", "postgresql", "redis"}, bound
+        assert {name for names in bound.values() for name in names} <= {env.pg(), env.my(), env.rd()}, bound
+
+
+def manifest_is_whole(env: Env) -> None:
+    """After an apply that succeeded: the manifest exists, parses, and binds each of the three instances once."""
+    manifest = env.path / "apps" / "manifest.yml"
+    assert manifest.is_file(), f"the apply succeeded but {manifest} does not exist"
+    bound = {label: [e["instance_name"] for e in entries] for label, entries in load_vcap(manifest).items()}
+    assert bound == {"postgresql": [env.pg()], "mysql": [env.my()], "redis": [env.rd()]}
 
 
 class Apply:
@@ -171,7 +182,7 @@ def test_sigint_mid_apply_releases_the_locks_and_the_next_apply_converges(
 
         res = apply(env)
         assert res.returncode == 0, res.stdout + res.stderr
-        manifest_is_absent_or_whole(env)
+        manifest_is_whole(env)
         assert_converged(env)
     finally:
         cleanup(env)
@@ -201,7 +212,7 @@ def test_sigkill_mid_apply_leaves_a_lock_that_break_lock_removes_and_the_next_ap
         res = apply(env, "--break-lock")
         assert res.returncode == 0, res.stdout + res.stderr
         assert run_dirs(pid) == []  # the killed run's secrets went with the next apply
-        manifest_is_absent_or_whole(env)
+        manifest_is_whole(env)
         assert_converged(env)
         assert pid not in lock_holders(lab).values()
     finally:
@@ -214,6 +225,7 @@ def test_the_manifest_is_never_seen_partial_while_apply_rewrites_it(tmp_path: Pa
     try:
         res = apply(env)
         assert res.returncode == 0, res.stdout + res.stderr
+        manifest_is_whole(env)
         old = password(f"binding/{env.app()}/{env.pg()}/0")
         new = password(f"binding/{env.app()}/{env.pg()}/1")
 
@@ -239,6 +251,7 @@ def test_the_manifest_is_never_seen_partial_while_apply_rewrites_it(tmp_path: Pa
             stop.set()
             poller.join()
         assert res.returncode == 0, res.stdout + res.stderr
+        manifest_is_whole(env)
         assert problems == []
         assert seen[0] == old and seen[-1] == new
         assert set(seen) == {old, new}
