@@ -11,13 +11,12 @@ a client, an option file or the helper's request gets it.
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from svcctl.drivers import drivers, sessions
+from svcctl.drivers import drivers, reported, sessions
 from svcctl.drivers.base import binding_user
 from svcctl.errors import SvcctlError
 from svcctl.model.spec import Environment
@@ -98,11 +97,8 @@ def _registry(session: SshSession) -> dict[str, Any]:
     res = session.run(["python3", "-c", sessions.host_script(), "find"], sudo=True, timeout=30)
     if res.rc != 0:
         raise SvcctlError(f"node {session.name}: cannot read svcctl's registry: {res.stderr.strip()[-300:]}")
-    try:
-        objects = json.loads(res.stdout).get("objects", {})
-    except (json.JSONDecodeError, AttributeError):
-        raise SvcctlError(f"node {session.name}: svcctl's registry is not valid JSON") from None
-    return objects if isinstance(objects, dict) else {}
+    # the same checks as observe's: a registry is what the node says
+    return reported.registry(session.name, reported.decode(session.name, res.stdout).get("objects", {}))
 
 
 def locate(env: Environment, environment: str, instance: str) -> tuple[Located, SshSession]:
