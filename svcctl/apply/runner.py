@@ -30,11 +30,25 @@ EventSink = Callable[[str], None]
 
 
 def playbooks_dir() -> Path:
-    """Where apply.yml lives: $SVCCTL_PLAYBOOKS, else the project's playbooks/ beside the package."""
+    """Where apply.yml lives: $SVCCTL_PLAYBOOKS if set (another Ansible project), else the svcctl.playbooks package.
+
+    The package is the checkout's playbooks/ in an editable install and package data in a wheel; either way
+    a real directory, as ansible-runner needs one (its project directory is the playbook's working directory).
+    """
+    from importlib import resources  # here, not at the top: the rest of this module is not this change's
+
+    from svcctl.errors import SvcctlError
+
     env = os.environ.get("SVCCTL_PLAYBOOKS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "playbooks"
+    found = resources.files("svcctl.playbooks")
+    if not isinstance(found, Path):  # e.g. imported from a zip: no directory Ansible could run in
+        raise SvcctlError(
+            f"svcctl's playbooks are not files on disk ({found}), so Ansible cannot run them; reinstall svcctl "
+            "with pip or pipx (which unpack it), or set SVCCTL_PLAYBOOKS to a copy of its playbooks/ directory."
+        )
+    return found
 
 
 @dataclass
