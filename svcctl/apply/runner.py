@@ -35,7 +35,7 @@ def playbooks_dir() -> Path:
     The package is the checkout's playbooks/ in an editable install and package data in a wheel; either way
     a real directory, as ansible-runner needs one (its project directory is the playbook's working directory).
     """
-    from importlib import resources  # here, not at the top: the rest of this module is not this change's
+    from importlib import resources
 
     from svcctl.errors import SvcctlError
 
