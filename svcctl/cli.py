@@ -22,9 +22,15 @@ app = typer.Typer(
     name="svcctl",
     help="Declare database services in Git; plan, apply and tunnel to them on SSH hosts.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no escape codes in pipes or under NO_COLOR, and 0.1 s less start-up
 )
+
+
+def colour_default() -> bool:
+    """Colour by default on a terminal, unless NO_COLOR is set (https://no-color.org)."""
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
 def _version(value: bool) -> None:
@@ -46,16 +52,29 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
+class ValidateFormat(StrEnum):
+    """validate output formats."""
+
+    text = "text"
+    json = "json"
+
+
 @app.command()
 def validate(
     path: Annotated[
         Path, typer.Argument(help="Environment file or directory of *.yaml/*.yml files.", show_default=True)
     ] = Path(),
+    output: Annotated[
+        ValidateFormat,
+        typer.Option("--output", "-o", help="text, or json: {valid, problems: [{file, line, column, message}]}."),
+    ] = ValidateFormat.text,
 ) -> None:
     """Load and check the environment's files, and place its instances; no SSH."""
     from svcctl.model.loader import load_environment
     from svcctl.model.placement import place
 
+    if output is ValidateFormat.json:
+        raise typer.Exit(_validate_json(path))
     env = load_environment(path)
     place(env, {})
     summary = ", ".join(
@@ -69,6 +88,33 @@ def validate(
         ]
     )
     typer.echo(f"{path}: valid — {summary}")
+
+
+def _validate_json(path: Path) -> int:
+    """`validate -o json`: every problem as {file, line, column, message} (line and column null if unknown)."""
+    from svcctl.errors import InvalidEnvironment
+    from svcctl.model.loader import load_environment
+    from svcctl.model.placement import PlacementError, place
+
+    problems: list[dict[str, str | int | None]] = []
+    counts: dict[str, int] = {}
+    try:
+        env = load_environment(path)
+        place(env, {})
+        counts = {section: len(getattr(env, section)) for section in ("nodes", "services", "plans", "instances")}
+        counts |= {"apps": len(env.apps), "bindings": len(env.bindings)}
+    except InvalidEnvironment as exc:
+        problems = [{"file": p.file, "line": p.line, "column": p.column, "message": p.message} for p in exc.problems]
+    except PlacementError as exc:
+        w = exc.where
+        problems = [
+            {"file": w.file if w else str(path), "line": w.line if w else None, "column": w.column if w else None}
+            | {"message": exc.detail}
+        ]
+    except SvcctlError as exc:
+        problems = [{"file": str(path), "line": None, "column": None, "message": exc.message}]
+    typer.echo(json.dumps({"valid": not problems, "problems": problems, "counts": counts}, indent=2))
+    return 1 if problems else 0
 
 
 @app.command()
@@ -117,7 +163,9 @@ def plan(
     ] = False,
     parallel: Annotated[int, typer.Option("--parallel", min=1, max=64, help="Nodes observed at once.")] = 8,
     accept_new_host_keys: AcceptNewHostKeys = False,
-    color: Annotated[bool, typer.Option("--color/--no-color", help="Colour the text plan.")] = sys.stdout.isatty(),
+    color: Annotated[
+        bool, typer.Option("--color/--no-color", help="Colour the text plan. Default: on a terminal, unless NO_COLOR.")
+    ] = colour_default(),
 ) -> None:
     """Observe the nodes over SSH, diff them against the YAML and print what apply would do. Changes nothing."""
     from svcctl.model.loader import load_environment
@@ -158,7 +206,9 @@ def apply(
     ] = False,
     parallel: Annotated[int, typer.Option("--parallel", min=1, max=64, help="Nodes worked on at once.")] = 8,
     accept_new_host_keys: AcceptNewHostKeys = False,
-    color: Annotated[bool, typer.Option("--color/--no-color", help="Colour the plan.")] = sys.stdout.isatty(),
+    color: Annotated[
+        bool, typer.Option("--color/--no-color", help="Colour the plan. Default: on a terminal, unless NO_COLOR.")
+    ] = colour_default(),
 ) -> None:
     """Plan, ask for confirmation, then make the nodes match the YAML; verifies nothing is left to do."""
     from svcctl.apply.execute import ApplyOptions
@@ -269,8 +319,16 @@ def key_init(
 
 def main() -> None:
     """Entry point: run the CLI, print SvcctlError as one paragraph on stderr and exit with its code."""
+    from typer._click.exceptions import ClickException
+
     try:
-        app()
+        code = app(prog_name="svcctl", standalone_mode=False)
+    except ClickException as exc:  # a usage error exits 1, like every error: 2 means "changes pending"
+        exc.show()
+        sys.exit(1)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
     except SvcctlError as exc:
         from svcctl.plan.escape import for_terminal  # messages quote names a node or a YAML chose
 
@@ -291,3 +349,4 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -17,11 +17,19 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from svcctl.errors import SvcctlError
-from svcctl.model.spec import Environment, Node, ServicePlan
+from svcctl.model.spec import Environment, Location, Node, ServicePlan
 
 
 class PlacementError(SvcctlError):
-    """No node can take an instance, or the YAML asks to move one that already exists."""
+    """No node can take an instance, or the YAML asks to move one that already exists.
+
+    `where` is the instance's declaration when known; the message then starts with it, compiler-style.
+    """
+
+    def __init__(self, detail: str, where: Location | None = None) -> None:
+        super().__init__(f"{where}: {detail}" if where is not None else detail)
+        self.detail = detail
+        self.where = where
 
 
 @dataclass(frozen=True)
@@ -63,11 +71,11 @@ def place(env: Environment, existing: Mapping[str, str]) -> dict[str, str]:
             continue  # no longer declared: the plan decides what to do about it
         pinned = env.instances[instance].node
         if pinned is not None and pinned != existing[instance]:
-            where = _at(env, f"instance.{instance}.node")
             raise PlacementError(
-                f"{where}instance {instance} exists on node {existing[instance]} but the environment pins it "
+                f"instance {instance} exists on node {existing[instance]} but the environment pins it "
                 f"to node {pinned}; svcctl does not move instances. Set node: {existing[instance]} "
-                "(or remove node:), or migrate the data yourself and delete the old instance."
+                "(or remove node:), or migrate the data yourself and delete the old instance.",
+                env.location(f"instance.{instance}.node"),
             )
         take(instance, existing[instance])
 
@@ -77,11 +85,11 @@ def place(env: Environment, existing: Mapping[str, str]) -> dict[str, str]:
         if pinned is not None:
             reasons = _reasons(env, instance, pinned, free, check_labels=False)
             if reasons:
-                where = _at(env, f"instance.{instance}.node")
                 raise PlacementError(
-                    f"{where}instance {instance} is pinned to node {pinned}, which cannot take it: "
+                    f"instance {instance} is pinned to node {pinned}, which cannot take it: "
                     f"{'; '.join(reasons)}. Pin it to another node, remove node: to let svcctl choose, "
-                    f"or raise node {pinned}'s capacity."
+                    f"or raise node {pinned}'s capacity.",
+                    env.location(f"instance.{instance}.node"),
                 )
             take(instance, pinned)
 
@@ -100,20 +108,14 @@ def place(env: Environment, existing: Mapping[str, str]) -> dict[str, str]:
                 best = (score, node)
         if best is None:
             candidates = "\n  ".join(rejected) if rejected else "(no nodes are declared)"
-            where = _at(env, f"instance.{instance}")
             raise PlacementError(
-                f"{where}no node can take instance {instance} ({env.engine_of(instance)}, plan "
+                f"no node can take instance {instance} ({env.engine_of(instance)}, plan "
                 f"{env.instances[instance].plan}):\n  {candidates}\n"
-                "Add capacity or a node, relax placement.labels, or choose a smaller plan."
+                "Add capacity or a node, relax placement.labels, or choose a smaller plan.",
+                env.location(f"instance.{instance}"),
             )
         take(instance, best[1])
     return result
-
-
-def _at(env: Environment, address: str) -> str:
-    """`file:line:column: ` where `address` was declared, so the message points into the YAML; else nothing."""
-    where = env.location(address)
-    return f"{where}: " if where is not None else ""
 
 
 def _reasons(env: Environment, instance: str, node: str, free: Mapping[str, _Free], *, check_labels: bool) -> list[str]:
