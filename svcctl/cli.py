@@ -209,6 +209,9 @@ def apply(
     color: Annotated[
         bool, typer.Option("--color/--no-color", help="Colour the plan. Default: on a terminal, unless NO_COLOR.")
     ] = colour_default(),
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show every task's output as Ansible runs it (secrets masked).")
+    ] = False,
 ) -> None:
     """Plan, ask for confirmation, then make the nodes match the YAML; verifies nothing is left to do."""
     from svcctl.apply.execute import ApplyOptions
@@ -221,6 +224,7 @@ def apply(
         parallel=parallel,
         accept_new_host_keys=accept_new_host_keys,
         color=color,
+        verbose=verbose,
     )
 
     def say(text: str) -> None:

@@ -60,6 +60,7 @@ class ApplyOptions:
     parallel: int = 8
     accept_new_host_keys: bool = False
     color: bool = False
+    verbose: bool = False
 
 
 def _change_vars(change: Change, planned: Planned) -> list[dict[str, Any]]:
@@ -200,11 +201,16 @@ def write_manifests(
 
 
 def _summary(result: RunResult) -> str:
+    """What failed, per node and task; when no task did (the run failed as a whole), Ansible's last words."""
     lines = []
     for f in result.failures:
         lines.append(f"  {f.host}: task '{f.task}' failed: {f.message}")
     for host, why in sorted(result.unreachable.items()):
         lines.append(f"  {host}: unreachable: {why}")
+    if not lines:
+        lines = ["  Ansible failed before any task did:", *(f"    {line}" for line in result.reason.splitlines())]
+    if result.log_file is not None:
+        lines.append(f"  The run's whole output (secrets masked) is in {result.log_file}.")
     return "\n".join(lines)
 
 
@@ -281,7 +287,12 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
         from svcctl.apply.runner import run_apply  # ansible_runner costs ~0.1 s to import: not when converged
 
         result = run_apply(
-            {n: resolved[n] for n in vars_}, vars_, {"svcctl_environment": name}, progress, forks=opts.parallel
+            {n: resolved[n] for n in vars_},
+            vars_,
+            {"svcctl_environment": name},
+            progress,
+            forks=opts.parallel,
+            verbose=opts.verbose,
         )
         for report in result.reports:
             say(report)

@@ -71,6 +71,14 @@ class RunResult:
     changed: dict[str, int] = field(default_factory=dict)
     ok: dict[str, int] = field(default_factory=dict)
     reports: list[str] = field(default_factory=list)  # e.g. where a dump was written
+    log: str = ""  # Ansible's whole output, secrets masked: kept in a file when the run fails
+    log_file: Path | None = None  # where that file is, when it was kept
+
+    @property
+    def reason(self) -> str:
+        """Why the run failed as a whole when no task did: the last lines of Ansible's output."""
+        tail = [line for line in self.log.strip().splitlines() if line.strip()][-6:]
+        return "\n".join(tail) or f"ansible-playbook ended with status {self.status} (exit code {self.rc})"
 
     @property
     def succeeded(self) -> bool:
@@ -154,16 +162,24 @@ def run_apply(
     extravars: Mapping[str, Any],
     progress: EventSink | None = None,
     forks: int = 8,
+    verbose: bool = False,
 ) -> RunResult:
-    """Run apply.yml over the given nodes in one ansible-runner run; never raises for task failures."""
+    """Run apply.yml over the given nodes in one ansible-runner run; never raises for task failures.
+
+    With `verbose`, every task's output goes to `progress` as Ansible prints it (no_log tasks censored, and
+    every secret of the run masked). A failed run keeps the whole output, masked, in a 0600 file (`log_file`).
+    """
     result = RunResult(status="unknown", rc=-1)
     current_task: dict[str, str] = {}
+    mask = masker(_secret_values(hostvars))
 
     def on_event(event: dict[str, Any]) -> bool:
         kind = event.get("event", "")
         data = event.get("event_data", {}) or {}
         host = str(data.get("host", ""))
         task = str(data.get("task", ""))
+        if verbose and progress and event.get("stdout"):
+            progress(mask(str(event["stdout"])))
         if kind == "playbook_on_task_start":
             current_task["name"] = task
         elif kind == "runner_on_ok":
@@ -176,15 +192,17 @@ def run_apply(
             result.reports += [f"{host}: {r}" for r in _reports(res)]
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
             res = data.get("res", {}) or {}
-            message = str(res.get("msg") or res.get("stderr") or "failed").strip()
+            message = str(res.get("msg") or res.get("stderr") or res.get("stdout") or "").strip()
+            if not message:
+                message = f"failed with no message (rc {res.get('rc', '?')}); the run log has the task's output"
             if res.get("censored"):
                 message = "(output hidden: the task handles a secret) " + message
-            result.failures.append(TaskFailure(host=host, task=task, message=message[:500]))
+            result.failures.append(TaskFailure(host=host, task=task, message=mask(message)[:500]))
             if progress:
                 progress(f"  {host}: {task}: FAILED")
         elif kind == "runner_on_unreachable":
             res = data.get("res", {}) or {}
-            result.unreachable[host] = str(res.get("msg", "unreachable")).strip()[:500]
+            result.unreachable[host] = mask(str(res.get("msg", "unreachable")).strip())[:500]
             if progress:
                 progress(f"  {host}: unreachable")
         return True
@@ -194,7 +212,7 @@ def run_apply(
     private = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-"))
     try:
         private.chmod(0o700)
-        venv_bin = str(Path(sys.executable).parent)
+        venv_bin = str(Path(sys.executable).parent)  # ansible-playbook of this install (pipx puts only svcctl on PATH)
         envvars = {
             "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "ANSIBLE_HOST_KEY_CHECKING": "True",
@@ -224,10 +242,62 @@ def run_apply(
         runner.run()
         result.status = str(runner.status)
         result.rc = int(runner.rc if runner.rc is not None else -1)
+        result.log = mask(_read_stdout(Path(runner.config.artifact_dir)))
+        if not result.succeeded:
+            result.log_file = keep_log(result.log)
     finally:
         os.umask(old_umask)
         _remove(private)
     return result
+
+
+def _secret_values(hostvars: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Every secret handed to the playbook (the values under each node's `svcctl_secrets`)."""
+    out: list[str] = []
+    for vars_ in hostvars.values():
+        for secrets in (vars_.get("svcctl_secrets") or {}).values():
+            out += [v for v in secrets.values() if isinstance(v, str) and v]
+    return out
+
+
+def masker(secrets: list[str]) -> Callable[[str], str]:
+    """A function replacing each of `secrets` by *** in a text (longest first, so no part of one survives)."""
+    ordered = sorted(set(secrets), key=len, reverse=True)
+
+    def mask(text: str) -> str:
+        for secret in ordered:
+            text = text.replace(secret, "***")
+        return text
+
+    return mask
+
+
+def _read_stdout(artifacts: Path) -> str:
+    """Ansible's output as ansible-runner captured it (artifacts/<ident>/stdout), or nothing."""
+    try:
+        return (artifacts / "stdout").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def log_dir() -> Path:
+    """Where failed runs' logs are kept: $XDG_STATE_HOME/svcctl/logs (default ~/.local/state/svcctl/logs)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "svcctl" / "logs"
+
+
+def keep_log(text: str) -> Path | None:
+    """Write a failed run's (masked) output to a new 0600 file in `log_dir()`; None if that is impossible."""
+    directory = log_dir()
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = directory / f"apply-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+    except OSError:
+        return None
+    return path
 
 
 def _reports(res: Any) -> list[str]:
