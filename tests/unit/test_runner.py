@@ -1,10 +1,12 @@
-"""Ansible's ssh options, read back by OpenSSH itself (`ssh -G`): what svcctl means is what ssh understands."""
+"""The runner's pure parts: Ansible's ssh options read back by `ssh -G`, secret masking, the kept log."""
 
 from __future__ import annotations
 
 import shlex
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from svcctl.apply.runner import ssh_args
 from svcctl.ssh import ResolvedTarget
@@ -37,3 +39,19 @@ def test_nothing_is_forwarded_and_host_keys_are_strict() -> None:
     assert seen["stricthostkeychecking"] == "true"
     assert seen["batchmode"] == "yes"
     assert seen["identitiesonly"] == "yes"
+
+
+def test_the_masker_hides_every_secret_even_one_inside_another() -> None:
+    from svcctl.apply.runner import masker
+
+    mask = masker(["abc", "xxabcxx", ""])
+    assert mask("a=xxabcxx b=abc c=ab") == "a=*** b=*** c=ab"
+
+
+def test_a_kept_log_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from svcctl.apply.runner import keep_log
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    path = keep_log("output")
+    assert path is not None and path.read_text() == "output"
+    assert (path.stat().st_mode & 0o777, path.parent.stat().st_mode & 0o777) == (0o600, 0o700)
