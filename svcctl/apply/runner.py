@@ -262,7 +262,7 @@ def _secret_values(hostvars: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 def masker(secrets: list[str]) -> Callable[[str], str]:
     """A function replacing each of `secrets` by *** in a text (longest first, so no part of one survives)."""
-    ordered = sorted(set(secrets), key=len, reverse=True)
+    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
 
     def mask(text: str) -> str:
         for secret in ordered:
