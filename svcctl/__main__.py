@@ -1,5 +1,5 @@
 """`python -m svcctl`: the same as the `svcctl` command."""
 
-from svcctl.cli import main
+from svcctl.launcher import main
 
 main()

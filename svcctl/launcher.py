@@ -1,0 +1,21 @@
+"""The `svcctl` executable: answers `--version` before anything heavy is imported, else runs the CLI.
+
+Scripts and CI ask `svcctl --version` often; typer and pydantic cost most of a command's start-up, and
+this one needs neither.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from svcctl import __version__
+
+
+def main() -> None:
+    """Entry point of the `svcctl` command and of `python -m svcctl`."""
+    if sys.argv[1:] == ["--version"]:
+        print(f"svcctl {__version__}")
+        return
+    from svcctl.cli import main as run
+
+    run()
