@@ -30,7 +30,7 @@ from svcctl.model.names import NAME_RULE
 from svcctl.model.paths import ManifestPathError, manifest_path
 from svcctl.model.spec import App, Binding, Environment, Instance, Location, Service, ServicePlan
 from svcctl.model.spec import Node as NodeSpec
-from svcctl.model.types import text_problem
+from svcctl.model.types import check_environment_name, text_problem
 
 ENTRY_SECTIONS: dict[str, type[BaseModel]] = {
     "nodes": NodeSpec,
@@ -39,7 +39,8 @@ ENTRY_SECTIONS: dict[str, type[BaseModel]] = {
     "instances": Instance,
     "apps": App,
 }
-SECTIONS = (*ENTRY_SECTIONS, "bindings")
+NAME_KEY = "environment"
+SECTIONS = (NAME_KEY, *ENTRY_SECTIONS, "bindings")
 KIND = {"nodes": "node", "services": "service", "plans": "plan", "instances": "instance", "apps": "app"}
 PATH_FIELDS = {"nodes": ("identity_file", "ssh_config", "known_hosts")}  # apps.manifest: _resolve_manifest
 
@@ -92,7 +93,17 @@ def load_environment(path: Path) -> Environment:
     loader = _Loader()
     for file in yaml_files(path):
         loader.add_file(file)
-    return loader.finish()
+    return loader.finish(_suggested_name(path))
+
+
+def _suggested_name(path: Path) -> str:
+    """The name to suggest for an environment that declares none: its directory's, if that is a valid name."""
+    absolute = path.absolute()
+    directory = absolute if absolute.is_dir() else absolute.parent
+    try:
+        return check_environment_name(directory.resolve().name)
+    except ValueError:
+        return "NAME"
 
 
 class _Loader:
@@ -107,6 +118,7 @@ class _Loader:
         self.first_file = "."
         self.files: set[Path] = set()
         self.manifests: list[tuple[Path_, _Pos, str, Path]] = []  # (app, where, as declared, resolved)
+        self.unread = False  # a file could not be read or parsed: it may hold what seems missing
 
     def problem(self, where: Location, message: str) -> None:
         self.problems.append(Problem(where.file, where.line, where.column, message))
@@ -120,9 +132,11 @@ class _Loader:
             self.first_file = shown
         text = self._read_text(file, shown)
         if text is None:
+            self.unread = True
             return
         document = self._parse(text, shown)
         if document is None:
+            self.unread = True
             return
         base = file.absolute().parent
         for key in document:
@@ -131,6 +145,9 @@ class _Loader:
                 self.problem(where.at_key(), _unknown("section", key, "the top level", list(SECTIONS)))
                 continue
             value = document[key]
+            if key == NAME_KEY:
+                self._add_name(value, where)
+                continue
             if value is None:
                 continue
             if key == "bindings":
@@ -149,6 +166,22 @@ class _Loader:
                     )
                     continue
                 self._add_entries(key, value, shown, base)
+
+    def _add_name(self, value: Any, where: _Pos) -> None:
+        """The environment's name: declared once, in any of its files; the model checks the value."""
+        earlier = self.pos.get((NAME_KEY,))
+        if earlier is not None:
+            self.problem(
+                where.at_key(),
+                f"the environment's name is already declared at {earlier.at_key()}; an environment has one name, "
+                "so keep only one of the two",
+            )
+            return
+        self.pos[(NAME_KEY,)] = where
+        if value is None:
+            self.problem(where.at_key(), 'environment: give the environment\'s name, such as "environment: prod"')
+            return
+        self.data[NAME_KEY] = self._plain(value, (NAME_KEY,), where.file)
 
     def _read_text(self, file: Path, shown: str) -> str | None:
         try:
@@ -327,7 +360,13 @@ class _Loader:
 
     # -- validation -------------------------------------------------------------------------------------
 
-    def finish(self) -> Environment:
+    def finish(self, suggested_name: str) -> Environment:
+        if (NAME_KEY,) not in self.pos and not self.unread:
+            self.problem(
+                Location(self.first_file, 1, 1),
+                f'the environment\'s name is not declared; add "environment: {suggested_name}" to {self.first_file} '
+                "(hosts record the environment's objects under its name, and its key file is named after it)",
+            )
         for path, at, declared, resolved in self.manifests:
             if resolved.absolute() in self.files:  # apply would write credentials into the environment's YAML
                 self.problem(
@@ -359,7 +398,7 @@ class _Loader:
         pos = self.pos.get(prefix)
         if pos is None:
             where = Location(self.first_file, 1, 1)
-        elif prefix == loc and len(loc) > 2 and kind != "extra_forbidden":
+        elif prefix == loc and (len(loc) > 2 or loc == (NAME_KEY,)) and kind != "extra_forbidden":
             where = pos.at_value()
         else:
             where = pos.at_key()
@@ -375,6 +414,10 @@ class _Loader:
     def _addresses(self, env: Environment) -> dict[str, Location]:
         addresses: dict[str, Location] = {}
         for path, pos in self.pos.items():
+            if path[0] == NAME_KEY:
+                if path == (NAME_KEY,):
+                    addresses[NAME_KEY] = pos.at_value()
+                continue
             section, key, *rest = path
             if section == "bindings":
                 binding = env.bindings[key]

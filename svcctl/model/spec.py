@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema, model_validator
 
+from svcctl.errors import SvcctlError
 from svcctl.model.names import NAME_MAX, NAME_MIN, NAME_PATTERN
 from svcctl.model.types import (
+    ENVIRONMENT_PATTERN,
     AppName,
     Cidr,
+    EnvironmentName,
     Host,
     JumpHost,
     Labels,
@@ -209,6 +212,16 @@ class Environment(_Model):
         json_schema_extra={"$schema": SCHEMA_DIALECT, "$id": SCHEMA_ID},
     )
 
+    environment: Annotated[
+        EnvironmentName | None,
+        WithJsonSchema({"type": "string", "pattern": ENVIRONMENT_PATTERN, "minLength": 1, "maxLength": 64}),
+    ] = Field(
+        None,
+        description='The environment\'s name, such as "prod"; exactly one of its files declares it. Hosts record '
+        "its objects under this name and its key file is named after it, so it stays the same however the path "
+        "is typed or wherever the files are checked out. 1 to 64 letters, digits, . _ or -, starting with a "
+        "letter or digit.",
+    )
     nodes: dict[str, Node] = Field(
         default_factory=dict,
         json_schema_extra=_names("SSH hosts that run engines, by name."),
@@ -234,6 +247,16 @@ class Environment(_Model):
     )
 
     _locations: dict[str, Location] = PrivateAttr(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The declared name (`environment:`), which registries, key files and messages use; the loader
+        refuses an environment without one."""
+        if self.environment is None:
+            raise SvcctlError(
+                'the environment declares no name; add a top-level "environment: NAME" to one of its files.'
+            )
+        return self.environment
 
     def located(self, locations: Mapping[str, Location]) -> Environment:
         """Return a copy that knows where each address was declared (the loader calls this)."""

@@ -249,6 +249,9 @@ Text = Annotated[str, AfterValidator(check_text)]
 Labels = dict[LabelKey, LabelValue]
 Reference = Annotated[str, AfterValidator(check_reference)]
 JumpHost = Annotated[str, AfterValidator(check_jump_host)]
+EnvironmentName = Annotated[str, AfterValidator(check_environment_name)]
+ENVIRONMENT_PATTERN = f"^{_ENVIRONMENT.pattern}$"
+"""check_environment_name's shape as a JSON Schema pattern (which the rule's other checks only narrow)."""
 
 
 def is_unsafe_char(char: str) -> bool:

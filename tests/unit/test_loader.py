@@ -87,6 +87,7 @@ bindings:
   - app: web
     instance: sessions
     role: readonly
+environment: prod
 """
 
 
@@ -125,7 +126,7 @@ def test_locations_are_kept_out_of_the_fields(tmp_path: Path, monkeypatch: pytes
 
 
 def test_files_outside_the_cwd_are_shown_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = _write(tmp_path / "env", "bad.yaml", "nodes: 3\n")
+    path = _write(tmp_path / "env", "bad.yaml", "nodes: 3\nenvironment: prod\n")
     monkeypatch.chdir(CASES)
     with pytest.raises(InvalidEnvironment) as caught:
         load_environment(path)
@@ -146,7 +147,7 @@ def test_missing_path_and_empty_directory(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_directory_load_is_not_recursive(tmp_path: Path) -> None:
     _write(tmp_path, "a.yaml", VALID)
-    _write(tmp_path / "sub", "b.yaml", "nodes: [broken]\n")
+    _write(tmp_path / "sub", "b.yaml", "nodes: [broken]\nenvironment: other\n")
     assert len(load_environment(tmp_path).instances) == 3
 
 
@@ -166,6 +167,46 @@ def test_an_alias_bomb_is_refused_at_its_anchors_without_being_expanded(tmp_path
     assert [(p.line, p.column, p.message.split(" is not supported")[0]) for p in caught.value.problems] == [
         (level + 1, 5, f"anchor &l{level}") for level in range(5)
     ]
+
+
+def test_the_name_is_the_declared_one_however_the_path_is_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Directory, file, relative or absolute, a symlink or a copy elsewhere: the environment is `prod` each time."""
+    env_dir = tmp_path / "checkouts" / "a" / "envs" / "staging-copy"
+    _write(env_dir, "svcctl.yaml", VALID)
+    (tmp_path / "link").symlink_to(env_dir)
+    copy = tmp_path / "elsewhere" / "svcctl"
+    _write(copy, "main.yml", VALID)
+    monkeypatch.chdir(env_dir.parent)
+    paths = [env_dir, env_dir / "svcctl.yaml", Path("staging-copy"), Path("staging-copy/svcctl.yaml"),
+             tmp_path / "link", copy / "main.yml", copy]  # fmt: skip
+    assert {load_environment(path).name for path in paths} == {"prod"}
+    monkeypatch.chdir(env_dir)
+    env = load_environment(Path())
+    assert (env.name, env.environment) == ("prod", "prod")
+    assert env.location("environment") == Location("svcctl.yaml", 25, 14)
+
+
+def test_the_name_may_be_declared_in_any_one_of_the_files(tmp_path: Path) -> None:
+    _write(tmp_path, "a.yaml", VALID.replace("environment: prod\n", ""))
+    _write(tmp_path, "z.yaml", "# the name, once for all files\nenvironment: prod-eu.1_b\n")
+    assert load_environment(tmp_path).name == "prod-eu.1_b"
+
+
+def test_an_environment_without_a_name_has_none_to_give() -> None:
+    with pytest.raises(SvcctlError, match=r'add a top-level "environment: NAME"'):
+        _ = Environment().name
+
+
+def test_a_file_that_cannot_be_read_may_hold_the_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken file is reported as broken, not also as an environment with no name: it may declare one."""
+    _write(tmp_path, "a.yaml", VALID.replace("environment: prod\n", ""))
+    _write(tmp_path, "b.yaml", "environment: [prod\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidEnvironment) as caught:
+        load_environment(Path())
+    assert [p.file for p in caught.value.problems] == ["b.yaml"]
 
 
 def test_deep_nesting_is_a_problem_not_a_crash(tmp_path: Path) -> None:
@@ -209,7 +250,7 @@ def test_random_yaml_punctuation_never_crashes(text: str) -> None:
 
 
 _KEYS = [
-    "nodes", "services", "plans", "instances", "apps", "bindings", "host", "user", "port", "engines",
+    "environment", "nodes", "services", "plans", "instances", "apps", "bindings", "host", "user", "port", "engines",
     "labels", "capacity", "memory_mb", "storage_mb", "client_networks", "engine", "versions", "service",
     "connections", "eviction", "plan", "version", "node", "placement", "protect", "manifest", "format",
     "name", "app", "instance", "role", "rotation", "db-1", "pg", "pg-small", "orders-db", "web",
@@ -232,7 +273,7 @@ _DOCUMENTS = st.recursive(
 
 
 @settings(max_examples=300)
-@given(st.dictionaries(st.sampled_from(_KEYS[:8]), _DOCUMENTS, max_size=6))
+@given(st.dictionaries(st.sampled_from(_KEYS[:9]), _DOCUMENTS, max_size=6))
 def test_random_documents_never_crash(document: dict[str, object]) -> None:
     yaml = YAML()
     with tempfile.TemporaryDirectory() as directory:
@@ -247,6 +288,6 @@ def test_fuzz_helper_really_loads_valid_input() -> None:
     loaded = _load_bytes(VALID.encode())
     assert isinstance(loaded, Environment), loaded
     assert sorted(loaded.instances) == ["old-db", "orders-db", "sessions"]
-    refused = _load_bytes(b"nodes: [broken]\n")
+    refused = _load_bytes(b"nodes: [broken]\nenvironment: prod\n")
     assert isinstance(refused, InvalidEnvironment)
     assert [(Path(p.file).name, p.line) for p in refused.problems] == [("svcctl.yaml", 1)]

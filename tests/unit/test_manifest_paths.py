@@ -151,7 +151,9 @@ def test_environment_root_is_the_directory_or_the_file_s_directory(env: Path) ->
 
 
 def _validate(env: Path, manifest: str, fmt: str = "cf") -> list[str]:
-    (env / "svcctl.yaml").write_text(f'apps:\n  web:\n    format: {fmt}\n    manifest: "{manifest}"\n')
+    (env / "svcctl.yaml").write_text(
+        f'apps:\n  web:\n    format: {fmt}\n    manifest: "{manifest}"\nenvironment: test\n'
+    )
     with pytest.raises(InvalidEnvironment) as info:
         load_environment(env)
     return [str(p) for p in info.value.problems]
@@ -191,7 +193,7 @@ def test_validate_refuses_a_symlink_out(env: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_validate_accepts_and_resolves_a_path_inside(env: Path) -> None:
-    (env / "svcctl.yaml").write_text("apps:\n  web: {manifest: apps/web.yml}\n")
+    (env / "svcctl.yaml").write_text("apps:\n  web: {manifest: apps/web.yml}\nenvironment: test\n")
     assert load_environment(env / "svcctl.yaml").apps["web"].manifest == str(env / "apps" / "web.yml")
 
 
@@ -280,7 +282,7 @@ def test_toctou_the_target_swapped_for_a_symlink_before_the_rename(env: Path, mo
 def test_toctou_a_symlink_made_between_validate_and_apply(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """validate (the loader) accepts the environment; a symlink out appears; apply's manifest step refuses."""
     monkeypatch.chdir(env)
-    (env / "svcctl.yaml").write_text("apps:\n  web: {manifest: apps/web.env, format: dotenv}\n")
+    (env / "svcctl.yaml").write_text("apps:\n  web: {manifest: apps/web.env, format: dotenv}\nenvironment: test\n")
     loaded = load_environment(Path())
     (env / "apps").rmdir()
     (env / "apps").symlink_to(outside(env))

@@ -38,7 +38,7 @@ def test_validate_staging_example_defaults_to_the_current_directory() -> None:
 
 
 def test_validate_broken_file_exits_1_with_every_problem_and_no_traceback(tmp_path: Path) -> None:
-    (tmp_path / "svcctl.yaml").write_text("nodes:\n  db-1:\n    hots: x\nplans: []\n")
+    (tmp_path / "svcctl.yaml").write_text("nodes:\n  db-1:\n    hots: x\nplans: []\nenvironment: test\n")
     result = run("validate", "svcctl.yaml", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stdout == ""
@@ -57,7 +57,7 @@ def test_validate_reports_placement_failures(tmp_path: Path) -> None:
         "nodes:\n  db-1: {host: h, engines: [redis], capacity: {memory_mb: 32}}\n"
         'services:\n  redis: {engine: redis, versions: ["7"]}\n'
         "plans:\n  cache-64: {service: redis, memory_mb: 64}\n"
-        "instances:\n  sessions: {plan: cache-64}\n"
+        "instances:\n  sessions: {plan: cache-64}\nenvironment: test\n"
     )
     result = run("validate", "env.yaml", cwd=tmp_path)
     assert result.returncode == 1
@@ -82,7 +82,9 @@ def test_schema_is_json_schema_with_help_on_every_field() -> None:
     schema = json.loads(result.stdout)
     assert schema["$schema"] == SCHEMA_DIALECT
     assert schema["$id"] == SCHEMA_ID
-    assert set(schema["properties"]) == {"nodes", "services", "plans", "instances", "apps", "bindings"}
+    assert set(schema["properties"]) == {"environment", "nodes", "services", "plans", "instances", "apps", "bindings"}
+    assert schema["properties"]["environment"]["pattern"] == "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+    assert "required" not in schema  # each file is checked alone, and only one of them names the environment
     assert schema["properties"]["nodes"]["propertyNames"] == {
         "pattern": "^[a-z](-?[a-z0-9])+$",
         "minLength": 2,
@@ -117,6 +119,8 @@ def merged_data(folder: Path) -> dict[str, Any]:
         for section, value in (yaml.load(file) or {}).items():
             if section == "bindings":
                 merged.setdefault(section, []).extend(value or [])
+            elif section == "environment":
+                merged[section] = value
             else:
                 merged.setdefault(section, {}).update(value or {})
     return merged
@@ -125,7 +129,7 @@ def merged_data(folder: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("example", ["lab", "staging"])
 def test_examples_validate_against_the_schema(example: str, validator: Draft202012Validator) -> None:
     data = merged_data(REPO / "examples" / example)
-    assert set(data) >= {"nodes", "services", "plans", "instances"}  # really the example, not an empty dict
+    assert set(data) >= {"environment", "nodes", "services", "plans", "instances"}  # the example, not an empty dict
     assert [error.message for error in validator.iter_errors(data)] == []
 
 
@@ -145,6 +149,8 @@ def _break(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
 
 INVALID: dict[str, Callable[[dict[str, Any]], None]] = {
     "unknown-section": lambda d: d.update(servers={}),
+    "environment-not-a-name": lambda d: d.update(environment="../prod"),
+    "environment-not-a-string": lambda d: d.update(environment=["prod"]),
     "unknown-node-key": lambda d: _first(d["nodes"]).update(hostname="x"),
     "port-as-string": lambda d: _first(d["nodes"]).update(port="twenty-two"),
     "port-out-of-range": lambda d: _first(d["nodes"]).update(port=70000),
