@@ -197,12 +197,12 @@ def run_apply(
                 message = f"failed with no message (rc {res.get('rc', '?')}); the run log has the task's output"
             if res.get("censored"):
                 message = "(output hidden: the task handles a secret) " + message
-            result.failures.append(TaskFailure(host=host, task=task, message=mask(message)[:500]))
+            result.failures.append(TaskFailure(host=host, task=task, message=clip(mask(message))))
             if progress:
                 progress(f"  {host}: {task}: FAILED")
         elif kind == "runner_on_unreachable":
             res = data.get("res", {}) or {}
-            result.unreachable[host] = mask(str(res.get("msg", "unreachable")).strip())[:500]
+            result.unreachable[host] = clip(mask(str(res.get("msg", "unreachable"))))
             if progress:
                 progress(f"  {host}: unreachable")
         return True
@@ -249,6 +249,26 @@ def run_apply(
         os.umask(old_umask)
         _remove(private)
     return result
+
+
+MESSAGE_LIMIT = 500
+"""About how many characters of a task's or a host's message a RunResult keeps (the log keeps them all)."""
+
+
+def clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """`text` cut to about `limit` characters, keeping the start of its first line and its last lines.
+
+    ssh and Ansible put the verdict last ("Host key verification failed.") after a banner that alone fills
+    the limit, so the end is what must survive; Windows line ends (ssh's stderr has them) become newlines.
+    """
+    text = text.replace("\r\n", "\n").strip()
+    if len(text) <= limit:
+        return text
+    head = text.splitlines()[0][: limit // 4]
+    tail = text[len(text) - (limit - len(head)) :]
+    if "\n" in tail[:-1]:
+        tail = tail[tail.index("\n") + 1 :]  # whole lines only
+    return f"{head} [...]\n{tail}"
 
 
 def _secret_values(hostvars: Mapping[str, Mapping[str, Any]]) -> list[str]:
