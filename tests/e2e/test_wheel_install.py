@@ -5,7 +5,7 @@ outside the checkout (its dependencies from the package index); every command th
 `svcctl`, from a directory outside the checkout, with no path back to it: apply, the converged plan and a
 query through `svcctl tunnel`. Nothing here uses the editable install the other tests run.
 
-Like tests/e2e/test_lab_example.py, it applies a copy of examples/lab whose instances (and environment)
+Like tests/e2e/test_lab_example.py, it applies a copy of examples/lab whose instances and environment
 carry a per-run token, so it never touches the demo's objects nor that test's, and it destroys what it made.
 """
 
@@ -97,7 +97,8 @@ def renamed_copy(root: Path, token: str) -> tuple[Path, dict[str, str]]:
     text = yaml.read_text()
     for old, new in names.items():
         text = re.sub(rf"(?<![\w-]){re.escape(old)}(?![\w-])", new, text)
-    text = re.sub(r"(?m)^environment: *lab *$", f"environment: lab{token}", text)
+    text, declared = re.subn(r"(?m)^environment: *lab\b", f"environment: lab{token}", text)
+    assert declared == 1, "examples/lab/svcctl.yaml no longer declares `environment: lab`"
     yaml.write_text(text)
     return path, names
 
