@@ -75,7 +75,7 @@ class Bench:
             f"nodes:\n  {self.host}:\n    host: {self.host}\n    ssh_config: {LAB}/ssh_config\n"
             "    engines: [postgres]\n    capacity: {memory_mb: 65536, storage_mb: 1000000}\n"
             "services:\n  postgres: {engine: postgres, versions: ['15']}\n"
-            f"plans:\n  small: {{service: postgres, storage_mb: 64, connections: 5}}\n{body}"
+            f"plans:\n  small: {{service: postgres, storage_mb: 64, connections: 5}}\n{body}environment: {app}\n"
         )
 
     def svcctl(self, path: Path, *args: str, ok: tuple[int, ...] = (0,), expect: str = "") -> float:

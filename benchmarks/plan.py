@@ -50,7 +50,7 @@ def write_environment(directory: Path, nodes: list[str], instances: int, apps_di
     `bench` (readwrite, readonly, readwrite, ...); instances: 0 leaves only the nodes (used to destroy)."""
     env = directory / ENV_NAME
     env.mkdir(parents=True, exist_ok=True)
-    lines = ["nodes:"]
+    lines = [f"environment: {ENV_NAME}", "nodes:"]
     for node in nodes:
         lines.append(f"  {node}: {{host: {node}, ssh_config: {LAB}/ssh_config, engines: [postgres, redis]}}")
     lines += [
@@ -111,11 +111,11 @@ def timed_cpu(cmd: list[str], env: dict[str, str], nodes: list[str]) -> tuple[fl
 def observe_only(env_dir: Path, key: bytes) -> float:
     from svcctl.model.loader import load_environment
     from svcctl.plan.observe import observe
-    from svcctl.plan.planner import environment_name, password_source
+    from svcctl.plan.planner import password_source
 
     env = load_environment(env_dir)
     t0 = time.perf_counter()
-    observe(env, environment_name(env_dir), password_source(key))
+    observe(env, env.name, password_source(key))
     return time.perf_counter() - t0
 
 
@@ -126,11 +126,11 @@ def full_state_hostvars(env_dir: Path, key: bytes) -> dict[str, dict[str, Any]]:
     from svcctl.model.placement import place
     from svcctl.plan.desired import desired_state
     from svcctl.plan.diff import diff
-    from svcctl.plan.planner import Planned, environment_name, password_source
+    from svcctl.plan.planner import Planned, password_source
     from svcctl.state import State
 
     env = load_environment(env_dir)
-    name = environment_name(env_dir)
+    name = env.name
     nothing = State.of([])
     placement = place(env, {})
     desired = desired_state(env, placement, nothing)

@@ -14,7 +14,6 @@ from types import FrameType
 
 from svcctl.model.loader import load_environment
 from svcctl.model.spec import Environment
-from svcctl.plan.planner import environment_name
 from svcctl.secrets import load_key
 from svcctl.tunnel.access import Located, TempUser, binding_login, locate, target_of
 from svcctl.tunnel.clients import Connection, run_client
@@ -65,7 +64,7 @@ def run_tunnel(opts: TunnelOptions, say: Say, started: float | None = None) -> i
     """Open the tunnel and run the command (its exit code) or wait for Ctrl-C (0); always clean up."""
     started = time.monotonic() if started is None else started
     env = load_environment(opts.env_path)
-    environment = environment_name(opts.env_path)
+    environment = env.name
     key = load_key(environment)
     with _stop_signals_interrupt():
         located, session = locate(env, environment, opts.instance)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -63,11 +64,15 @@ class Env:
         return f"app{self.token}"
 
     def write(self, body: str, *, lab2_extra: str = "") -> None:
-        """(Re)write svcctl.yaml: the shared nodes/catalogue plus `body` (instances, apps, bindings)."""
-        (self.path / "svcctl.yaml").write_text(NODES.format(lab2_extra=lab2_extra) + body)
+        """(Re)write svcctl.yaml: the shared nodes/catalogue plus `body` (instances, apps, bindings), named."""
+        self.write_raw(NODES.format(lab2_extra=lab2_extra) + body)
 
     def write_raw(self, text: str) -> None:
-        """(Re)write svcctl.yaml verbatim, for tests that declare their own nodes."""
+        """(Re)write svcctl.yaml as given, for tests that declare their own nodes; `environment: <name>` (the
+        directory's name, which the registry records) is appended unless the text declares a name itself.
+        Appended last, so that every line a test counts stays where it was."""
+        if not re.search(r"(?m)^environment:", text):
+            text += ("" if text.endswith("\n") or not text else "\n") + f"environment: {self.name}\n"
         (self.path / "svcctl.yaml").write_text(text)
 
     def run(

@@ -4,7 +4,8 @@ The example's instance names are fixed, and the demo (`make demo`, environment `
 the lab already; another environment's objects rightly block a create.  So this test applies a copy of
 the example whose instances are renamed with a per-run token (orders-db -> orders-<token>, ...) and
 leaves the demo's instances alone; nothing else in the example is changed.  The copy is its own
-environment (named after its directory), and the test destroys what it created.
+environment (it declares `environment: lab<token>`, its directory's name), and the test destroys what it
+created.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def renamed_copy(tmp_path: Path, token: str) -> tuple[Env, dict[str, str]]:
     text = yaml.read_text()
     for old, new in names.items():
         text = re.sub(rf"(?<![\w-]){re.escape(old)}(?![\w-])", new, text)
+    text, declared = re.subn(r"(?m)^environment: lab$", f"environment: {path.name}", text)
+    assert declared == 1, "the example declares environment: lab"
     yaml.write_text(text)
     return Env(path=path, token=token), names
 
