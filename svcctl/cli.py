@@ -169,20 +169,21 @@ def plan(
 ) -> None:
     """Observe the nodes over SSH, diff them against the YAML and print what apply would do. Changes nothing."""
     from svcctl.model.loader import load_environment
+    from svcctl.model.paths import environment_root
     from svcctl.plan.observe import ObserveOptions
-    from svcctl.plan.planfile import save_plan
-    from svcctl.plan.planner import environment_name, make_plan
+    from svcctl.plan.planfile import save_plan, saved_plan
+    from svcctl.plan.planner import make_plan
     from svcctl.plan.render import render
     from svcctl.secrets import load_key
 
     env = load_environment(path)
-    name = environment_name(path)
     options = ObserveOptions(accept_new_host_keys=accept_new_host_keys, max_parallel=parallel)
-    planned = make_plan(env, name, load_key(name), options, _progress())
+    planned = make_plan(env, load_key(env.name), options, _progress())
     typer.echo(render(planned.plan, output.value, color=color and output is OutputFormat.text), nl=False)
     if out is not None:
-        save_plan(out, path, planned.plan)
-        print(f"Saved the plan to {out}; apply it with: svcctl apply {out}", file=sys.stderr)
+        save_plan(out, saved_plan(planned, env, environment_root(path)))
+        where = "" if path == Path() else f" --env {path}"
+        print(f"Saved the plan to {out}; apply exactly it with: svcctl apply {out}{where}", file=sys.stderr)
     if planned.plan.errors:
         raise typer.Exit(1)
     if detailed_exitcode and planned.plan.has_changes:
@@ -194,8 +195,17 @@ def apply(
     path: Annotated[
         Path, typer.Argument(help="Environment file or directory, or a plan saved with `svcctl plan --out`.")
     ] = Path(),
+    env_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--env", help="With a saved plan: its environment's file or directory (default: the current directory)."
+        ),
+    ] = None,
     auto_approve: Annotated[
-        bool, typer.Option("--auto-approve", help="Do not ask for confirmation (needed without a terminal).")
+        bool,
+        typer.Option(
+            "--auto-approve", help="Do not ask for confirmation (needed without a terminal; a saved plan never asks)."
+        ),
     ] = False,
     allow_destroy: Annotated[
         bool,
@@ -213,7 +223,11 @@ def apply(
         bool, typer.Option("--verbose", "-v", help="Show every task's output as Ansible runs it (secrets masked).")
     ] = False,
 ) -> None:
-    """Plan, ask for confirmation, then make the nodes match the YAML; verifies nothing is left to do."""
+    """Plan, ask for confirmation, then make the nodes match the YAML; verifies nothing is left to do.
+
+    Given a plan saved with `svcctl plan --out`, carry out exactly its changes without asking (it was reviewed),
+    refusing it if the YAML or the hosts changed since it was made.
+    """
     from svcctl.apply.execute import ApplyOptions
     from svcctl.apply.execute import apply as run
 
@@ -225,6 +239,7 @@ def apply(
         accept_new_host_keys=accept_new_host_keys,
         color=color,
         verbose=verbose,
+        environment=env_path,
     )
 
     def say(text: str) -> None:
@@ -310,10 +325,10 @@ def key_init(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing key (changes every password).")] = False,
 ) -> None:
     """Create a random key for the environment at PATH, readable only by you."""
-    from svcctl.plan.planner import environment_name
+    from svcctl.model.loader import load_environment
     from svcctl.secrets import create_key
 
-    name = environment_name(path)
+    name = load_environment(path).name
     written = create_key(name, file, force=force)
     typer.echo(
         f"Created the key of environment {name!r} at {written} (mode 0600). Share it with your team and CI "

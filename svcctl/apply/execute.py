@@ -3,10 +3,14 @@
 Nothing here decides *what* to change (the plan did); this module only carries a plan out safely:
 refuse stale saved plans and unconfirmed or undeclared destruction, hold every node's lock for the whole
 run, write manifests only for apps whose bindings were all realised, and fail unless the hosts converged.
+
+A saved plan (`plan --out`) is what was reviewed, so it is the approval: apply carries out exactly its
+changes, with no question asked, once the YAML and the hosts are shown to be as they were when it was made.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,14 +21,23 @@ from svcctl.apply.lock import locked
 from svcctl.apply.manifests import BoundService, git_tracked_warning, update_manifest
 from svcctl.drivers import drivers, sessions
 from svcctl.drivers.base import PasswordFor
-from svcctl.errors import SvcctlError
-from svcctl.model.loader import load_environment
+from svcctl.errors import InvalidEnvironment, SvcctlError
+from svcctl.model.loader import display_path, load_environment
 from svcctl.model.paths import environment_root
 from svcctl.model.spec import Environment
 from svcctl.plan.observe import ObserveOptions
-from svcctl.plan.planfile import is_plan_file, load_plan
-from svcctl.plan.planner import Planned, environment_name, make_plan, password_source
+from svcctl.plan.planfile import SavedPlan, is_plan_file, load_plan
+from svcctl.plan.planner import Planned, make_plan, password_source
 from svcctl.plan.render import render_text
+from svcctl.plan.review import (
+    desired_entries,
+    entries_fingerprint,
+    host_changes,
+    listed,
+    observed_digests,
+    pinned,
+    yaml_changes,
+)
 from svcctl.plan.types import Action, Change
 from svcctl.secrets import load_key
 from svcctl.ssh import Sessions, SshTarget, resolve
@@ -41,7 +54,7 @@ DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306}
 
 
 class StalePlan(SvcctlError):
-    """The hosts no longer look as they did when the saved plan was made."""
+    """The YAML or the hosts no longer are as they were when the saved plan was made."""
 
 
 class ApplyInterrupted(SvcctlError):
@@ -61,6 +74,7 @@ class ApplyOptions:
     accept_new_host_keys: bool = False
     color: bool = False
     verbose: bool = False
+    environment: Path | None = None  # where a saved plan's environment is (default: the current directory)
 
 
 def _change_vars(change: Change, planned: Planned) -> list[dict[str, Any]]:
@@ -231,15 +245,76 @@ def check_manifest_dirs(env: Environment) -> None:
             )
 
 
+def load_for_plan(path: Path, saved: SavedPlan, env_path: Path) -> Environment:
+    """The environment a saved plan is applied to, refused unless its YAML is the one the plan was made from.
+
+    Nothing but the files is read: a plan refused here has touched no host, not even to lock it.
+    """
+    try:
+        env = load_environment(env_path)
+    except InvalidEnvironment:
+        raise
+    except SvcctlError as exc:  # no such path, or no YAML in it
+        raise SvcctlError(
+            f"{exc.message} {path} is a saved plan of environment {saved.environment}: give the directory (or file) "
+            "of that environment's YAML with --env PATH (default: the current directory). Nothing was changed."
+        ) from None
+    if env.name != saved.environment:
+        raise StalePlan(
+            f"{path} is a plan of environment {saved.environment}, but {display_path(env_path)} is environment "
+            f"{env.name}; give the files of {saved.environment} with --env PATH. Nothing was changed."
+        )
+    entries = desired_entries(env, environment_root(env_path))
+    if entries_fingerprint(entries) != saved.desired_fingerprint:
+        changes = yaml_changes(saved.desired, entries, env) or ["the entries' digests differ"]
+        raise StalePlan(
+            f"the saved plan {path} is not what the YAML says now: {listed(changes)}. Nothing was changed. Undo "
+            "the change to apply this plan, or make a new plan with `svcctl plan --out` and review it."
+        )
+    return env
+
+
+def check_still_current(path: Path, saved: SavedPlan, planned: Planned) -> None:
+    """Refuse a saved plan whose observed state moved, or whose changes would now come out different."""
+    if planned.plan.fingerprint != saved.observed_fingerprint:
+        now = observed_digests(pinned(planned.observed, planned.desired))
+        changes = host_changes(saved.observed, now) or ["their fingerprint differs"]
+        raise StalePlan(
+            f"the saved plan {path} is stale: the hosts changed since it was made: {listed(changes)}. Nothing was "
+            "changed. Make a new plan with `svcctl plan --out` and review it."
+        )
+    if planned.plan.errors != saved.plan.errors:
+        raise StalePlan(
+            f"the saved plan {path} is stale: planned now, its errors differ. Nothing was changed. Make a new plan "
+            "with `svcctl plan --out` and review it."
+        )
+    if planned.plan.changes != saved.plan.changes:
+        then = {c.address: c for c in saved.plan.changes}
+        now_by = {c.address: c for c in planned.plan.changes}
+        moved = sorted(a for a in then.keys() | now_by.keys() if then.get(a) != now_by.get(a))
+        raise StalePlan(
+            f"the saved plan {path} is stale: planned now, the changes differ at {listed(moved)}. Nothing was "
+            "changed. Make a new plan with `svcctl plan --out` and review it."
+        )
+
+
 def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: Say | None = None) -> int:
-    """Carry out the plan for an environment (or a saved plan file); return the exit code."""
-    saved = None
+    """Carry out the plan for an environment, or exactly a saved plan's changes; return the exit code."""
+    saved: SavedPlan | None = None
     env_path = path
     if is_plan_file(path):
-        env_path, saved = load_plan(path)
-    env = load_environment(env_path)
+        saved = load_plan(path)
+        env_path = opts.environment if opts.environment is not None else Path()
+        env = load_for_plan(path, saved, env_path)
+    elif opts.environment is not None:
+        raise SvcctlError(
+            f"--env names the environment of a saved plan, and {display_path(path)} is not a plan saved by "
+            "`svcctl plan --out`; to apply an environment, give its path alone."
+        )
+    else:
+        env = load_environment(env_path)
     check_manifest_dirs(env)
-    name = environment_name(env_path)
+    name = env.name
     key = load_key(name)
     password_for = password_source(key)
     options = ObserveOptions(accept_new_host_keys=opts.accept_new_host_keys, max_parallel=opts.parallel)
@@ -251,14 +326,11 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
 
     # One connection per node for the whole command: lock, observe, observe again, release.
     with Sessions() as ssh, locked(targets, break_lock=opts.break_lock, sessions=ssh):
-        planned = make_plan(env, name, key, options, node_progress, ssh)
+        planned = make_plan(env, key, options, node_progress, ssh)
+        if saved is not None:
+            check_still_current(path, saved, planned)
+            planned = dataclasses.replace(planned, plan=saved.plan)  # exactly what was reviewed
         plan = planned.plan
-        if saved is not None and saved.fingerprint != plan.fingerprint:
-            raise StalePlan(
-                f"the saved plan {path} is stale: the hosts have changed since it was made (fingerprint "
-                f"{saved.fingerprint[:12]} then, {plan.fingerprint[:12]} now). Nothing was changed. Make a new "
-                "plan with `svcctl plan --out` and review it."
-            )
         say(render_text(plan, color=opts.color))
         if plan.errors:
             say("Apply refused: the plan has errors (above); nothing was changed.")
@@ -274,7 +346,7 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
                 f"this plan destroys data ({', '.join(destroying)}); apply refuses without --allow-destroy. "
                 "Each destroyed instance is dumped on its node first. Nothing was changed."
             )
-        if not opts.auto_approve:
+        if saved is None and not opts.auto_approve:  # a saved plan was reviewed: applying it is the approval
             if not sys.stdin.isatty():
                 raise SvcctlError(
                     "apply needs confirmation and there is no terminal to ask on; review the plan and run "
@@ -314,7 +386,7 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
                 "what is left and `svcctl apply` resumes; no data was dropped."
             )
             return 1
-        after = make_plan(env, name, key, options, None, ssh)
+        after = make_plan(env, key, options, None, ssh)
         left = [c for c in after.plan.changes if not retiring(c)]
         if left or after.plan.errors:
             say("Apply ran, but the nodes have not converged; still planned:\n" + render_text(after.plan))

@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from svcctl.drivers.base import PasswordFor
-from svcctl.errors import SvcctlError
 from svcctl.model.placement import place
 from svcctl.model.spec import Environment
-from svcctl.model.types import check_environment_name
 from svcctl.plan.desired import desired_state
 from svcctl.plan.diff import diff, fingerprint
 from svcctl.plan.observe import DEFAULT_OPTIONS, ObserveOptions, Progress, observe
+from svcctl.plan.review import pinned
 from svcctl.plan.types import Plan
 from svcctl.secrets import derive_password
 from svcctl.ssh import Sessions
 from svcctl.state import Kind, State
-
-
-def environment_name(path: Path) -> str:
-    """The environment's name: its directory's name (or the file's stem); keys and registry records use it.
-
-    The name reaches every host's registry and the key file's name, so it must pass the same rule as a
-    node's environment field (`check_environment_name`).
-    """
-    path = path.resolve()
-    name = path.name if path.is_dir() else path.stem
-    try:
-        return check_environment_name(name)
-    except ValueError as exc:
-        raise SvcctlError(f"{path}: {exc}; rename the directory (or file) of the environment.") from None
 
 
 def password_source(key: bytes) -> PasswordFor:
@@ -55,18 +39,22 @@ def relevant(observed: State, desired: State) -> State:
 
 def make_plan(
     env: Environment,
-    name: str,
     key: bytes,
     options: ObserveOptions = DEFAULT_OPTIONS,
     progress: Progress | None = None,
     sessions: Sessions | None = None,
 ) -> Planned:
-    """Observe the nodes and diff them against the environment (through `sessions`' connections if given)."""
+    """Observe the nodes and diff them against the environment (through `sessions`' connections if given).
+
+    The environment's declared name is the owner its objects are recorded under on the hosts. The plan's
+    fingerprint is that of the observed state it rests on (`review.pinned`).
+    """
+    name = env.name
     observed = observe(env, name, password_source(key), options, progress, sessions)
     placement = place(env, observed.placements())
     desired = desired_state(env, placement, observed)
     seen = relevant(observed, desired)
     protected = {n for n, inst in env.instances.items() if inst.protect}
     plan = diff(desired, seen, protected=protected, environment=name)
-    plan = plan.model_copy(update={"fingerprint": fingerprint(seen)})
+    plan = plan.model_copy(update={"fingerprint": fingerprint(pinned(seen, desired))})
     return Planned(plan=plan, desired=desired, observed=seen, placement=placement)
