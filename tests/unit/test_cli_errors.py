@@ -9,7 +9,7 @@ from svcctl.errors import SvcctlError
 
 
 def _fail_with(exc: BaseException, monkeypatch: pytest.MonkeyPatch) -> None:
-    def app() -> None:
+    def app(**_: object) -> None:
         raise exc
 
     monkeypatch.setattr(cli, "app", app)
