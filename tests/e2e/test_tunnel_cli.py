@@ -230,16 +230,20 @@ def test_a_changed_host_key_is_refused(applied: Env, lab: Lab, tmp_path: Path) -
 
 def test_errors_are_one_paragraph_without_traceback(applied: Env, tmp_path: Path) -> None:
     env = applied
-    res = tunnel(env, "nosuch", "--", "true")
-    assert res.returncode == 1 and "no instance 'nosuch'" in res.stderr
-    res = tunnel(env, env.pg(), "--", "no-such-client-xyz")
-    assert res.returncode == 1 and "not installed" in res.stderr
     fresh = make_env(tmp_path, secrets.token_hex(3))
     fresh.write(f"instances:\n  {fresh.pg()}: {{plan: pg-small, node: lab-1}}\n")
-    res = tunnel(fresh, fresh.pg(), "--", "true")
-    assert res.returncode == 1 and "svcctl apply" in res.stderr
-    for r in (res,):
-        assert "Traceback" not in r.stderr
+    results = {
+        "no instance 'nosuch'": tunnel(env, "nosuch", "--", "true"),
+        "not installed": tunnel(env, env.pg(), "--", "no-such-client-xyz"),
+        "svcctl apply": tunnel(fresh, fresh.pg(), "--", "true"),
+    }
+    for expected, res in results.items():
+        assert res.returncode == 1, res.stderr
+        assert "Traceback" not in res.stderr and 'File "' not in res.stderr, res.stderr
+        # one paragraph: the error is the last thing printed, on one line
+        errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and res.stderr.endswith(errors[0] + "\n"), res.stderr
+        assert expected in errors[0], res.stderr
 
 
 def test_a_killed_tunnels_user_is_kept_while_unexpired_then_planned_and_applied_away(applied: Env, lab: Lab) -> None:
