@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,46 +157,110 @@ def test_ps_during_the_session_shows_no_password(applied: Env) -> None:
     assert binding_password(KEY, env.app(), env.pg(), 0).reveal() in res.stderr
 
 
-def _free(port: int) -> bool:
+def _free(port: int, address: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((address, port))
         except OSError:
             return False
     return True
 
 
-def test_ctrl_c_closes_the_tunnel_frees_the_port_and_drops_the_user(applied: Env, lab: Lab) -> None:
+class OpenTunnel:
+    """`svcctl tunnel ARGS` with no command: it stays open until a signal. A thread reads its stderr, so
+    waiting for the ready line has a timeout instead of blocking on a read that may never return."""
+
+    def __init__(self, env: Env, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [*SVCCTL, "tunnel", *args], cwd=env.path, env={**os.environ, "SVCCTL_KEY": TEST_KEY},
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self._ready_or_gone = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if "ready" in line:
+                self._ready_or_gone.set()
+        self._ready_or_gone.set()  # svcctl exited without getting ready: wait_ready says so at once
+
+    def wait_ready(self, timeout: float = 120) -> dict[str, str]:
+        """The connection details printed before the ready line; the process is killed if none comes in time."""
+        if not self._ready_or_gone.wait(timeout) or not any("ready" in line for line in self.lines):
+            self.proc.kill()
+            self.proc.wait(30)
+            raise AssertionError(
+                f"svcctl tunnel printed no ready line within {timeout:g} s (exit {self.proc.returncode}):\n"
+                + "".join(self.lines)
+            )
+        fields = (line.strip().partition(":") for line in self.lines if line.startswith("  "))
+        return {key: value.strip() for key, _, value in fields}
+
+    def close(self, sig: int = signal.SIGINT) -> int:
+        """Send `sig` (SIGINT: Ctrl-C) and return the exit code."""
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(60)
+        self._reader.join(10)
+        return rc
+
+
+def idle_sessions(lab: Lab, user: str) -> list[str]:
+    """The backend pids of `user`'s sessions on lab-1's PostgreSQL that are connected and waiting for input."""
+    assert re.fullmatch(r"svs_[a-z0-9]+_[0-9a-f]{6}", user), user  # safe to quote into the query
+    sql = f"select pid from pg_stat_activity where usename = '{user}' and state = 'idle' order by pid"
+    return lab.ssh("lab-1", f'sudo -n runuser -u postgres -- psql -XAtc "{sql}"').stdout.split()
+
+
+def test_ctrl_c_closes_the_tunnel_frees_the_port_and_drops_the_user(
+    applied: Env, lab: Lab, private_loopback: str
+) -> None:
     env = applied
-    port = next(p for p in range(23000, 24000) if _free(p))
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [*SVCCTL, "tunnel", env.pg(), "--port", str(port)],
-        cwd=env.path,
-        env={**os.environ, "SVCCTL_KEY": TEST_KEY},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    lines = []
-    for line in proc.stderr:
-        lines.append(line)
-        if "ready" in line:
-            break
-    ready = time.monotonic() - started
-    assert any("ready" in line for line in lines), "".join(lines)
-    print(f"time to ready (process start to the ready line): {ready:.2f} s")
-    user = next(line.split()[-1] for line in lines if line.strip().startswith("user:"))
-    assert user in session_users(lab, "lab-1")
-    # Two connections at once through the one tunnel.
-    pg_env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(port), "PGUSER": user, "PGDATABASE": env.pg()}
-    assert not _free(port)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(30) == 0
-    assert _free(port)
-    assert user not in session_users(lab, "lab-1")
-    del pg_env
+    opened = OpenTunnel(env, env.pg(), "--bind", private_loopback, "--show-password")
+    try:
+        details = opened.wait_ready()
+    except BaseException:
+        opened.close(signal.SIGKILL)
+        raise
+    # the first free port from 10000 on an address nothing else uses: known in advance
+    assert (details["host"], details["port"]) == (private_loopback, "10000"), details
+    user = details["user"]
+    try:
+        assert user in session_users(lab, "lab-1", env.pg())
+        assert not _free(10000, private_loopback)
+        # Two clients connected at once through the one tunnel: each runs a query and then waits for more
+        # input, so both stay connected until the server has shown both sessions open at the same time.
+        pg_env = {**os.environ, "PGHOST": private_loopback, "PGPORT": "10000", "PGUSER": user,
+                  "PGDATABASE": env.pg(), "PGPASSWORD": details["password"], "PGCONNECT_TIMEOUT": "30"}  # fmt: skip
+        clients = [
+            subprocess.Popen(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1"], env=pg_env, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(2)
+        ]  # fmt: skip
+        try:
+            for client in clients:
+                assert client.stdin is not None
+                client.stdin.write("select pg_backend_pid();\n")
+                client.stdin.flush()
+            seen: list[str] = []
+            for _ in range(240):  # a bound for a wait, not a measurement: connecting takes well under a second
+                seen = idle_sessions(lab, user)
+                if len(seen) == 2 or any(c.poll() is not None for c in clients):
+                    break
+                time.sleep(0.25)
+        finally:
+            results = [c.communicate(timeout=60) for c in clients]  # closes stdin: each client ends
+        assert [c.returncode for c in clients] == [0, 0], results
+        assert len(seen) == 2, f"the server never had both sessions at once: {seen}, {results}"
+        assert {out.strip() for out, _ in results} == set(seen)  # and they were these two clients'
+    finally:
+        rc = opened.close()
+    assert rc == 0, "".join(opened.lines)
+    assert _free(10000, private_loopback)
+    assert user not in session_users(lab, "lab-1", env.pg())
 
 
 def test_a_busy_port_is_a_clear_error(applied: Env, lab: Lab) -> None:
@@ -248,23 +313,12 @@ def test_errors_are_one_paragraph_without_traceback(applied: Env, tmp_path: Path
 
 def test_a_killed_tunnels_user_is_kept_while_unexpired_then_planned_and_applied_away(applied: Env, lab: Lab) -> None:
     env = applied
-    proc = subprocess.Popen(
-        [*SVCCTL, "tunnel", env.pg()],
-        cwd=env.path,
-        env={**os.environ, "SVCCTL_KEY": TEST_KEY},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    lines = []
-    for line in proc.stderr:
-        lines.append(line)
-        if "ready" in line:
-            break
-    user = next(line.split()[-1] for line in lines if line.strip().startswith("user:"))
-    proc.kill()  # as a crash would: no cleanup at all
-    proc.wait()
-    assert user in session_users(lab, "lab-1")
+    opened = OpenTunnel(env, env.pg())
+    try:
+        user = opened.wait_ready()["user"]
+    finally:
+        opened.close(signal.SIGKILL)  # as a crash would: no cleanup at all
+    assert user in session_users(lab, "lab-1", env.pg())
     session_id = user.rsplit("_", 1)[1]
     address = f"session.{env.pg()}.{session_id}"
 
