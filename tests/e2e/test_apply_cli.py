@@ -13,6 +13,7 @@ from svcctl.model.loader import load_environment
 from svcctl.secrets import binding_password, decode_key
 from svcctl.ssh import SshTarget
 from tests.conftest import Lab
+from tests.e2e.applying import apply
 from tests.e2e.envs import TEST_KEY, Env, make_env
 
 
@@ -61,7 +62,7 @@ def test_apply_provisions_binds_writes_manifests_and_converges(lab: Lab, tmp_pat
     assert "--auto-approve" in res.stderr
     assert env.run("plan", ".", "--detailed-exitcode").returncode == 2
 
-    res = env.run("apply", ".", "--auto-approve")
+    res = apply(env)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Apply complete!" in res.stdout
     key = decode_key(TEST_KEY, "test key")
@@ -100,7 +101,7 @@ def test_a_concurrent_apply_fails_naming_the_lock_holder(lab: Lab, tmp_path: Pat
     targets = [SshTarget.from_node(n, node) for n, node in sorted(loaded.nodes.items())]
     holder = Holder(token=f"test-{unique}", who="someone@elsewhere", pid=4242)
     with locked(targets, holder=holder):
-        res = env.run("apply", ".", "--auto-approve")
+        res = env.run("apply", ".", "--auto-approve")  # not applying.apply: this lock must be met, not waited out
     assert res.returncode == 1
     assert "locked by someone@elsewhere (pid 4242)" in res.stderr
     assert "Traceback" not in res.stderr
@@ -114,12 +115,12 @@ def test_destroying_needs_protect_false_and_allow_destroy_and_dumps_first(
 ) -> None:
     env = make_env(tmp_path, unique)
     env.write(body(env, protect=True))
-    res = env.run("apply", ".", "--auto-approve")  # the manifest's directory is missing: refused up front
+    res = apply(env)  # the manifest's directory is missing: refused up front
     assert res.returncode == 1
     assert "does not exist" in res.stderr and "nothing was changed" in res.stderr
     assert env.run("plan", ".", "--detailed-exitcode").returncode == 2
     (env.path / "apps").mkdir()
-    assert env.run("apply", ".", "--auto-approve").returncode == 0
+    assert apply(env).returncode == 0
 
     # Dropped from the YAML while protected: an error, not a delete.
     env.write(body(env, with_pg=False))
@@ -129,9 +130,9 @@ def test_destroying_needs_protect_false_and_allow_destroy_and_dumps_first(
 
     # protect: false is applied first (registry only), then the removal needs --allow-destroy.
     env.write(body(env, protect=False))
-    assert env.run("apply", ".", "--auto-approve").returncode == 0
+    assert apply(env).returncode == 0
     env.write(body(env, with_pg=False))
-    res = env.run("apply", ".", "--auto-approve")
+    res = apply(env)
     assert res.returncode == 1
     assert "--allow-destroy" in res.stderr
     assert (
@@ -141,7 +142,7 @@ def test_destroying_needs_protect_false_and_allow_destroy_and_dumps_first(
         == "1"
     )
 
-    res = env.run("apply", ".", "--auto-approve", "--allow-destroy")
+    res = apply(env, "--allow-destroy")
     assert res.returncode == 0, res.stdout + res.stderr
     dumps = lab.ssh("lab-1", f"sudo ls /var/backups/svcctl/ | grep '^{env.pg()}-'").stdout.split()
     assert len(dumps) == 1
@@ -164,7 +165,7 @@ def test_drift_is_shown_apart_from_config_changes_and_repaired(lab: Lab, tmp_pat
     env = make_env(tmp_path, unique)
     (env.path / "apps").mkdir()
     env.write(body(env))
-    assert env.run("apply", ".", "--auto-approve").returncode == 0
+    assert apply(env).returncode == 0
     user = f"sv_{env.app()}_{env.pg()}_r0"
 
     # Changed behind svcctl's back: a connection limit and a password.
@@ -183,7 +184,7 @@ def test_drift_is_shown_apart_from_config_changes_and_repaired(lab: Lab, tmp_pat
     text = env.run("plan", ".", "--no-color").stdout
     assert "Objects changed outside svcctl (drift):" in text
 
-    assert env.run("apply", ".", "--auto-approve").returncode == 0
+    assert apply(env).returncode == 0
     assert pg_admin(lab, f"SELECT datconnlimit FROM pg_database WHERE datname = '{env.pg()}'") == "20"
     assert env.run("plan", ".", "--detailed-exitcode").returncode == 0
 
@@ -192,12 +193,12 @@ def test_rotation_keeps_the_old_user_until_the_next_apply(lab: Lab, tmp_path: Pa
     env = make_env(tmp_path, unique)
     (env.path / "apps").mkdir()
     env.write(body(env))
-    assert env.run("apply", ".", "--auto-approve").returncode == 0
+    assert apply(env).returncode == 0
     old_user = f"sv_{env.app()}_{env.pg()}_r0"
     new_user = f"sv_{env.app()}_{env.pg()}_r1"
 
     env.write(body(env, rotation=1))
-    res = env.run("apply", ".", "--auto-approve")
+    res = apply(env)
     assert res.returncode == 0, res.stdout + res.stderr
     key = decode_key(TEST_KEY, "test key")
     pg = vcap(env)["postgresql"][0]["credentials"]
@@ -211,12 +212,12 @@ def test_rotation_keeps_the_old_user_until_the_next_apply(lab: Lab, tmp_path: Pa
     assert res.returncode == 2
     changes = json.loads(res.stdout)["changes"]
     assert [(c["action"], c["address"]) for c in changes] == [("delete", f"binding.{env.app()}.{env.pg()}~r0")]
-    assert env.run("apply", ".", "--auto-approve").returncode == 0
+    assert apply(env).returncode == 0
     assert pg_admin(lab, f"SELECT count(*) FROM pg_roles WHERE rolname = '{old_user}'") == "0"
 
     # Removing a binding revokes its user and its manifest entry.
     env.write(body(env, rotation=1).replace(f"  - {{app: {env.app()}, instance: {env.pg()}, rotation: 1}}\n", ""))
-    assert env.run("apply", ".", "--auto-approve").returncode == 0
+    assert apply(env).returncode == 0
     assert pg_admin(lab, f"SELECT count(*) FROM pg_roles WHERE rolname = '{new_user}'") == "0"
     assert "postgresql" not in vcap(env)
 
@@ -236,7 +237,7 @@ def test_a_failure_half_way_leaves_manifests_alone_and_the_next_apply_resumes(
         f"nohup python3 -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1 & echo $!",
     ).stdout.strip()
     try:
-        res = env.run("apply", ".", "--auto-approve")
+        res = apply(env)
         assert res.returncode == 1
         assert "Apply failed" in res.stdout and "lab-1" in res.stdout
         assert "Traceback" not in res.stdout + res.stderr
@@ -244,7 +245,7 @@ def test_a_failure_half_way_leaves_manifests_alone_and_the_next_apply_resumes(
         assert env.run("plan", ".", "--detailed-exitcode").returncode == 2
     finally:
         lab.ssh("lab-1", f"kill {blocker}", check=False)
-    res = env.run("apply", ".", "--auto-approve")
+    res = apply(env)
     assert res.returncode == 0, res.stdout + res.stderr
     assert sorted(vcap(env)) == ["mysql", "postgresql", "redis"]
     assert env.run("plan", ".", "--detailed-exitcode").returncode == 0
