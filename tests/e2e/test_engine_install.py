@@ -6,6 +6,7 @@ from pathlib import Path
 
 from svcctl.secrets import decode_key, instance_admin_password
 from tests.conftest import Lab
+from tests.e2e.applying import apply
 from tests.e2e.envs import TEST_KEY, make_env
 
 HOST = "lab-4"  # a host of its own: the test removes Redis from it first
@@ -34,12 +35,12 @@ plans:
 instances:
   {env.rd()}: {{plan: cache-16, protect: false}}
 """
-    (env.path / "svcctl.yaml").write_text(text)
+    env.write_raw(text)  # appends the environment: name
     res = env.run("plan", ".", "--detailed-exitcode")
     assert res.returncode == 2, res.stdout + res.stderr
     assert f"# engine.{HOST}.redis will be created" in res.stdout
 
-    res = env.run("apply", ".", "--auto-approve", timeout=900)
+    res = apply(env, timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
     status = lab.ssh(HOST, "dpkg-query -W -f='${Status}' redis-server").stdout
     assert status == "install ok installed"
