@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from svcctl.secrets import decode_key, instance_admin_password
 from tests.conftest import Lab
@@ -12,9 +15,24 @@ from tests.e2e.envs import TEST_KEY, make_env
 HOST = "lab-4"  # a host of its own: the test removes Redis from it first
 
 
-def test_apply_installs_redis_on_a_host_without_it(lab: Lab, tmp_path: Path, unique: str) -> None:
-    lab.labctl("up", "--hosts", "4")
+@pytest.fixture
+def own_host(lab: Lab) -> Iterator[str]:
+    """lab-4, running for this test, then put back as found: stopped again unless it was running before.
+
+    The default lab has two hosts, so lab-4 may not exist yet: `up --hosts 4` makes it (and lab-3, which
+    is then stopped again if it did not run either); labctl cannot remove a single host.
+    """
+    before = {name: lab.host_state(name) for name in ("lab-3", HOST)}
+    if before[HOST] is None:
+        lab.labctl("up", "--hosts", "4")
     lab.labctl("start", HOST)
+    yield HOST
+    for name, state in before.items():
+        if state != "running" and lab.host_state(name) == "running":
+            lab.labctl("stop", name)
+
+
+def test_apply_installs_redis_on_a_host_without_it(own_host: str, lab: Lab, tmp_path: Path, unique: str) -> None:
     lab.ssh(HOST, "sudo systemctl stop 'redis-server@*' 2>/dev/null; "
                   "sudo DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq redis-server redis-tools >/dev/null; "
                   "sudo rm -rf /var/lib/svcctl", timeout=300)  # fmt: skip
@@ -51,3 +69,7 @@ instances:
     pong = lab.ssh(HOST, f"read -r REDISCLI_AUTH; export REDISCLI_AUTH; redis-cli -p {port} ping", stdin=admin + "\n")
     assert pong.stdout.strip() == "PONG"
     assert env.run("plan", ".", "--detailed-exitcode").returncode == 0
+
+    env.write_raw(text.replace(f"instances:\n  {env.rd()}: {{plan: cache-16, protect: false}}\n", ""))
+    res = apply(env, "--allow-destroy")  # the instance goes; Redis stays installed, as in the lab's image
+    assert res.returncode == 0, res.stdout + res.stderr
