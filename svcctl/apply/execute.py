@@ -276,24 +276,24 @@ def load_for_plan(path: Path, saved: SavedPlan, env_path: Path) -> Environment:
 
 def check_still_current(path: Path, saved: SavedPlan, planned: Planned) -> None:
     """Refuse a saved plan whose observed state moved, or whose changes would now come out different."""
-    if planned.plan.fingerprint != saved.observed_fingerprint:
-        now = observed_digests(pinned(planned.observed, planned.desired))
-        changes = host_changes(saved.observed, now) or ["their fingerprint differs"]
+    changing = {c.address for c in saved.plan.changes}
+    moved = host_changes(saved.observed, observed_digests(pinned(planned.observed, planned.desired, changing)))
+    if moved:
         raise StalePlan(
-            f"the saved plan {path} is stale: the hosts changed since it was made: {listed(changes)}. Nothing was "
+            f"the saved plan {path} is stale: the hosts changed since it was made: {listed(moved)}. Nothing was "
             "changed. Make a new plan with `svcctl plan --out` and review it."
-        )
-    if planned.plan.errors != saved.plan.errors:
-        raise StalePlan(
-            f"the saved plan {path} is stale: planned now, its errors differ. Nothing was changed. Make a new plan "
-            "with `svcctl plan --out` and review it."
         )
     if planned.plan.changes != saved.plan.changes:
         then = {c.address: c for c in saved.plan.changes}
-        now_by = {c.address: c for c in planned.plan.changes}
-        moved = sorted(a for a in then.keys() | now_by.keys() if then.get(a) != now_by.get(a))
+        now = {c.address: c for c in planned.plan.changes}
+        differ = sorted(a for a in then.keys() | now.keys() if then.get(a) != now.get(a))
         raise StalePlan(
-            f"the saved plan {path} is stale: planned now, the changes differ at {listed(moved)}. Nothing was "
+            f"the saved plan {path} is stale: planned now, the changes differ at {listed(differ)}. Nothing was "
+            "changed. Make a new plan with `svcctl plan --out` and review it."
+        )
+    if planned.plan.errors != saved.plan.errors or planned.plan.fingerprint != saved.observed_fingerprint:
+        raise StalePlan(
+            f"the saved plan {path} is stale: planned now, its errors or the hosts' fingerprint differ. Nothing was "
             "changed. Make a new plan with `svcctl plan --out` and review it."
         )
 

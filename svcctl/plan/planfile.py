@@ -56,7 +56,7 @@ def saved_plan(planned: Planned, env: Environment, root: Path) -> SavedPlan:
         svcctl_version=__version__,
         desired_fingerprint=entries_fingerprint(entries),
         desired=entries,
-        observed=observed_digests(pinned(planned.observed, planned.desired)),
+        observed=observed_digests(pinned(planned.observed, planned.desired, {c.address for c in planned.plan.changes})),
     )
 
 

@@ -56,5 +56,6 @@ def make_plan(
     seen = relevant(observed, desired)
     protected = {n for n, inst in env.instances.items() if inst.protect}
     plan = diff(desired, seen, protected=protected, environment=name)
-    plan = plan.model_copy(update={"fingerprint": fingerprint(pinned(seen, desired))})
+    changing = {c.address for c in plan.changes}
+    plan = plan.model_copy(update={"fingerprint": fingerprint(pinned(seen, desired, changing))})
     return Planned(plan=plan, desired=desired, observed=seen, placement=placement)

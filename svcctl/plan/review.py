@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,16 +76,30 @@ def entries_fingerprint(entries: Entries) -> str:
     return hashlib.sha256(canonical(entries).encode()).hexdigest()
 
 
-def pinned(observed: State, desired: State) -> State:
-    """The part of the observed state a plan rests on: this environment's objects, whatever sits at an address
-    it declares or is named like one of its objects (look-alikes on other nodes block creates), and the engines
-    it uses; without measurements such as `size_mb`. Other environments' objects and a database growing do not
-    make a saved plan stale; apply still refuses one whose changes would come out different."""
+def pinned(observed: State, desired: State, changing: Collection[str]) -> State:
+    """The part of the observed state a plan rests on: whatever its changes act on (the addresses `changing`,
+    an engine only then), this environment's own objects, and whatever sits at an address it declares or is
+    named like one of its objects (look-alikes on other nodes block creates); without measurements such as
+    `size_mb`.
+
+    Of a shared engine's registry record only the networks other environments claim count (they are part of
+    the engine's desired state); which environment recorded it last does not. So another environment's apply
+    and a database growing leave a saved plan as it was: apply refuses it anyway when its changes would come
+    out different, which is the final test.
+    """
     declared = {(r.kind, r.name) for r in desired}
     out = []
     for r in observed:
-        if r.managed or r.kind is Kind.ENGINE or (r.kind, r.name.split("@", 1)[0]) in declared:
-            out.append(r.model_copy(update={"attrs": {k: v for k, v in r.attrs.items() if k not in MEASURED}}))
+        ours = r.managed and r.kind is not Kind.ENGINE
+        if not (ours or r.address in changing or (r.kind, r.name.split("@", 1)[0]) in declared):
+            continue
+        if r.kind is Kind.ENGINE and r.address not in changing:
+            continue  # shared, and left as it is: any difference it makes shows in the changes
+        update: dict[str, Any] = {"attrs": {k: v for k, v in r.attrs.items() if k not in MEASURED}}
+        if r.kind is Kind.ENGINE:
+            claimed = sorted({n for networks in (r.claims or {}).values() for n in networks})
+            update.update(recorded=None, claims={"other environments": claimed})
+        out.append(r.model_copy(update=update))
     return State.of(out)
 
 

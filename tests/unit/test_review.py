@@ -177,26 +177,50 @@ def test_the_plan_rests_on_this_environment_s_objects_and_what_sits_at_its_addre
     theirs = _res(Kind.INSTANCE, "billing", managed=False, owner="billing-env", attrs={"size_mb": 900})
     stranger = _res(Kind.BINDING, "db-1.postgres:legacy_user", managed=False)
     observed = State.of([ours, retired, engine, squatter, theirs, stranger])
-    kept = pinned(observed, desired)
-    assert sorted(kept.resources) == [
-        "engine.db-1.postgres", "instance.new-db@db-2/postgres", "instance.old-db", "instance.orders-db"
-    ]  # fmt: skip
+    kept = pinned(observed, desired, {"instance.new-db"})
+    assert sorted(kept.resources) == ["instance.new-db@db-2/postgres", "instance.old-db", "instance.orders-db"]
     assert kept.resources["instance.orders-db"].attrs == {"database": "orders_db"}  # size_mb is a measurement
+    # A shared engine counts when the plan changes it (or else through the changes it would bring), and so does
+    # whatever the plan acts on.
+    kept = pinned(observed, desired, {"engine.db-1.postgres", "binding.db-1.postgres:legacy_user"})
+    assert sorted(kept.resources) == [
+        "binding.db-1.postgres:legacy_user", "engine.db-1.postgres", "instance.new-db@db-2/postgres",
+        "instance.old-db", "instance.orders-db",
+    ]  # fmt: skip
 
 
 def test_growing_data_and_other_environments_leave_the_fingerprint_and_anything_else_moves_it() -> None:
     desired = State.of([_res(Kind.INSTANCE, "orders-db")])
     ours = _res(Kind.INSTANCE, "orders-db", attrs={"database": "orders_db", "size_mb": 12})
-    base = observed_digests(pinned(State.of([ours]), desired))
+    base = observed_digests(pinned(State.of([ours]), desired, ()))
     grown = ours.model_copy(update={"attrs": {"database": "orders_db", "size_mb": 4000}})
     other = _res(Kind.INSTANCE, "billing", managed=False, owner="billing-env")
-    assert observed_digests(pinned(State.of([grown, other]), desired)) == base
+    assert observed_digests(pinned(State.of([grown, other]), desired, ())) == base
     moved = ours.model_copy(update={"recorded": {"database": "orders_db"}})
     session = _res(Kind.SESSION, "orders-db.ab12")
-    now = observed_digests(pinned(State.of([moved, session]), desired))
+    now = observed_digests(pinned(State.of([moved, session]), desired, ()))
     assert host_changes(base, now) == ["instance.orders-db changed", "session.orders-db.ab12 appeared"]
     assert host_changes(now, base) == ["instance.orders-db changed", "session.orders-db.ab12 is gone"]
     assert host_changes(base, base) == []
+
+
+def test_of_a_shared_engine_only_the_networks_others_claim_are_pinned() -> None:
+    desired = State.of([_res(Kind.ENGINE, "db-1.postgres")])
+    changing = {"engine.db-1.postgres"}
+    live = {"running": True, "client_networks": ["10.0.0.0/24"], "claimed_networks": []}
+    engine = _res(Kind.ENGINE, "db-1.postgres", attrs=live, recorded={**live, "claimed_networks": ["10.0.0.0/24"]},
+                  claims={"a": ["10.0.0.0/24"], "b": []})  # fmt: skip
+    base = observed_digests(pinned(State.of([engine]), desired, changing))
+    others_applied = engine.model_copy(
+        update={"recorded": {**live, "claimed_networks": []}, "claims": {"a": ["10.0.0.0/24"], "c": [], "d": []}}
+    )
+    assert observed_digests(pinned(State.of([others_applied]), desired, changing)) == base
+    opened = engine.model_copy(update={"claims": {"a": ["10.0.0.0/24"], "b": ["10.9.0.0/16"]}})
+    stopped = engine.model_copy(update={"attrs": {**live, "running": False}})
+    for moved in (opened, stopped):
+        assert host_changes(base, observed_digests(pinned(State.of([moved]), desired, changing))) == [
+            "engine.db-1.postgres changed"
+        ]
 
 
 # -- the saved plan file ----------------------------------------------------------------------------------
@@ -210,7 +234,8 @@ def _planned(plan: Plan | None = None, observed: State | None = None) -> Planned
     from svcctl.plan.diff import fingerprint
 
     plan = plan or Plan(environment="prod", changes=[CREATE])
-    plan = plan.model_copy(update={"fingerprint": fingerprint(pinned(observed, desired))})
+    changing = {c.address for c in plan.changes}
+    plan = plan.model_copy(update={"fingerprint": fingerprint(pinned(observed, desired, changing))})
     return Planned(plan=plan, desired=desired, observed=observed, placement={"orders-db": "db-1"})
 
 
@@ -336,11 +361,13 @@ def test_env_is_only_for_a_saved_plan(tmp_path: Path) -> None:
 def test_hosts_that_moved_or_changes_that_differ_make_a_saved_plan_stale(tmp_path: Path) -> None:
     _env_dir, out, saved = _saved(tmp_path)
     check_still_current(out, saved, _planned())  # as it was: accepted
-    engine = _res(Kind.ENGINE, "db-1.postgres", attrs={"running": False})
-    with pytest.raises(StalePlan, match=r"the hosts changed since it was made: engine.db-1.postgres appeared\. "):
-        check_still_current(out, saved, _planned(observed=State.of([engine])))
+    engine = _res(Kind.ENGINE, "db-1.postgres", attrs={"running": True})  # shared and left alone: no matter
+    check_still_current(out, saved, _planned(observed=State.of([engine])))
+    squatter = _res(Kind.INSTANCE, "orders-db", managed=False, owner="other")
+    with pytest.raises(StalePlan, match=r"the hosts changed since it was made: instance.orders-db appeared\. "):
+        check_still_current(out, saved, _planned(observed=State.of([squatter])))
     update = CREATE.model_copy(update={"action": Action.UPDATE})
     with pytest.raises(StalePlan, match=r"planned now, the changes differ at instance.orders-db\. Nothing"):
         check_still_current(out, saved, _planned(Plan(environment="prod", changes=[update])))
-    with pytest.raises(StalePlan, match=r"planned now, its errors differ"):
+    with pytest.raises(StalePlan, match=r"planned now, its errors or the hosts' fingerprint differ"):
         check_still_current(out, saved, _planned(Plan(environment="prod", changes=[CREATE], errors=["taken"])))
