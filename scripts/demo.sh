@@ -9,20 +9,21 @@ demo=${DEMO_DIR:-.demo/lab}
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 rm -rf "$demo" && mkdir -p "$(dirname "$demo")" && cp -r examples/lab "$demo"
-# Passwords are derived from the environment's key; the demo makes one the first time.
+# Passwords are derived from the environment's key; the demo makes one the first time. The example
+# declares `environment: lab`, so the key is lab.key wherever the copy is.
 key="${HOME}/.config/svcctl/keys/lab.key"
 [ -n "${SVCCTL_KEY:-}" ] || [ -f "$key" ] || svcctl key init "$demo"
 
 step "svcctl validate $demo"
 svcctl validate "$demo"
 
-step "svcctl plan $demo --detailed-exitcode   (exit 2: changes pending)"
-set +e; svcctl plan "$demo" --detailed-exitcode --no-color; rc=$?; set -e
+step "svcctl plan $demo --detailed-exitcode --out $demo.plan   (exit 2: changes pending; saved for review)"
+set +e; svcctl plan "$demo" --detailed-exitcode --no-color --out "$demo.plan"; rc=$?; set -e
 echo "exit code: $rc"
 [ "$rc" -eq 0 ] || [ "$rc" -eq 2 ] || exit "$rc"
 
-step "svcctl apply $demo --auto-approve"
-svcctl apply "$demo" --auto-approve --no-color
+step "svcctl apply $demo.plan --env $demo   (exactly the reviewed plan: it is the approval, nothing is asked)"
+svcctl apply "$demo.plan" --env "$demo" --no-color
 
 step "svcctl plan $demo --detailed-exitcode   (exit 0: converged)"
 svcctl plan "$demo" --detailed-exitcode --no-color
