@@ -392,7 +392,9 @@ def test_a_hostile_registry_reaches_no_client_option_file_or_engine(applied: Env
     finally:
         _edit_record(lab, "lab-2", binding, before)
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "node lab-2: its registry records an unusable user" in res.stderr
+    # the registry passes observe's schema first (svcctl.drivers.reported), which names the record and field
+    refused = f'node lab-2 reported the registry entry "{binding}" that svcctl refuses: attrs: attribute "user"'
+    assert refused in res.stderr
     assert "Traceback" not in res.stderr and "\x1b" not in res.stderr
 
     instance = f"instance.{env.my()}"
@@ -402,7 +404,8 @@ def test_a_hostile_registry_reaches_no_client_option_file_or_engine(applied: Env
     finally:
         _edit_record(lab, "lab-2", instance, before)
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "node lab-2: its registry records an unusable database" in res.stderr
+    refused = f'node lab-2 reported the registry entry "{instance}" that svcctl refuses: attrs: attribute "database"'
+    assert refused in res.stderr
     assert "Traceback" not in res.stderr
     assert not marker.exists()  # no client ran a pager
     assert f"svs_{env.my()}_" not in session_users(lab, "lab-2")  # refused before any temporary user was made
