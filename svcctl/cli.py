@@ -246,7 +246,11 @@ def apply(
         typer.echo(text)
 
     def confirm(question: str) -> bool:
-        return bool(input(question).strip() == "yes")
+        try:
+            return input(question).strip() == "yes"
+        except EOFError:  # Ctrl-D: no answer is not a yes
+            print(file=sys.stderr)
+            return False
 
     def progress(text: str) -> None:
         print(text, file=sys.stderr, flush=True)

@@ -196,14 +196,23 @@ def write_manifests(
     failed_nodes: set[str],
     say: Say,
     root: Path,
+    pending: frozenset[str] = frozenset(),
 ) -> None:
     """Update each app's manifest atomically, inside the environment's directory `root`; skip any app
-    with a binding on a node where apply failed."""
+    with a binding on a node where apply failed, or whose binding or instance is still `pending` (planned
+    after the run): a manifest only ever holds credentials that work."""
     for app_name, app in sorted(env.apps.items()):
-        nodes = {planned.placement.get(b.instance, "") for b in env.bindings_of_app(app_name)}
+        bindings = env.bindings_of_app(app_name)
+        nodes = {planned.placement.get(b.instance, "") for b in bindings}
         if nodes & failed_nodes:
             say(f"Manifest of app {app_name} left as it was: its bindings on {', '.join(sorted(nodes & failed_nodes))} "
                 "were not all realised.")  # fmt: skip
+            continue
+        left = sorted(
+            a for b in bindings for a in (f"binding.{b.app}.{b.instance}", f"instance.{b.instance}") if a in pending
+        )
+        if left:
+            say(f"Manifest of app {app_name} left as it was: {', '.join(left)} not realised.")
             continue
         services = bound_services(env, app_name, planned.desired, addresses, password_for)
         path = Path(app.manifest)
@@ -377,8 +386,8 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
         failed = {f.host for f in result.failures} | set(result.unreachable)
         if not result.succeeded and not failed:  # the run failed as a whole: no node is known to be done
             failed = set(vars_)
-        write_manifests(env, planned, password_for, addresses, failed, say, environment_root(env_path))
         if not result.succeeded:
+            write_manifests(env, planned, password_for, addresses, failed, say, environment_root(env_path))
             done = sorted(set(vars_) - failed)
             say(
                 f"Apply failed:\n{_summary(result)}\nNodes that completed: {', '.join(done) or 'none'}. "
@@ -388,6 +397,8 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
             return 1
         after = make_plan(env, key, options, None, ssh)
         left = [c for c in after.plan.changes if not retiring(c)]
+        pending = frozenset(c.address for c in left)
+        write_manifests(env, planned, password_for, addresses, set(), say, environment_root(env_path), pending)
         if left or after.plan.errors:
             say("Apply ran, but the nodes have not converged; still planned:\n" + render_text(after.plan))
             return 1

@@ -114,7 +114,7 @@ def test_only_yes_at_the_prompt_applies(lab: Lab, env: Env) -> None:
     # Ctrl-D instead of an answer: no answer, no apply.
     rc, screen, asked = apply_on_a_terminal(env, None)
     assert asked and rc == 1, screen
-    assert screen.rstrip().endswith("aborted"), screen
+    assert screen.rstrip().endswith("Apply cancelled; nothing was changed."), screen
     assert "Traceback" not in screen and "internal error" not in screen
     assert not database_exists(lab, env.pg()) and not recorded(lab, instance)
 

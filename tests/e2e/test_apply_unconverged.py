@@ -86,3 +86,6 @@ def test_an_apply_that_leaves_work_undone_exits_1_listing_what_is_still_planned(
 
     assert not database_exists(lab, env.pg())
     assert not recorded(lab, instance)
+    # the app gets no credentials for a user that does not exist
+    assert f"Manifest of app {env.app()} left as it was: {binding}, {instance} not realised." in before
+    assert not (env.path / "apps" / "app.env").exists()
