@@ -22,7 +22,7 @@ import paramiko
 
 from svcctl.ssh import check_host, check_untrusted_config, check_user, parse_jump
 from svcctl.tunnel.errors import HostKeyChanged, HostKeyUnknown, TunnelError
-from svcctl.tunnel.ports import PortInUse, bind_listener, pick_port
+from svcctl.tunnel.ports import PortInUse, open_listener, pick_port
 
 if TYPE_CHECKING:
     from svcctl.tunnel.connector import SshConnector
@@ -345,9 +345,8 @@ class ParamikoForwarder:
         """Bind the local port, connect (so that auth and host-key errors show now), then accept clients."""
         if self._listener is not None:
             raise RuntimeError("the forwarder was already started")
-        port = self.spec.local_port if self.spec.local_port is not None else pick_port(self.spec.bind, None)
-        self._listener = bind_listener(self.spec.bind, port)
-        self._port = int(self._listener.getsockname()[1])
+        self._listener = open_listener(self.spec.bind, self.spec.local_port)
+        self._port = port = int(self._listener.getsockname()[1])
         try:
             self._ensure_transport()
         except BaseException:

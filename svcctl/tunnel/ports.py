@@ -55,15 +55,27 @@ def port_is_free(bind: str, port: int) -> bool:
     return True
 
 
-def pick_port(bind: str, requested: int | None) -> int:
-    """The local port for a tunnel: `requested` if it is free (else PortInUse), or the first free from 10000."""
+def open_listener(bind: str, requested: int | None) -> socket.socket:
+    """A socket listening on `requested` (else PortInUse), or on the first free port from 10000.
+
+    The port is bound as it is chosen, so two tunnels starting at the same moment cannot both take it.
+    """
     if requested is not None:
         if not 1 <= requested <= LAST_PORT:
             raise SvcctlError(f"--port {requested} is not a TCP port; use a number from 1 to {LAST_PORT}.")
-        if not port_is_free(bind, requested):
-            raise PortInUse(bind, requested)
-        return requested
+        return bind_listener(bind, requested)
     for port in range(FIRST_PORT, LAST_PORT + 1):
-        if port_is_free(bind, port):
-            return port
+        try:
+            return bind_listener(bind, port)
+        except PortInUse:
+            continue
     raise SvcctlError(f"no free local port on {bind} from {FIRST_PORT} to {LAST_PORT}; close some tunnels.")
+
+
+def pick_port(bind: str, requested: int | None) -> int:
+    """The port `open_listener` would take, released again: for a listener another program (ssh) opens."""
+    listener = open_listener(bind, requested)
+    try:
+        return int(listener.getsockname()[1])
+    finally:
+        listener.close()

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import pytest
 
 from svcctl.errors import SvcctlError
-from svcctl.tunnel.ports import PortInUse, bind_listener, pick_port
+from svcctl.tunnel.ports import PortInUse, bind_listener, open_listener, pick_port
 
 
 @contextmanager
@@ -104,3 +104,14 @@ def test_bind_listener_holds_the_port_until_closed(private_loopback: str) -> Non
     finally:
         listener.close()
     assert bindable(private_loopback, 10000)
+
+
+def test_listeners_opened_together_never_share_a_port(private_loopback: str) -> None:
+    """Each port is bound as it is chosen: two tunnels starting at once get 10000 and 10001, never one port."""
+    first = open_listener(private_loopback, None)
+    second = open_listener(private_loopback, None)
+    try:
+        assert (first.getsockname()[1], second.getsockname()[1]) == (10000, 10001)
+    finally:
+        first.close()
+        second.close()
