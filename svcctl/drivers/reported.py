@@ -30,6 +30,7 @@ from svcctl.errors import SvcctlError
 from svcctl.model.names import NAME_MAX
 from svcctl.model.types import (
     Cidr,
+    EnvironmentName,
     Host,
     PackageVersion,
     ReportedName,
@@ -439,9 +440,6 @@ def check_recorded_attrs(attrs: Any) -> dict[str, Any]:
         except ValueError as exc:
             raise ValueError(f'attribute "{key}": {exc}') from None
     return attrs
-
-
-EnvironmentName = Annotated[str, AfterValidator(check_environment_name)]
 
 
 class Record(_Report):
