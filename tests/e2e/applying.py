@@ -10,6 +10,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from svcctl.secrets import decode_key, derive_password
+from tests.conftest import Lab
 from tests.e2e.envs import TEST_KEY, Env
 
 LOCK_WAIT_S = 900  # a benchmark on the lab may hold the locks for minutes
@@ -63,3 +64,15 @@ def credentials(manifest: Path, label: str, instance: str) -> dict[str, Any]:
 def password(purpose: str) -> str:
     """A password svcctl derives from the tests' key (`binding/<app>/<instance>/<rotation>`, ...)."""
     return derive_password(decode_key(TEST_KEY, "test key"), purpose).reveal()
+
+
+def database_exists(lab: Lab, name: str) -> bool:
+    """Whether lab-1's PostgreSQL has a database `name`."""
+    sql = f"select 1 from pg_database where datname = '{name}'"
+    return lab.ssh("lab-1", f'sudo -n runuser -u postgres -- psql -XAtc "{sql}"').stdout.strip() == "1"
+
+
+def recorded(lab: Lab, address: str) -> bool:
+    """Whether lab-1's registry records `address` (apply records an object before it creates it)."""
+    res = lab.ssh("lab-1", f"sudo -n grep -c '\"{address}\"' /var/lib/svcctl/registry.json", check=False)
+    return res.stdout.strip() not in ("", "0")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Lab
-from tests.e2e.applying import LOCK_WAIT_S, apply, assert_converged, held_by_another_apply
+from tests.e2e.applying import LOCK_WAIT_S, apply, assert_converged, database_exists, held_by_another_apply, recorded
 from tests.e2e.envs import SVCCTL, TEST_KEY, Env, make_env
 
 PROMPT = "Do you want to perform these actions? Only 'yes' will be accepted: "
@@ -76,17 +76,6 @@ def apply_on_a_terminal(env: Env, answer: str | None) -> tuple[int, str, bool]:
             time.sleep(3)
             continue
         return rc, screen, asked
-
-
-def database_exists(lab: Lab, name: str) -> bool:
-    sql = f"select 1 from pg_database where datname = '{name}'"
-    return lab.ssh("lab-1", f'sudo -n runuser -u postgres -- psql -XAtc "{sql}"').stdout.strip() == "1"
-
-
-def recorded(lab: Lab, address: str) -> bool:
-    """Whether lab-1's registry records `address` (apply records an object before it creates it)."""
-    res = lab.ssh("lab-1", f"sudo -n grep -c '\"{address}\"' /var/lib/svcctl/registry.json", check=False)
-    return res.stdout.strip() not in ("", "0")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Lab
-from tests.e2e.applying import apply
+from tests.e2e.applying import apply, database_exists, recorded
 from tests.e2e.envs import REPO, Env, make_env
 
 NO_OP = """\
@@ -54,17 +54,6 @@ def no_op_playbooks(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "playbooks", copy, ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "apply.yml").write_text(NO_OP)
     return copy
-
-
-def database_exists(lab: Lab, name: str) -> bool:
-    sql = f"select 1 from pg_database where datname = '{name}'"
-    return lab.ssh("lab-1", f'sudo -n runuser -u postgres -- psql -XAtc "{sql}"').stdout.strip() == "1"
-
-
-def recorded(lab: Lab, address: str) -> bool:
-    """Whether lab-1's registry records `address` (apply records before it creates)."""
-    res = lab.ssh("lab-1", f"sudo -n grep -c '\"{address}\"' /var/lib/svcctl/registry.json", check=False)
-    return res.stdout.strip() not in ("", "0")
 
 
 def test_an_apply_that_leaves_work_undone_exits_1_listing_what_is_still_planned(
