@@ -37,8 +37,9 @@ TRUNCATION = re.compile(
 
 def _golden(name: str, actual: str) -> None:
     path = CASES / name
-    if os.environ.get("SVCCTL_UPDATE_GOLDEN"):
+    if os.environ.get("SVCCTL_UPDATE_GOLDEN") and (not path.exists() or path.read_text() != actual):
         path.write_text(actual)
+        pytest.fail(f"rewrote {path}: review the diff, then run again without SVCCTL_UPDATE_GOLDEN")
     assert actual == path.read_text()
 
 
