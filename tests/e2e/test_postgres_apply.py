@@ -2,8 +2,11 @@
 the engine's own client and with the driver's snippet and parser.
 
 The tests share one module fixture (an engine, an instance, a readwrite and a readonly binding, all with
-this run's unique names) and run in file order; the last one deletes the instance.  They use lab-2, whose
-PostgreSQL no other test uses, and leave its cluster stopped and disabled again, as the lab boots it.
+this run's unique names).  Each test can run alone (`-k`, `path::test`): what a test needs from an earlier
+step (the orders table, a rotation) it makes through the fixture's helpers, which keep a small record of
+what has been done (`Pg.rotation`, `Pg.orders`).  The delete test is last in file order.  They use lab-2,
+whose PostgreSQL no other test uses, and the finalizer leaves its cluster stopped and disabled again, as the
+lab boots it, whatever state the tests left.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import secrets
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,12 +71,19 @@ class Pg:
     rw_app: str
     ro_app: str
     runs: list[Run] = field(default_factory=list)
+    rotation: int = 0  # the readwrite binding's current rotation (the readonly one stays at 0)
+    orders: int | None = None  # rows in the orders table the tests made; None: no table yet
 
     @property
     def database(self) -> str:
         return sql_ident(self.instance)
 
-    def password(self, app: str, rotation: int = 0) -> str:
+    def current(self, app: str) -> int:
+        """The rotation an app's binding is at now."""
+        return self.rotation if app == self.rw_app else 0
+
+    def password(self, app: str, rotation: int | None = None) -> str:
+        rotation = self.current(app) if rotation is None else rotation
         return binding_password(self.key, app, self.instance, rotation).reveal()
 
     def engine_change(self, action: str = "create") -> dict[str, Any]:
@@ -90,14 +100,20 @@ class Pg:
                 "name": self.instance, "attrs": None if action == "delete" else attrs,
                 "old": attrs if action == "delete" else None}  # fmt: skip
 
-    def binding_attrs(self, app: str, rotation: int = 0) -> dict[str, Any]:
+    def binding_attrs(self, app: str, rotation: int | None = None) -> dict[str, Any]:
+        rotation = self.current(app) if rotation is None else rotation
         role = "readwrite" if app == self.rw_app else "readonly"
         user = user_name(app, self.instance, rotation)
         return {"engine": "postgres", "role": role, "rotation": rotation, "user": user, "credentials": "current",
                 "connections": 7}  # fmt: skip
 
     def binding_change(
-        self, app: str, action: str = "create", rotation: int = 0, old: dict[str, Any] | None = None, suffix: str = ""
+        self,
+        app: str,
+        action: str = "create",
+        rotation: int | None = None,
+        old: dict[str, Any] | None = None,
+        suffix: str = "",
     ) -> dict[str, Any]:
         return {"action": action, "address": f"binding.{app}.{self.instance}{suffix}", "kind": "binding",
                 "engine": "postgres", "name": f"{app}.{self.instance}{suffix}",
@@ -105,6 +121,38 @@ class Pg:
 
     def secrets(self, *apps_rotations: tuple[str, int]) -> dict[str, Any]:
         return {f"binding.{app}.{self.instance}": {"password": self.password(app, rot)} for app, rot in apps_rotations}
+
+    def everything(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Changes creating the engine, the instance and both bindings as they are now, and their passwords."""
+        changes = [self.engine_change(), self.instance_change(), self.binding_change(self.rw_app),
+                   self.binding_change(self.ro_app)]  # fmt: skip
+        return changes, self.secrets((self.rw_app, self.current(self.rw_app)), (self.ro_app, 0))
+
+    def ensure_orders(self) -> int:
+        """The orders table, made by the readwrite user if no test made it yet; returns how many rows it has."""
+        if self.orders is None:
+            made = self.psql_as(self.rw_app, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (41), (42)")
+            assert made.returncode == 0, made.stderr
+            self.orders = 2
+        return self.orders
+
+    def rotate(self) -> Run:
+        """Rotate the readwrite binding to its next rotation; the old user stays until `drop_old_user`."""
+        old = self.binding_attrs(self.rw_app)
+        new = self.rotation + 1
+        run = self.apply(
+            [self.binding_change(self.rw_app, action="update", rotation=new, old=old)], self.secrets((self.rw_app, new))
+        )
+        self.rotation = new
+        return run
+
+    def drop_old_user(self) -> Run:
+        """Delete the readwrite binding's previous rotation (`~r<n-1>`), as the plan after a rotation does."""
+        old = self.rotation - 1
+        change = self.binding_change(
+            self.rw_app, action="delete", old=self.binding_attrs(self.rw_app, old), suffix=f"~r{old}"
+        )
+        return self.apply([change], {})
 
     def apply(self, changes: list[dict[str, Any]], secrets_: dict[str, Any]) -> Run:
         """Run playbooks/apply.yml on HOST with these changes, as svcctl apply does."""
@@ -157,9 +205,10 @@ class Pg:
         return {r.address: r for r in DRIVER.parse(HOST, raw, password_for)}
 
     def psql_as(
-        self, app: str, sql: str, rotation: int = 0, password: str | None = None
+        self, app: str, sql: str, rotation: int | None = None, password: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Run SQL over TCP on the host as a binding's user (the password travels on stdin, not argv)."""
+        rotation = self.current(app) if rotation is None else rotation
         user = user_name(app, self.instance, rotation)
         command = (
             "read -r PGPASSWORD; export PGPASSWORD; psql -h 127.0.0.1 -XAtq -v ON_ERROR_STOP=1 "
@@ -189,29 +238,56 @@ def pg(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pg]:
             instance=f"t{token}-db", rw_app=f"w{token}", ro_app=f"r{token}")  # fmt: skip
     lab.ssh(HOST, f"sudo systemctl disable --now {UNIT} 2>&1")
     try:
-        pg.apply(
-            [pg.engine_change(), pg.instance_change(), pg.binding_change(pg.rw_app), pg.binding_change(pg.ro_app)],
-            pg.secrets((pg.rw_app, 0), (pg.ro_app, 0)),
-        )
+        pg.apply(*pg.everything())
         yield pg
     finally:
         _cleanup(pg)
 
 
 def _cleanup(pg: Pg) -> None:
-    users = [user_name(app, pg.instance, r) for app in (pg.rw_app, pg.ro_app) for r in (0, 1)]
-    active = pg.lab.ssh(HOST, f"systemctl is-active {UNIT}", check=False).stdout.strip() == "active"
-    if active:
+    """Remove whatever this module's tests left, in any state (a test run alone, one that failed half-way, a
+    first apply that failed): the database, every role named after it, this environment's registry records,
+    the dumps; then stop and disable the cluster and remove svcctl's settings, as the lab boots it.
+
+    Each step runs even when an earlier one failed; the first failure is raised at the end."""
+    errors: list[BaseException] = []
+
+    def step(action: Callable[[], object]) -> None:
+        try:
+            action()
+        except Exception as exc:  # every step must run; the first failure is re-raised below
+            errors.append(exc)
+
+    def drop_objects() -> None:
+        # The cluster may be stopped (a first apply that failed half-way): start it to drop what it holds.
+        pg.lab.ssh(HOST, f"sudo systemctl start {UNIT} 2>&1", check=False)
+        if pg.lab.ssh(HOST, f"systemctl is-active {UNIT}", check=False).stdout.strip() != "active":
+            return
         pg.superuser(f"DROP DATABASE IF EXISTS {pg.database} WITH (FORCE)")
-        for role in [*users, owner_role(pg.instance)]:
+        # every user of every rotation and the owner: all are named after the database
+        roles = pg.superuser(f"SELECT rolname FROM pg_roles WHERE strpos(rolname, '{pg.database}') > 0").split()
+        for role in roles:
             pg.superuser(f"DROP ROLE IF EXISTS {role}")
-    forget = " && ".join(
-        f"sudo /usr/local/lib/svcctl/svcctl-registry.py forget {shlex.quote(a)} >/dev/null" for a in pg.registry()
+
+    def forget() -> None:
+        found = pg.lab.ssh(HOST, "sudo test -e /var/lib/svcctl/registry.json", check=False).returncode == 0
+        addresses = pg.registry() if found else {}
+        command = " && ".join(
+            f"sudo /usr/local/lib/svcctl/svcctl-registry.py forget {shlex.quote(a)} >/dev/null" for a in addresses
+        )
+        if command:
+            pg.lab.ssh(HOST, command)
+
+    step(drop_objects)
+    step(forget)
+    step(lambda: pg.lab.ssh(HOST, f"sudo sh -c 'rm -f {DUMP_DIR}/{pg.instance}-*.pgc'"))
+    step(
+        lambda: pg.lab.ssh(
+            HOST, f"sudo systemctl disable --now {UNIT} 2>&1; sudo rm -f /etc/postgresql/15/main/conf.d/svcctl.conf"
+        )
     )
-    if forget:
-        pg.lab.ssh(HOST, forget)
-    pg.lab.ssh(HOST, f"sudo sh -c 'rm -f {DUMP_DIR}/{pg.instance}-*.pgc'")
-    pg.lab.ssh(HOST, f"sudo systemctl disable --now {UNIT} 2>&1; sudo rm -f /etc/postgresql/15/main/conf.d/svcctl.conf")
+    if errors:
+        raise errors[0]
 
 
 def test_engine_create_starts_and_enables_the_cluster(pg: Pg) -> None:
@@ -226,12 +302,14 @@ def test_what_the_snippet_observes_equals_what_was_applied(pg: Pg) -> None:
     assert {k: v for k, v in instance.attrs.items() if k != "size_mb"} == pg.instance_attrs()
     assert isinstance(instance.attrs["size_mb"], int)
     for app in (pg.rw_app, pg.ro_app):
-        assert observed[f"binding.{app}.{pg.instance}"].attrs == pg.binding_attrs(app)
+        assert observed[f"binding.{app}.{pg.instance}"].attrs == pg.binding_attrs(app)  # at its current rotation
 
 
 def test_privileges_are_least_privilege_and_tables_belong_to_the_owner(pg: Pg) -> None:
+    assert pg.orders is None  # no earlier test made the table: this one makes it, as the readwrite user
     created = pg.psql_as(pg.rw_app, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (41), (42)")
     assert created.returncode == 0, created.stderr
+    pg.orders = 2
     owner = pg.superuser("SELECT tableowner FROM pg_tables WHERE tablename = 'orders'", pg.database)
     assert owner.strip() == owner_role(pg.instance)
     # The readonly user was created before the table: it reads it through the default privileges.
@@ -247,10 +325,7 @@ def test_privileges_are_least_privilege_and_tables_belong_to_the_owner(pg: Pg) -
 
 
 def test_a_second_identical_apply_changes_nothing(pg: Pg) -> None:
-    run = pg.apply(
-        [pg.engine_change(), pg.instance_change(), pg.binding_change(pg.rw_app), pg.binding_change(pg.ro_app)],
-        pg.secrets((pg.rw_app, 0), (pg.ro_app, 0)),
-    )
+    run = pg.apply(*pg.everything())
     changed = [r["task"] for r in run.ok_results() if r["res"].get("changed")]
     assert changed == []
     assert run.stats["changed"] == {}  # counts the no_log tasks too, whose events hide `changed`
@@ -270,6 +345,7 @@ def test_the_registry_records_every_address_root_only(pg: Pg) -> None:
 
 
 def test_a_password_changed_behind_svcctls_back_is_stale_until_reapplied(pg: Pg) -> None:
+    rows = pg.ensure_orders()
     pg.superuser(f"ALTER ROLE {user_name(pg.ro_app, pg.instance, 0)} PASSWORD 'changed-by-hand'")
     assert pg.observe()[f"binding.{pg.ro_app}.{pg.instance}"].attrs["credentials"] == "stale"
     old = {**pg.binding_attrs(pg.ro_app), "credentials": "stale"}
@@ -280,28 +356,38 @@ def test_a_password_changed_behind_svcctls_back_is_stale_until_reapplied(pg: Pg)
         f"binding.{pg.ro_app}.{pg.instance}": [f"role {user_name(pg.ro_app, pg.instance, 0)}: password"]
     }
     assert pg.observe()[f"binding.{pg.ro_app}.{pg.instance}"].attrs["credentials"] == "current"
-    assert pg.psql_as(pg.ro_app, "SELECT count(*) FROM orders").stdout.strip() == "2"
+    assert pg.psql_as(pg.ro_app, "SELECT count(*) FROM orders").stdout.strip() == str(rows)
 
 
 def test_rotation_creates_the_new_user_keeps_the_old_then_deletes_it(pg: Pg) -> None:
-    old = pg.binding_attrs(pg.rw_app, 0)
-    pg.apply([pg.binding_change(pg.rw_app, action="update", rotation=1, old=old)], pg.secrets((pg.rw_app, 1)))
+    rows = pg.ensure_orders()
+    old = pg.rotation
+    new = old + 1
+    pg.rotate()
     observed = pg.observe()
-    assert observed[f"binding.{pg.rw_app}.{pg.instance}"].attrs == pg.binding_attrs(pg.rw_app, 1)
-    assert observed[f"binding.{pg.rw_app}.{pg.instance}~r0"].attrs == pg.binding_attrs(pg.rw_app, 0)
+    assert observed[f"binding.{pg.rw_app}.{pg.instance}"].attrs == pg.binding_attrs(pg.rw_app, new)
+    assert observed[f"binding.{pg.rw_app}.{pg.instance}~r{old}"].attrs == pg.binding_attrs(pg.rw_app, old)
     # Both users work during the switch-over; the new one writes as the owner too.
-    assert pg.psql_as(pg.rw_app, "INSERT INTO orders VALUES (1)", rotation=1).returncode == 0
-    assert pg.psql_as(pg.rw_app, "SELECT count(*) FROM orders", rotation=0).stdout.strip() == "3"
+    assert pg.psql_as(pg.rw_app, "INSERT INTO orders VALUES (1)", rotation=new).returncode == 0
+    pg.orders = rows + 1
+    assert pg.psql_as(pg.rw_app, "SELECT count(*) FROM orders", rotation=old).stdout.strip() == str(rows + 1)
 
-    pg.apply([pg.binding_change(pg.rw_app, action="delete", old=old, suffix="~r0")], {})
+    pg.drop_old_user()
     observed = pg.observe()
-    assert f"binding.{pg.rw_app}.{pg.instance}~r0" not in observed
-    assert observed[f"binding.{pg.rw_app}.{pg.instance}"].attrs == pg.binding_attrs(pg.rw_app, 1)
-    assert "password authentication failed" in pg.psql_as(pg.rw_app, "SELECT 1", rotation=0).stderr
+    assert f"binding.{pg.rw_app}.{pg.instance}~r{old}" not in observed
+    assert observed[f"binding.{pg.rw_app}.{pg.instance}"].attrs == pg.binding_attrs(pg.rw_app, new)
+    assert "password authentication failed" in pg.psql_as(pg.rw_app, "SELECT 1", rotation=old).stderr
 
 
 def test_no_event_ever_contains_a_password(pg: Pg) -> None:
-    passwords = [pg.password(app, r) for app in (pg.rw_app, pg.ro_app) for r in (0, 1)]
+    # Run alone, the module has made one run: make the ones that carry other passwords here.
+    if pg.rotation == 0:
+        pg.rotate()  # sends the readwrite binding's rotation-1 password
+        pg.drop_old_user()
+    if len(pg.runs) < 4:
+        pg.apply(*pg.everything())  # sends every current password again
+    passwords = [pg.password(app, r) for app in (pg.rw_app, pg.ro_app) for r in range(pg.rotation + 1)]
+    assert len(passwords) >= 4
     assert len(pg.runs) >= 4
     for run in pg.runs:
         assert run.events
@@ -312,8 +398,10 @@ def test_no_event_ever_contains_a_password(pg: Pg) -> None:
 
 
 def test_deleting_bindings_and_the_instance_dumps_it_first_then_drops_everything(pg: Pg) -> None:
-    rw_old = pg.binding_attrs(pg.rw_app, 1)
-    ro_old = pg.binding_attrs(pg.ro_app, 0)
+    # Last in file order.  The dump must hold a table, so make one if no earlier test did.
+    pg.ensure_orders()
+    rw_old = pg.binding_attrs(pg.rw_app)
+    ro_old = pg.binding_attrs(pg.ro_app)
     run = pg.apply(
         [
             pg.binding_change(pg.rw_app, action="delete", old=rw_old),
