@@ -1,9 +1,12 @@
 """The mysql driver against a real MariaDB: apply.yml through ansible-runner, then observe and parse again.
 
-The tests run in file order on one module-wide setup: create (engine, instance, readwrite and readonly
-bindings), check privileges for real, re-apply (no changes), drift and repair, rotation, client networks,
-and finally delete (dump first) and restore the host as it was.  Instances and bindings are made by one
-run of library/svcctl_mysql_objects.py per batch; `Run.did()` is what it reports it did, step by step.
+The tests share one module-wide setup: create (engine, instance, readwrite and readonly bindings); then
+privileges checked for real, re-apply (no changes), drift and repair, rotation, client networks, and last
+in file order delete (dump first).  Each test can also run alone (`-k`, `path::test`): the environment is
+built from what the tests have done so far (`World.rw_rotation`), and what a test needs from an earlier
+one (a table to dump) it makes itself.  The finalizer restores the host as it was, whatever state the
+tests left.  Instances and bindings are made by one run of library/svcctl_mysql_objects.py per batch;
+`Run.did()` is what it reports it did, step by step.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import os
 import secrets
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ SNIPPET_PARTS = ("observe_header.py", "observe_mysql.py", "observe_footer.py")
 # apply.yml's one registry write, before any change
 RECORD = "Record what this run creates or changes in the host registry, before any of it is touched"
 ORDER = {Kind.ENGINE: 0, Kind.INSTANCE: 1, Kind.BINDING: 2}
+SERVER_SETTINGS = "/etc/mysql/mariadb.conf.d/60-svcctl.cnf"
 
 
 def password_for(purpose: str) -> Secret:
@@ -87,17 +91,31 @@ class Run:
 
 @dataclass
 class World:
-    """The module's setup: names, the environment, the first apply and the host's state before it."""
+    """The module's setup: names, the first apply and the host's state before it, and what the tests changed."""
 
     lab: Lab
     tmp: Path
     instance: str
     rw_app: str
     ro_app: str
-    env: Environment
     first: Run
     was_active: bool
     runs: int = 0
+    rw_rotation: int = 0  # the readwrite binding's rotation now (the rotation test moves it on)
+
+    @property
+    def first_env(self) -> Environment:
+        """The environment the module's first apply made."""
+        return make_env(self.instance, self.rw_app, self.ro_app)
+
+    @property
+    def env(self) -> Environment:
+        """The environment as the host has it now."""
+        return make_env(self.instance, self.rw_app, self.ro_app, rw_rotation=self.rw_rotation)
+
+    @property
+    def db(self) -> str:
+        return self.instance.replace("-", "_")
 
     def apply(
         self,
@@ -127,6 +145,16 @@ class World:
                 f"--skip-column-names -e {shlex.quote(sql)}"
             )
         return self.lab.ssh(HOST, cmd, check=check)
+
+    def ensure_table(self) -> None:
+        """Table t1 with the row (1, 'one'), made by the readwrite user if no earlier test made it."""
+        rw = by_address(self.desired())[f"binding.{self.rw_app}.{self.instance}"]
+        self.sql(
+            f"CREATE TABLE IF NOT EXISTS {self.db}.t1 (id INT PRIMARY KEY, v TEXT); "
+            f"INSERT IGNORE INTO {self.db}.t1 VALUES (1, 'one')",
+            rw.attrs["user"],
+            DRIVER.secrets_for(rw, password_for)["password"],
+        )
 
 
 def observe_raw(lab: Lab) -> dict[str, Any]:
@@ -254,38 +282,85 @@ def world(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]
     token = secrets.token_hex(3)
     instance, rw, ro = f"t{token}-db", f"w{token}", f"r{token}"
     was_active = lab.ssh(HOST, "systemctl is-active mariadb", check=False).stdout.strip() == "active"
+    settings = lab.ssh(HOST, f"sudo cat {SERVER_SETTINGS}", check=False)
+    settings_before = settings.stdout if settings.returncode == 0 else None
     env = make_env(instance, rw, ro)
     desired = DRIVER.desired(DesiredContext(env=env, placement={instance: HOST}, observed=State()))
     tmp = tmp_path_factory.mktemp("mysql")
-    first = run_apply(lab, tmp / "run0", creates(desired), secrets_of(desired))
-    w = World(lab=lab, tmp=tmp, instance=instance, rw_app=rw, ro_app=ro, env=env, first=first, was_active=was_active)
-    yield w
+    try:
+        first = run_apply(lab, tmp / "run0", creates(desired), secrets_of(desired))
+        yield World(lab=lab, tmp=tmp, instance=instance, rw_app=rw, ro_app=ro, first=first, was_active=was_active)
+    finally:
+        _cleanup(lab, instance, was_active, settings_before)
+
+
+def _cleanup(lab: Lab, instance: str, was_active: bool, settings_before: str | None) -> None:
+    """Remove whatever this module's tests left, in any state (a test run alone, one that failed half-way, a
+    first apply that failed): the database, every user named after it at any host (a client network's too),
+    the instance's registry records, its dumps, a server left open to a client network; and stop the server
+    again if it was stopped and nothing else is on it.
+
+    Each step runs even when an earlier one failed; the first failure is raised at the end."""
     db = instance.replace("-", "_")
-    lab.ssh(HOST, f"sudo mariadb -e 'DROP DATABASE IF EXISTS {db}'", check=False)
-    for user in (f"sv_{rw}_{db}_r0", f"sv_{rw}_{db}_r1", f"sv_{ro}_{db}_r0"):
-        lab.ssh(
-            HOST, f"sudo mariadb -e \"DROP USER IF EXISTS '{user}'@'localhost', '{user}'@'127.0.0.1'\"", check=False
+    errors: list[BaseException] = []
+
+    def step(action: Callable[[], object]) -> None:
+        try:
+            action()
+        except Exception as exc:  # every step must run; the first failure is re-raised below
+            errors.append(exc)
+
+    def mariadb(sql: str) -> str:
+        return lab.ssh(HOST, f"sudo mariadb --batch --skip-column-names -e {shlex.quote(sql)}").stdout
+
+    def drop_objects() -> None:
+        if lab.ssh(HOST, "systemctl is-active mariadb", check=False).stdout.strip() != "active":
+            return
+        mariadb(f"DROP DATABASE IF EXISTS {db}")
+        found = mariadb(f"SELECT User, Host FROM mysql.user WHERE User LIKE 'sv\\_%' AND LOCATE('{db}', User) > 0")
+        users = [line.split("\t") for line in found.splitlines() if line]
+        if users:
+            mariadb("; ".join(f"DROP USER IF EXISTS '{user}'@'{host}'" for user, host in users))
+
+    def forget() -> None:
+        if lab.ssh(HOST, "sudo test -e /var/lib/svcctl/registry.json", check=False).returncode != 0:
+            return
+        _, objects = registry(lab)
+        mine = [a for a in objects if a.split(".", 1)[0] in ("instance", "binding") and instance in a]
+        if mine:
+            lab.ssh(HOST, " && ".join(f"sudo /usr/local/lib/svcctl/svcctl-registry.py forget {a}" for a in mine))
+
+    def close_server() -> None:
+        # the client networks test opens the server; if it stopped half-way, put its settings back as found
+        now = lab.ssh(HOST, f"sudo cat {SERVER_SETTINGS}", check=False)
+        if now.returncode != 0 or "bind-address = 0.0.0.0" not in now.stdout:
+            return
+        if settings_before is not None and "bind-address = 0.0.0.0" in settings_before:
+            return
+        if settings_before is None:
+            lab.ssh(HOST, f"sudo rm -f {SERVER_SETTINGS}")
+        else:
+            lab.ssh(HOST, f"sudo tee {SERVER_SETTINGS} >/dev/null", stdin=settings_before)
+        lab.ssh(HOST, "sudo systemctl try-restart mariadb")
+
+    def stop_if_stopped_before() -> None:
+        # Other suites (plan/apply CLI) may use this server meanwhile: stop it only if it was stopped before
+        # and nothing but the system databases is left on it.
+        count = (
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA "
+            "WHERE SCHEMA_NAME NOT IN ('information_schema', 'mysql', 'performance_schema', 'sys')"
         )
-    forget = " && ".join(
-        f"sudo /usr/local/lib/svcctl/svcctl-registry.py forget {a}"
-        for a in [
-            f"instance.{instance}",
-            f"binding.{rw}.{instance}",
-            f"binding.{ro}.{instance}",
-        ]
-    )
-    lab.ssh(HOST, forget, check=False)
-    lab.ssh(HOST, f"sudo rm -f /var/backups/svcctl/{instance}-*", check=False)
-    # Other suites (plan/apply CLI) may use this server meanwhile: stop it only if it was stopped before
-    # and nothing but the system databases is left on it.
-    count = (
-        "SELECT COUNT(*) FROM information_schema.SCHEMATA "
-        "WHERE SCHEMA_NAME NOT IN ('information_schema', 'mysql', 'performance_schema', 'sys')"
-    )
-    left = lab.ssh(HOST, f"sudo mariadb -N -e {shlex.quote(count)}", check=False)
-    if not was_active and left.stdout.strip() == "0":
-        lab.ssh(HOST, f"sudo /usr/local/lib/svcctl/svcctl-registry.py forget engine.{HOST}.mysql")
-        lab.ssh(HOST, "sudo systemctl disable --now mariadb && sudo rm -f /etc/mysql/mariadb.conf.d/60-svcctl.cnf")
+        left = lab.ssh(HOST, f"sudo mariadb -N -e {shlex.quote(count)}", check=False)
+        if not was_active and left.stdout.strip() == "0":
+            lab.ssh(HOST, f"sudo /usr/local/lib/svcctl/svcctl-registry.py forget engine.{HOST}.mysql")
+            lab.ssh(HOST, f"sudo systemctl disable --now mariadb && sudo rm -f {SERVER_SETTINGS}")
+
+    for action in (drop_objects, forget, close_server, stop_if_stopped_before):
+        step(action)
+    # the glob must expand as root: the directory is root's, mode 0700
+    step(lambda: lab.ssh(HOST, f"sudo sh -c 'rm -f /var/backups/svcctl/{instance}-*.sql.gz'"))
+    if errors:
+        raise errors[0]
 
 
 def by_address(resources: list[Resource]) -> dict[str, Resource]:
@@ -318,14 +393,14 @@ def test_create_then_observe_gives_the_desired_attrs(world: World) -> None:
 
 
 def test_the_first_apply_logged_no_password(world: World) -> None:
-    values = passwords(world.desired())
+    values = passwords(world.desired(world.first_env))
     assert len(values) == 2
     assert_no_secret_in_events(world.first, values)
     assert world.first.changed_tasks()  # it did create things, so the check above saw real events
 
 
 def test_the_first_apply_made_the_instance_and_bindings_in_one_module_run(world: World) -> None:
-    desired = by_address(world.desired())
+    desired = by_address(world.desired(world.first_env))
     db = world.instance.replace("-", "_")
     assert world.first.batches() == ["MySQL: 3 create (instances, bindings)"]
     did = world.first.did()
@@ -456,14 +531,16 @@ def test_a_change_the_module_cannot_make_fails_naming_the_address(world: World) 
 
 
 def test_rotation_creates_the_new_user_and_keeps_the_old_until_deleted(world: World) -> None:
-    env = make_env(world.instance, world.rw_app, world.ro_app, rw_rotation=1)
+    rotation = world.rw_rotation
+    env = make_env(world.instance, world.rw_app, world.ro_app, rw_rotation=rotation + 1)
     desired = by_address(world.desired(env))
     address = f"binding.{world.rw_app}.{world.instance}"
     before = world.observe()[address]
     run = world.apply([change("update", desired[address], before)], secrets_of([desired[address]]))
+    world.rw_rotation = rotation + 1  # the host has the new user now (and, until dropped below, the old one)
     assert run.changed_tasks() == [RECORD, "MySQL: 1 update (instances, bindings)"]
     new_user = desired[address].attrs["user"]
-    assert new_user == before.attrs["user"].removesuffix("_r0") + "_r1"
+    assert new_user == before.attrs["user"].removesuffix(f"_r{rotation}") + f"_r{rotation + 1}"
     db = world.instance.replace("-", "_")
     assert run.did() == {
         address: [
@@ -473,21 +550,20 @@ def test_rotation_creates_the_new_user_and_keeps_the_old_until_deleted(world: Wo
     }  # fmt: skip
     live = world.observe()
     assert live_attrs(live[address]) == desired[address].attrs
-    old = live[f"{address}~r0"]
-    assert old.name == f"{world.rw_app}.{world.instance}~r0"
+    old = live[f"{address}~r{rotation}"]
+    assert old.name == f"{world.rw_app}.{world.instance}~r{rotation}"
     assert old.attrs["user"] == before.attrs["user"]
     assert old.attrs["credentials"] == "current"
     assert DRIVER.secrets_for(old, password_for) == {}
     dropped = world.apply([change("delete", old, old)], {})
     assert dropped.did() == {old.address: [f"drop user {old.attrs['user']}@{h}" for h in ("127.0.0.1", "localhost")]}
     live = world.observe()
-    assert f"{address}~r0" not in live
+    assert f"{address}~r{rotation}" not in live
     assert live_attrs(live[address]) == desired[address].attrs
-    world.env = env
 
 
 def test_an_instance_connections_change_reaches_its_users_and_comment(world: World) -> None:
-    env = make_env(world.instance, world.rw_app, world.ro_app, rw_rotation=1, connections=7)
+    env = make_env(world.instance, world.rw_app, world.ro_app, rw_rotation=world.rw_rotation, connections=7)
     desired = by_address(world.desired(env))
     address = f"instance.{world.instance}"
     live = world.observe()
@@ -519,7 +595,7 @@ def test_an_instance_connections_change_reaches_its_users_and_comment(world: Wor
 def test_client_networks_open_the_server_and_the_users_to_them(world: World) -> None:
     lab1 = world.lab.hosts["lab-1"]
     network = lab1.rsplit(".", 1)[0] + ".0/24"
-    env = make_env(world.instance, world.rw_app, world.ro_app, rw_rotation=1, networks=[network])
+    env = make_env(world.instance, world.rw_app, world.ro_app, rw_rotation=world.rw_rotation, networks=[network])
     desired = by_address(world.desired(env))
     live = world.observe()
     engine = f"engine.{HOST}.mysql"
@@ -560,6 +636,8 @@ def test_client_networks_open_the_server_and_the_users_to_them(world: World) -> 
 
 
 def test_delete_dumps_first_then_drops_and_forgets(world: World) -> None:
+    # Last in file order.  The dump must hold a table, so make one if no earlier test did.
+    world.ensure_table()
     desired = world.desired()
     live = world.observe()
     bindings = [r for r in desired if r.kind is Kind.BINDING]
