@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""The svcctl lab: real Debian 12 hosts with systemd as PID 1, booted with systemd-nspawn.
+"""The svcctl lab: real Debian hosts with systemd as PID 1, booted with systemd-nspawn.
+
+lab-1..lab-N run Debian 12 bookworm; `--releases` adds one host per Debian release named, lab-<release>
+(lab-bullseye, lab-bookworm, lab-trixie), each from its own cached image.
 
 Each host gets its own network namespace (veth on a private bridge, fixed address, no route out), its
 own overlayfs root over a cached read-only image, its own cgroups, its own SSH host key (generated once
@@ -10,18 +13,21 @@ through a caching proxy on the bridge (aptproxy.py).
 
 Standard library only: it runs as root before the project's virtualenv exists.
 
-    labctl.py up [--hosts N]     bring the lab up (idempotent; leftovers of a killed lab are cleaned first)
+    labctl.py up [--hosts N] [--releases R ...]
+                                 bring the lab up (idempotent; leftovers of a killed lab are cleaned first)
     labctl.py down               remove every host, mount, netns, veth, cgroup, route and process
     labctl.py stop HOST          power one host off, keeping its disk (to test unreachable nodes)
     labctl.py start HOST         boot a stopped host again
-    labctl.py status             print the hosts and whether they answer
-    labctl.py image              build (or find in the cache) the host image only
+    labctl.py status             print the hosts, their releases and whether they run
+    labctl.py image [--release R]
+                                 build (or find in the cache) one release's host image only
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -32,6 +38,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 LAB_ROOT = Path(os.environ.get("SVCCTL_LAB_ROOT", "/var/lib/svcctl-lab"))
@@ -42,7 +49,14 @@ NET = "10.211.37"  # a /24 nothing else on these machines uses; guarded by an un
 GATEWAY = f"{NET}.1"
 PROXY_PORT = 3142
 CGROUP_PARENT = "svclab"
-SUITE = "bookworm"
+SUITE = "bookworm"  # the machine's own release: its apt sources name this suite and its -updates, -security
+DEFAULT_RELEASE = "bookworm"  # lab-1..lab-N
+# The releases a host can run, with the last octet of its fixed address: lab-<release> sits above lab-N's range.
+RELEASES = {"bullseye": 201, "bookworm": 202, "trixie": 203}
+MAX_HOSTS = 180  # lab-N is NET.(10+N): lab-180 is .190, below the release hosts
+# Suites the machine's mirror does not carry for a release (an `apt-get update` in the image would fail on them):
+RELEASE_MISSING_SUITES: dict[str, list[str]] = {}
+DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
 BASE_PACKAGES = [
     "systemd", "systemd-sysv", "dbus", "openssh-server", "sudo", "python3", "iproute2", "procps",
     "ca-certificates", "gzip", "less",
@@ -58,6 +72,7 @@ MASKED_UNITS = [
     "systemd-remount-fs.service", "sys-kernel-config.mount", "sys-kernel-debug.mount",
     "sys-kernel-tracing.mount", "systemd-journald-audit.socket",
 ]  # fmt: skip
+RELEASE_MASKED_UNITS: dict[str, list[str]] = {}  # on top of MASKED_UNITS, found by booting each release
 # Installed but not started at boot: svcctl's apply enables and starts what an instance needs.
 ENGINE_UNITS = ["postgresql.service", "mariadb.service", "redis-server.service"]
 
@@ -116,31 +131,38 @@ def main_mirror() -> str:
     raise SystemExit(f"lab: no apt source serves the '{SUITE}' suite; cannot build the host image")
 
 
-def sources_list() -> str:
-    """The hosts' sources.list: the machine's own Debian sources, one-line format."""
+def release_suite(suite: str, release: str) -> str:
+    """The machine's suite name mapped to a release: bookworm-updates -> bullseye-updates."""
+    return release + suite[len(SUITE) :] if suite.startswith(SUITE) else suite
+
+
+def sources_list(release: str = DEFAULT_RELEASE) -> str:
+    """A release's sources.list: the machine's own Debian sources with the suites renamed, one-line format."""
     lines = []
     for uri, suites, comps in apt_sources():
         for suite in suites:
-            lines.append(f"deb {uri} {suite} {' '.join(comps)}")
+            mapped = release_suite(suite, release)
+            if mapped not in RELEASE_MISSING_SUITES.get(release, []):
+                lines.append(f"deb {uri} {mapped} {' '.join(comps)}")
     return "\n".join(lines) + "\n"
 
 
-def recipe() -> dict[str, object]:
-    """Everything that decides the image's content; its hash keys the cache."""
+def recipe(release: str = DEFAULT_RELEASE) -> dict[str, object]:
+    """Everything that decides a release's image; its hash keys the cache (bookworm's is what it always was)."""
     return {
-        "suite": SUITE,
+        "suite": release,
         "base": BASE_PACKAGES,
         "engines": ENGINE_PACKAGES,
-        "masked": MASKED_UNITS,
+        "masked": MASKED_UNITS + RELEASE_MASKED_UNITS.get(release, []),
         "disabled": ENGINE_UNITS,
-        "sources": sources_list(),
+        "sources": sources_list(release),
         "version": 1,  # raise when build_image() changes what it puts in the image
     }
 
 
-def recipe_key() -> str:
-    """A short stable hash of the recipe."""
-    return hashlib.sha256(json.dumps(recipe(), sort_keys=True).encode()).hexdigest()[:16]
+def recipe_key(release: str = DEFAULT_RELEASE) -> str:
+    """A short stable hash of the release's recipe."""
+    return hashlib.sha256(json.dumps(recipe(release), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def chroot(root: Path, script: str) -> None:
@@ -161,32 +183,58 @@ def chroot(root: Path, script: str) -> None:
             run("umount", "-l", str(dst), check=False)
 
 
-def build_image() -> Path:
-    """Return the cached image for the current recipe, building it with debootstrap when missing."""
-    key = recipe_key()
+def image_release(image: Path) -> str | None:
+    """The release a cached image (or a half-built one) is of; None for a leftover that does not say."""
+    with contextlib.suppress(OSError):
+        return (image / ".release").read_text().strip()
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return str(json.loads((image / ".complete").read_text())["suite"])
+    return None
+
+
+def image_in_use(image: Path) -> bool:
+    """Whether a host's overlay is mounted over the image: removing it would pull the disk from under a host."""
+    lower = f"lowerdir={image / 'rootfs'}"
+    return any(lower in line for line in Path("/proc/mounts").read_text().splitlines())
+
+
+def debootstrap_script(release: str) -> list[str]:
+    """The script argument debootstrap needs: none when it knows the release, else its `sid` script."""
+    if (DEBOOTSTRAP_SCRIPTS / release).exists():
+        return []
+    if not (DEBOOTSTRAP_SCRIPTS / "sid").exists():
+        raise SystemExit(f"lab: debootstrap knows neither {release} nor sid; upgrade the debootstrap package")
+    return [str(DEBOOTSTRAP_SCRIPTS / "sid")]
+
+
+def build_image(release: str = DEFAULT_RELEASE) -> Path:
+    """Return the release's cached image for its current recipe, building it with debootstrap when missing."""
+    key = recipe_key(release)
     images = CACHE / "images"
     image = images / key
     if (image / ".complete").exists():
         return image / "rootfs"
     images.mkdir(parents=True, exist_ok=True)
-    for old in images.iterdir():  # other recipes and half-built leftovers
-        if old.name != key:
-            log(f"removing stale image {old.name}")
+    for old in images.iterdir():  # older recipes of this release and half-built leftovers; never one in use
+        if old.name != key and image_release(old) in (release, None) and not image_in_use(old):
+            log(f"removing stale {release} image {old.name}")
             shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(image, ignore_errors=True)
     rootfs = image / "rootfs"
     rootfs.mkdir(parents=True)
+    (image / ".release").write_text(f"{release}\n")
     t0 = time.monotonic()
     mirror = main_mirror()
-    log(f"building host image {key} with debootstrap from the machine's apt mirror (about 2 minutes)")
+    log(f"building {release} host image {key} with debootstrap from the machine's apt mirror (minutes)")
     res = subprocess.run(
-        ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(rootfs), mirror],
+        ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", release, str(rootfs), mirror,
+         *debootstrap_script(release)],
         text=True, capture_output=True,
     )  # fmt: skip
     if res.returncode != 0:
-        raise SystemExit(f"lab: debootstrap failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
+        raise SystemExit(f"lab: debootstrap of {release} failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
     log(f"debootstrap done in {time.monotonic() - t0:.0f} s; installing the engines")
-    (rootfs / "etc/apt/sources.list").write_text(sources_list())
+    (rootfs / "etc/apt/sources.list").write_text(sources_list(release))
     (rootfs / "etc/apt/apt.conf.d/10svcctl-lab").write_text(
         'Acquire::Check-Valid-Until "false";\nAcquire::Languages "none";\n'
         'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n'
@@ -195,11 +243,12 @@ def build_image() -> Path:
     policy.write_text("#!/bin/sh\nexit 101\n")
     policy.chmod(0o755)
     chroot(rootfs, f"apt-get update -qq && apt-get install -y -qq {' '.join(ENGINE_PACKAGES)} >/dev/null")
+    masked = MASKED_UNITS + RELEASE_MASKED_UNITS.get(release, [])
     chroot(
         rootfs,
         "\n".join(
             [
-                f"systemctl mask {' '.join(MASKED_UNITS)}",
+                f"systemctl mask {' '.join(masked)}",
                 f"systemctl disable {' '.join(ENGINE_UNITS)}",
                 "useradd --create-home --shell /bin/bash deploy",
                 "echo 'deploy ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/deploy && chmod 0440 /etc/sudoers.d/deploy",
@@ -215,8 +264,8 @@ def build_image() -> Path:
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUseDNS no\n"
         "MaxSessions 64\nMaxStartups 64:30:128\nHostKey /etc/ssh/ssh_host_ed25519_key\n"
     )
-    (image / ".complete").write_text(json.dumps(recipe(), indent=2))
-    log(f"image {key} ready in {time.monotonic() - t0:.0f} s")
+    (image / ".complete").write_text(json.dumps(recipe(release), indent=2))
+    log(f"{release} image {key} ready in {time.monotonic() - t0:.0f} s")
     return rootfs
 
 
@@ -228,9 +277,27 @@ def host_names(count: int) -> list[str]:
     return [f"lab-{i}" for i in range(1, count + 1)]
 
 
+def release_host(release: str) -> str:
+    """The name of the host that runs a release: lab-bullseye."""
+    return f"lab-{release}"
+
+
+def host_release(name: str) -> str:
+    """The Debian release a host runs: its name says for lab-<release>, lab-N run the default one."""
+    suffix = name.split("-", 1)[1]
+    return suffix if suffix in RELEASES else DEFAULT_RELEASE
+
+
+def host_order(name: str) -> tuple[int, int]:
+    """Sort key: lab-1..lab-N by number, then the release hosts oldest release first."""
+    suffix = name.split("-", 1)[1]
+    return (1, RELEASES[suffix]) if suffix in RELEASES else (0, int(suffix))
+
+
 def address(name: str) -> str:
-    """Fixed address of a host: lab-N is NET.(10+N)."""
-    return f"{NET}.{10 + int(name.rsplit('-', 1)[1])}"
+    """Fixed address of a host: lab-N is NET.(10+N), lab-<release> the release's own (RELEASES)."""
+    suffix = name.split("-", 1)[1]
+    return f"{NET}.{RELEASES[suffix] if suffix in RELEASES else 10 + int(suffix)}"
 
 
 def netns(name: str) -> str:
@@ -336,7 +403,7 @@ def access_files(names: list[str]) -> None:
     (LAB_ROOT / "known_hosts").write_text("\n".join(kh_lines) + "\n")
     (LAB_ROOT / "ssh_config").write_text("\n".join(cfg))
     (LAB_ROOT / "hosts.json").write_text(
-        json.dumps({n: {"address": address(n), "user": "deploy"} for n in names}, indent=2)
+        json.dumps({n: {"address": address(n), "user": "deploy", "release": host_release(n)} for n in names}, indent=2)
     )
 
 
@@ -549,14 +616,30 @@ def down() -> None:
 # --------------------------------------------------------------------------- commands
 
 
-def start(names: list[str], image: Path, all_names: list[str]) -> None:
+@contextlib.contextmanager
+def lab_lock() -> Iterator[None]:
+    """One `up`, `start`, `image` or `down` at a time: test sessions share the lab, and an image being built
+    must not be removed or built again by a second labctl."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "lock").open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log("waiting for another labctl (building an image or booting hosts)")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def start(names: list[str], all_names: list[str]) -> None:
+    """Boot the named hosts, each from its release's image (built first when missing)."""
+    images = {release: build_image(release) for release in sorted({host_release(n) for n in names})}
     ensure_bridge()
     start_proxy()
     ensure_lab_key()
     for name in names:
         hostdir(name).mkdir(parents=True, exist_ok=True)
     for name in names:
-        prepare_host(name, image, all_names)
+        prepare_host(name, images[host_release(name)], all_names)
     access_files(all_names)
     for name in names:
         ensure_netns(name)
@@ -564,10 +647,16 @@ def start(names: list[str], image: Path, all_names: list[str]) -> None:
     wait_ready(names)
 
 
-def up(count: int) -> None:
-    """Bring up lab-1..lab-N, keeping hosts that run; clean up a dead lab's leftovers first."""
+def up(count: int, releases: list[str]) -> None:
+    """Bring up lab-1..lab-N and lab-<release> for each release named, keeping hosts that run; clean up a dead
+    lab's leftovers first."""
     if os.geteuid() != 0:
         raise SystemExit("lab: must run as root (it creates network namespaces, mounts and cgroups)")
+    if not 1 <= count <= MAX_HOSTS:
+        raise SystemExit(f"lab: --hosts {count}: the lab has room for 1 to {MAX_HOSTS} numbered hosts")
+    unknown = [r for r in releases if r not in RELEASES]
+    if unknown:
+        raise SystemExit(f"lab: unknown release {', '.join(unknown)}; the lab knows {', '.join(RELEASES)}")
     t0 = time.monotonic()
     existing = known_hosts_in_lab()
     running = [n for n in existing if host_running(n)]
@@ -575,18 +664,19 @@ def up(count: int) -> None:
         log("found the leftovers of a lab whose hosts are gone; removing them first")
         down()
         existing = []
-    image = build_image()
+    wanted = host_names(count) + [release_host(r) for r in sorted(set(releases), key=RELEASES.__getitem__)]
+    for release in sorted({host_release(n) for n in wanted}):
+        build_image(release)
     LAB_ROOT.mkdir(parents=True, exist_ok=True)
     LAB_ROOT.chmod(0o755)
-    wanted = host_names(count)
-    all_names = sorted(set(existing) | set(wanted), key=lambda n: int(n.split("-")[1]))
+    all_names = sorted(set(existing) | set(wanted), key=host_order)
     to_start = [n for n in wanted if not host_running(n)]
     if to_start:
         for n in to_start:  # a host whose process died: clear its leftovers but keep its disk
             if (hostdir(n) / "pid").exists():
                 power_off(n)
         log(f"starting {', '.join(to_start)}")
-        start(to_start, image, all_names)
+        start(to_start, all_names)
     else:
         access_files(all_names)
     log(f"lab up: {', '.join(wanted)} in {time.monotonic() - t0:.1f} s; ssh -F {LAB_ROOT}/ssh_config lab-1")
@@ -602,7 +692,7 @@ def start_host(name: str) -> None:
         return
     if not hostdir(name).is_dir():
         raise SystemExit(f"lab: no host {name} in the lab")
-    start([name], build_image(), known_hosts_in_lab())
+    start([name], sorted(known_hosts_in_lab(), key=host_order))
 
 
 def leftovers() -> list[str]:
@@ -638,8 +728,8 @@ def status() -> int:
     if not names:
         print("lab: down")
         return 1
-    for name in names:
-        print(f"{name}\t{address(name)}\t{'running' if host_running(name) else 'stopped'}")
+    for name in sorted(names, key=host_order):
+        print(f"{name}\t{address(name)}\t{host_release(name)}\t{'running' if host_running(name) else 'stopped'}")
     return 0
 
 
@@ -647,28 +737,32 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up")
-    u.add_argument("--hosts", type=int, default=int(os.environ.get("LAB_HOSTS", "2")))
+    u.add_argument("--hosts", type=int, default=int(os.environ.get("LAB_HOSTS", "2")), help="lab-1..lab-N")
+    u.add_argument("--releases", nargs="*", default=[], metavar="RELEASE", choices=list(RELEASES),
+                   help="also boot lab-<release> for each (bullseye, bookworm, trixie)")  # fmt: skip
     sub.add_parser("down")
     sub.add_parser("status")
-    sub.add_parser("image")
+    sub.add_parser("image").add_argument("--release", default=DEFAULT_RELEASE, choices=list(RELEASES))
     sub.add_parser("verify-clean")
     for verb in ("stop", "start"):
         sub.add_parser(verb).add_argument("host")
     a = p.parse_args(argv)
-    if a.cmd == "up":
-        up(a.hosts)
-    elif a.cmd == "down":
-        down()
-    elif a.cmd == "status":
+    if a.cmd == "status":
         return status()
-    elif a.cmd == "verify-clean":
+    if a.cmd == "verify-clean":
         return verify_clean()
-    elif a.cmd == "image":
-        print(build_image())
-    elif a.cmd == "stop":
+    if a.cmd == "stop":
         stop_host(a.host)
-    elif a.cmd == "start":
-        start_host(a.host)
+        return 0
+    with lab_lock():
+        if a.cmd == "up":
+            up(a.hosts, a.releases)
+        elif a.cmd == "down":
+            down()
+        elif a.cmd == "image":
+            print(build_image(a.release))
+        elif a.cmd == "start":
+            start_host(a.host)
     return 0
 
 
