@@ -165,6 +165,9 @@ def _verdict(
     pinned = [e for e in entries if e.marker is None]
     if any(e.blob == blob for e in pinned):
         return None
+    authorities = [e for e in entries if e.marker == "@cert-authority"]
+    if authorities and not pinned:
+        raise _certificates_only(target, authorities, what)
     if pinned:
         same_type = [e for e in pinned if e.key_type == key_type] or pinned
         expected = "; ".join(f"{e.key_type} {e.fingerprint} ({e.file}:{e.line})" for e in same_type)
@@ -193,6 +196,20 @@ def _verdict(
         host=target.hostname,
         key_type=key_type,
         fingerprint=presented,
+    )
+
+
+def _certificates_only(target: ResolvedTarget, authorities: list[KnownHostEntry], what: str) -> SshConfigError:
+    """A host pinned only by @cert-authority lines: paramiko cannot verify host certificates, so refuse."""
+    where = ", ".join(f"{e.file}:{e.line}" for e in authorities)
+    port = "" if target.port == DEFAULT_PORT else f" -p {target.port}"
+    return SshConfigError(
+        f"node {target.name}: known_hosts trusts {what} only through @cert-authority ({where}): host "
+        "certificates signed by that CA. svcctl's SSH client (paramiko) cannot verify host certificates (it checks "
+        "no CA signature, principal or validity), so it refuses the host rather than accept it unchecked, even with "
+        "accept-new. Pin the host's own key next to that line: verify its fingerprint out of band (on the host: "
+        f"ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), then add it with `ssh-keyscan -t ed25519{port} "
+        f"{target.hostname} >> {authorities[0].file}`, or name a known_hosts file that pins it."
     )
 
 

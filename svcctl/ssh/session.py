@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import errno
 import logging
 import os
@@ -18,10 +19,12 @@ from types import TracebackType
 from typing import TypeVar
 
 import paramiko
+from paramiko.pkey import PublicBlob
 
 from svcctl.errors import SvcctlError
 from svcctl.ssh.errors import CommandTimeout, Unreachable
 from svcctl.ssh.known_hosts import check_host_key, fingerprint, known_entries, preferred_key_types
+from svcctl.ssh.proxy import ProxyProcess
 from svcctl.ssh.target import ResolvedTarget, SshTarget, resolve
 
 T = TypeVar("T")
@@ -59,6 +62,7 @@ class SshSession:
     target: ResolvedTarget
     transport: paramiko.Transport
     hops: list[paramiko.Transport] = field(default_factory=list)
+    proxies: list[ProxyProcess] = field(default_factory=list)  # ProxyCommands the connection runs over
 
     @property
     def name(self) -> str:
@@ -170,10 +174,12 @@ class SshSession:
         )
 
     def close(self) -> None:
-        """Close the connection and then the jump hosts' connections it went through."""
+        """Close the connection, then the jump hosts' connections it went through, then its ProxyCommand."""
         self.transport.close()
         for hop in reversed(self.hops):
             hop.close()
+        for proxy in self.proxies:
+            proxy.close()
 
     def __enter__(self) -> SshSession:
         return self
@@ -193,30 +199,47 @@ def connect(target: SshTarget | ResolvedTarget) -> SshSession:
         chain.insert(0, hop)
         hop = hop.jump
     transports: list[paramiko.Transport] = []
+    proxies: list[ProxyProcess] = []
     try:
         for index, hop_target in enumerate(chain):
             is_final = index == len(chain) - 1
             role = "" if is_final else "jump host "
             via = transports[-1] if transports else None
-            transports.append(_open_transport(hop_target, via, role))
+            transports.append(_open_transport(hop_target, via, role, proxies))
     except BaseException:
         for transport in reversed(transports):
             transport.close()
+        for proxy in proxies:
+            proxy.close()
         raise
-    return SshSession(resolved, transports[-1], transports[:-1])
+    return SshSession(resolved, transports[-1], transports[:-1], proxies)
 
 
 def _unreachable(target: ResolvedTarget, role: str, reason: str, advice: str) -> Unreachable:
     via = f" through jump host {target.jump.shown}" if target.jump is not None else ""
+    if target.proxy_command is not None:
+        via = f" through the ProxyCommand of {target.config_file}"
     return Unreachable(
         f"node {target.name}: cannot connect to {role}{target.shown}{via}: {reason}. {advice}",
         node=target.name,
     )
 
 
-def _dial(target: ResolvedTarget, via: paramiko.Transport | None, role: str) -> socket.socket | paramiko.Channel:
+def _dial(
+    target: ResolvedTarget, via: paramiko.Transport | None, role: str, proxies: list[ProxyProcess]
+) -> socket.socket | paramiko.Channel:
     timeout = target.connect_timeout
     check = f"Check that the host is up and sshd listens on port {target.port}"
+    if target.proxy_command is not None:
+        try:
+            proxy = ProxyProcess(target.proxy_command)
+        except OSError as exc:
+            raise _unreachable(
+                target, role, f"cannot start the ProxyCommand ({exc.strerror or exc})", "Check $SHELL and the command."
+            ) from None
+        proxies.append(proxy)
+        proxy.socket.settimeout(timeout)
+        return proxy.socket
     if via is not None:
         try:
             return via.open_channel("direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0), timeout=timeout)
@@ -245,8 +268,10 @@ def _dial(target: ResolvedTarget, via: paramiko.Transport | None, role: str) -> 
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
-def _open_transport(target: ResolvedTarget, via: paramiko.Transport | None, role: str) -> paramiko.Transport:
-    sock = _dial(target, via, role)
+def _open_transport(
+    target: ResolvedTarget, via: paramiko.Transport | None, role: str, proxies: list[ProxyProcess]
+) -> paramiko.Transport:
+    sock = _dial(target, via, role, proxies)
     transport = paramiko.Transport(sock)
     try:
         transport.banner_timeout = target.connect_timeout
@@ -264,12 +289,12 @@ def _open_transport(target: ResolvedTarget, via: paramiko.Transport | None, role
                 raise paramiko.SSHException(f"no key exchange within {target.connect_timeout:g} s")
         except (paramiko.SSHException, OSError, EOFError) as exc:
             reason = str(exc) or type(exc).__name__
-            raise _unreachable(
-                target,
-                role,
-                f"SSH handshake failed ({reason})",
-                f"Check that an SSH server answers on port {target.port}.",
-            ) from None
+            advice = f"Check that an SSH server answers on port {target.port}."
+            if target.proxy_command is not None and proxies:
+                said = proxies[-1].said()
+                advice = f"The ProxyCommand said: {said}" if said else "The ProxyCommand said nothing."
+                advice += " Check that `ssh -F <that config> <host>` works on its own."
+            raise _unreachable(target, role, f"SSH handshake failed ({reason})", advice) from None
         server_key = transport.get_remote_server_key()
         check_host_key(target, server_key.asbytes(), role=role)
         _authenticate(transport, target, role)
@@ -280,38 +305,98 @@ def _open_transport(target: ResolvedTarget, via: paramiko.Transport | None, role
         raise
 
 
-def _identities(target: ResolvedTarget) -> tuple[list[tuple[str, paramiko.PKey]], list[str]]:
-    """Keys to offer, described, in order: identity files, agent (unless IdentitiesOnly), default keys."""
-    keys: list[tuple[str, paramiko.PKey]] = []
-    problems: list[str] = []
-    files = list(target.identity_files)
-    for path in files:
+def _described(path: Path, key: paramiko.PKey) -> str:
+    cert = " certificate" if key.public_blob is not None else ""
+    return f"{path} ({key.get_name()}{cert} {fingerprint(key.asbytes())})"
+
+
+def _key_fields(blob: bytes, *, certificate: bool) -> bytes:
+    """A public key blob without its type name (and a certificate's nonce): the key's own numbers first."""
+    message = paramiko.Message(blob)
+    message.get_string()
+    if certificate:
+        message.get_string()
+    return bytes(message.get_remainder())
+
+
+def _with_certificates(
+    keys: list[tuple[Path, paramiko.PKey]], certificates: Sequence[Path], problems: list[str]
+) -> list[tuple[Path, paramiko.PKey]]:
+    """Each CertificateFile paired with the identity whose public key it certifies, as OpenSSH pairs them.
+
+    Nothing of a file that is not a certificate reaches a message (a YAML-named config chooses the path).
+    """
+    paired: list[tuple[Path, paramiko.PKey]] = []
+    for path in certificates:
         try:
-            key = paramiko.PKey.from_path(path)
+            blob = PublicBlob.from_file(str(path))
+            fields = _key_fields(blob.key_blob, certificate=True)
+        except FileNotFoundError:
+            problems.append(f"certificate {path} does not exist")
+            continue
+        except (OSError, ValueError, TypeError, IndexError, paramiko.SSHException):
+            problems.append(f"certificate {path} is not an OpenSSH certificate")
+            continue
+        if not blob.key_type.endswith("-cert-v01@openssh.com"):
+            problems.append(f"certificate {path} is not an OpenSSH certificate")
+            continue
+        for _, key in keys:
+            if blob.key_type.startswith(key.get_name()) and fields.startswith(
+                _key_fields(key.asbytes(), certificate=False)
+            ):
+                certified = copy.copy(key)
+                certified.public_blob = blob
+                paired.append((path, certified))
+                break
+        else:
+            problems.append(f"certificate {path} certifies none of the identity files' keys")
+    return paired
+
+
+def _load_key(path: Path) -> list[paramiko.PKey]:
+    """The key in `path`: with its `-cert.pub` first when there is one (as OpenSSH loads it), then plain."""
+    key = paramiko.PKey.from_path(path)
+    if key.public_blob is None:
+        return [key]
+    plain = copy.copy(key)
+    plain.public_blob = None
+    return [key, plain]
+
+
+def _identities(target: ResolvedTarget) -> tuple[list[tuple[str, paramiko.PKey]], list[str]]:
+    """Keys to offer, described, in order: CertificateFile certificates, identity files (each with its own
+    `-cert.pub` first), the agent (unless IdentitiesOnly or IdentityAgent none), the default keys."""
+    problems: list[str] = []
+    files: list[tuple[Path, paramiko.PKey]] = []
+    for path in target.identity_files:
+        try:
+            files += [(path, key) for key in _load_key(path)]
         except FileNotFoundError:
             problems.append(f"{path} does not exist")
         except paramiko.PasswordRequiredException:
             problems.append(f"{path} is encrypted (load it into ssh-agent instead)")
         except (OSError, paramiko.SSHException, ValueError) as exc:
             problems.append(f"{path} cannot be read ({exc})")
-        else:
-            keys.append((f"{path} ({key.get_name()} {fingerprint(key.asbytes())})", key))
-    if os.environ.get("SSH_AUTH_SOCK") and not (target.identities_only and files):
+    defaults: list[tuple[Path, paramiko.PKey]] = []
+    if not target.identity_files:
+        for name in _DEFAULT_KEYS:
+            path = Path.home() / ".ssh" / name
+            if path.is_file():
+                try:
+                    defaults += [(path, key) for key in _load_key(path)]
+                except (OSError, paramiko.SSHException, ValueError):
+                    continue
+    plain = [(p, k) for p, k in files + defaults if k.public_blob is None]
+    certified = _with_certificates(plain, target.certificate_files, problems)
+    keys = [(_described(path, key), key) for path, key in [*certified, *files]]
+    if target.use_agent and os.environ.get("SSH_AUTH_SOCK") and not (target.identities_only and target.identity_files):
         try:
             agent_keys = paramiko.Agent().get_keys()
         except (paramiko.SSHException, OSError) as exc:
             problems.append(f"ssh-agent unusable ({exc})")
         else:
             keys += [(f"agent key {k.get_name()} {fingerprint(k.asbytes())}", k) for k in agent_keys]
-    if not files:
-        for name in _DEFAULT_KEYS:
-            path = Path.home() / ".ssh" / name
-            if path.is_file():
-                try:
-                    key = paramiko.PKey.from_path(path)
-                except (OSError, paramiko.SSHException, ValueError):
-                    continue
-                keys.append((f"{path} ({key.get_name()} {fingerprint(key.asbytes())})", key))
+    keys += [(_described(path, key), key) for path, key in defaults]
     return keys, problems
 
 

@@ -175,7 +175,7 @@ def test_a_yaml_named_config_with_match_exec_is_refused_before_anything_runs(tmp
 @pytest.mark.parametrize(
     ("line", "advice"),
     [
-        ("ProxyCommand touch {marker}", "use ProxyJump or the node's jump_host instead"),
+        ("ProxyCommand touch {marker}", "move it into your own ~/.ssh/config (svcctl runs it from there)"),
         ("Include {marker}", "copy the settings this node needs into the file itself"),
         ("LocalCommand touch {marker}", "your own ~/.ssh/config, which svcctl trusts"),
         ("RemoteForward 9000 127.0.0.1:22", "svcctl opens the one forward it needs itself"),
@@ -229,22 +229,60 @@ def test_the_users_own_config_is_trusted_match_exec_and_all(
     assert marker.exists()  # as OpenSSH would: the user wrote it
 
 
-def test_proxycommand_in_the_users_own_config_is_refused_for_its_hosts_not_ignored(home: Path) -> None:
+def test_proxycommand_in_the_users_own_config_is_honoured_with_checked_tokens(home: Path) -> None:
     own = home / ".ssh" / "config"
-    own.write_text("Host other\n  HostName 192.0.2.9\n\nHost behind-*\n  ProxyCommand nc %h %p\n")
-    with pytest.raises(SshConfigError) as caught:
-        resolve(SshTarget("n1", "behind-1"))
-    message = str(caught.value)
-    assert message.startswith(f"node n1: {own}:5: ProxyCommand applies to host behind-1")
-    assert "does not support ProxyCommand yet" in message and "ProxyJump" in message
-    assert resolve(SshTarget("n2", "other")).hostname == "192.0.2.9"  # a block for other hosts does not matter
+    own.write_text("Host other\n  HostName 192.0.2.9\n\nHost behind-*\n  User ops\n  ProxyCommand nc -q0 %h %p # %r %n %%\n")
+    got = resolve(SshTarget("n1", "behind-1", port=2200))
+    assert got.proxy_command == "nc -q0 behind-1 2200 # ops behind-1 %"
+    assert got.jump is None and got.config_file == own
+    assert resolve(SshTarget("n2", "other")).proxy_command is None  # a block for other hosts does not matter
+    # the YAML's jump_host wins over the config's ProxyCommand, as `ssh -J` does
+    assert resolve(SshTarget("n1", "behind-1", jump_host="other")).proxy_command is None
 
 
-def test_include_in_the_users_own_config_is_refused_not_ignored(home: Path) -> None:
-    own = home / ".ssh" / "config"
-    own.write_text("Include ~/.ssh/config.d/*\nHost a\n  HostName 192.0.2.9\n")
-    with pytest.raises(SshConfigError, match=rf"{own}:1: Include applies to host a, .* does not support Include yet"):
+def test_a_proxycommand_token_openssh_does_not_accept_is_an_error(home: Path) -> None:
+    (home / ".ssh" / "config").write_text("Host a\n  ProxyCommand nc %C %p\n")
+    with pytest.raises(SshConfigError, match="the ProxyCommand in .* uses %C; OpenSSH accepts only"):
         resolve(SshTarget("n1", "a"))
+
+
+def test_include_in_the_users_own_config_is_honoured(home: Path, tmp_path: Path) -> None:
+    included = tmp_path / "conf.d"
+    included.mkdir()
+    (included / "hidden.conf").write_text("Host hidden\n  HostName 192.0.2.10\n  Port 2022\n  User ops\n")
+    (home / ".ssh" / "config").write_text(f"Include {included}/*.conf\nHost a\n  HostName 192.0.2.9\n")
+    got = resolve(SshTarget("n1", "hidden"))
+    assert (got.hostname, got.port, got.user) == ("192.0.2.10", 2022, "ops")
+    assert resolve(SshTarget("n1", "a")).hostname == "192.0.2.9"
+
+
+@pytest.mark.parametrize(
+    ("line", "directive"),
+    [
+        ("ProxyUseFdpass yes", "ProxyUseFdpass yes"),
+        ("CanonicalizeHostname yes", "CanonicalizeHostname true"),
+        ("AddressFamily inet6", "AddressFamily inet6"),
+        ("BindAddress 192.0.2.1", "BindAddress 192.0.2.1"),
+        ("KnownHostsCommand /bin/true", "KnownHostsCommand /bin/true"),
+        ("PubkeyAuthentication no", "PubkeyAuthentication false"),
+        ("IdentityAgent /tmp/other.sock", "IdentityAgent /tmp/other.sock"),
+    ],
+)
+def test_a_setting_svcctl_cannot_honour_is_an_error_for_its_hosts_only(home: Path, line: str, directive: str) -> None:
+    own = home / ".ssh" / "config"
+    own.write_text(f"Host a\n  {line}\nHost b\n  HostName 192.0.2.9\n")
+    with pytest.raises(SshConfigError) as caught:
+        resolve(SshTarget("n1", "a"))
+    message = str(caught.value)
+    assert message.startswith(f"node n1: the ssh_config {own} sets {directive} for host a, which svcctl cannot honour")
+    assert "or exclude this host from that Host/Match block" in message and "\n" not in message
+    assert resolve(SshTarget("n2", "b")).hostname == "192.0.2.9"
+
+
+def test_identity_agent_none_is_honoured(home: Path) -> None:
+    (home / ".ssh" / "config").write_text("Host a\n  IdentityAgent none\nHost b\n  IdentityAgent SSH_AUTH_SOCK\n")
+    assert resolve(SshTarget("n1", "a")).use_agent is False
+    assert resolve(SshTarget("n1", "b")).use_agent is True
 
 
 # -- names substituted into %h / %r or written to known_hosts ------------------------------------------------
