@@ -23,8 +23,10 @@ from typing import Any
 from ansible_runner.interface import init_runner
 
 from svcctl.apply.ansible_data import write_unsafe
+from svcctl.drivers.hostprograms import HOSTLIB_MODULES, hostlib_source, registry_program, session_program
 from svcctl.secrets import scrubbed_environ
 from svcctl.ssh import ResolvedTarget
+from svcctl.ssh.openssh import openssh_options
 
 EventSink = Callable[[str], None]
 
@@ -86,38 +88,13 @@ class RunResult:
         return self.status == "successful" and not self.failures and not self.unreachable
 
 
-NO_FORWARDING = ("-o", "ForwardAgent=no", "-o", "ForwardX11=no", "-o", "PermitLocalCommand=no")
-"""A node is never handed the operator's agent, display or a local command (a hostile node could use them)."""
-
-
 def ssh_args(target: ResolvedTarget) -> str:
-    """OpenSSH options for Ansible equivalent to what svcctl's SSH layer does: strict, pinned host keys."""
-    opts = [*_strict(target), "-o", "ServerAliveInterval=15"]
-    if target.identities_only:
-        opts += ["-o", "IdentitiesOnly=yes"]
-    if target.jump is not None:
-        j = target.jump
-        inner = ["ssh", *_strict(j), "-W", "%h:%p", "-p", str(j.port), f"{j.user}@{j.hostname}"]
-        opts += ["-o", "ProxyCommand=" + shlex.join(inner)]
-    return shlex.join(opts)
+    """OpenSSH options for Ansible that reach the node exactly as svcctl's SSH layer does (`openssh_options`).
 
-
-def _strict(target: ResolvedTarget) -> list[str]:
-    """Pinned host keys, no prompts, no forwarding, the target's keys: for a node and for each jump host."""
-    opts = ["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", *NO_FORWARDING]
-    if target.known_hosts_files:
-        files = " ".join(_config_word(str(p)) for p in target.known_hosts_files)
-        opts += ["-o", "UserKnownHostsFile=" + files]
-    for ident in target.identity_files:
-        opts += ["-i", str(ident)]
-    return opts
-
-
-def _config_word(text: str) -> str:
-    """One word of an OpenSSH option value: double-quoted when it holds a space or quote (ssh's argv_split)."""
-    if not any(c.isspace() or c in "\\\"'" for c in text):
-        return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    `-F none` and every setting resolved (from `ssh -G` and the YAML) passed explicitly: plan and apply
+    reach the same host with the same user, keys, certificates, ProxyCommand or jump hosts and known_hosts.
+    """
+    return shlex.join([*openssh_options(target), "-o", "ServerAliveInterval=15"])
 
 
 def inventory(targets: Mapping[str, ResolvedTarget], hostvars: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -154,6 +131,19 @@ def remove_leftovers() -> None:
             shutil.rmtree(path, ignore_errors=True)
         except OSError:
             continue
+
+
+def write_host_programs(private: Path) -> Path:
+    """The host programs the playbooks copy to the nodes, and the host library as Ansible's module_utils
+    (`ansible.module_utils.svcctl_hostlib`), all built from `svcctl.hostlib` into the run's private directory."""
+    programs = private / "programs"
+    library = programs / "module_utils" / "svcctl_hostlib"
+    library.mkdir(parents=True)
+    (programs / "svcctl-registry.py").write_text(registry_program())
+    (programs / "svcctl-session.py").write_text(session_program())
+    for module in ("__init__", *HOSTLIB_MODULES):
+        (library / f"{module}.py").write_text(hostlib_source(module))
+    return programs
 
 
 def run_apply(
@@ -226,7 +216,9 @@ def run_apply(
         # Written by us, not by ansible-runner (which would write JSON that Ansible templates, and put
         # extravars on ansible-playbook's command line).
         hosts_file = write_unsafe(private / "inventory" / "hosts.yml", inventory(targets, hostvars))
-        write_unsafe(private / "env" / "extravars", extravars)
+        programs = write_host_programs(private)
+        envvars["ANSIBLE_MODULE_UTILS"] = str(programs / "module_utils")
+        write_unsafe(private / "env" / "extravars", {**extravars, "svcctl_programs": str(programs)})
         runner = init_runner(
             private_data_dir=str(private),
             project_dir=str(playbooks_dir()),
