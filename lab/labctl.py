@@ -54,7 +54,9 @@ DEFAULT_RELEASE = "bookworm"  # lab-1..lab-N
 # The releases a host can run, with the last octet of its fixed address: lab-<release> sits above lab-N's range.
 RELEASES = {"bullseye": 201, "bookworm": 202, "trixie": 203}
 MAX_HOSTS = 180  # lab-N is NET.(10+N): lab-180 is .190, below the release hosts
-# Suites the machine's mirror does not carry for a release (an `apt-get update` in the image would fail on them):
+# Suites the machine's mirror does not carry for a release, left out of its sources.list (`apt-get update` in
+# the image fails on a suite without a Release file).  None so far: the mirror serves <release>, -updates and
+# -security for bullseye and trixie alike (checked with apt-get update in each image and host).
 RELEASE_MISSING_SUITES: dict[str, list[str]] = {}
 DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
 BASE_PACKAGES = [
@@ -72,7 +74,9 @@ MASKED_UNITS = [
     "systemd-remount-fs.service", "sys-kernel-config.mount", "sys-kernel-debug.mount",
     "sys-kernel-tracing.mount", "systemd-journald-audit.socket",
 ]  # fmt: skip
-RELEASE_MASKED_UNITS: dict[str, list[str]] = {}  # on top of MASKED_UNITS, found by booting each release
+# Units to mask on top of MASKED_UNITS for one release, found by booting it.  None so far: bullseye (systemd 247)
+# and trixie (systemd 257, on this machine's hybrid cgroup hierarchy) boot to `running` with MASKED_UNITS.
+RELEASE_MASKED_UNITS: dict[str, list[str]] = {}
 # Installed but not started at boot: svcctl's apply enables and starts what an instance needs.
 ENGINE_UNITS = ["postgresql.service", "mariadb.service", "redis-server.service"]
 
@@ -84,7 +88,7 @@ def log(msg: str) -> None:
 
 def run(*cmd: str, check: bool = True, quiet: bool = False, **kw: object) -> subprocess.CompletedProcess[str]:
     """Run a command; on failure raise with its stderr (or return the result when check=False)."""
-    res = subprocess.run(list(cmd), text=True, capture_output=True, **kw)  # type: ignore[call-overload]
+    res: subprocess.CompletedProcess[str] = subprocess.run(list(cmd), text=True, capture_output=True, **kw)  # type: ignore[call-overload]
     if check and res.returncode != 0:
         raise SystemExit(f"lab: command failed ({res.returncode}): {' '.join(cmd)}\n{res.stderr.strip()}")
     if not quiet and res.returncode != 0 and not check:
@@ -514,7 +518,7 @@ def start_proxy() -> None:
 def kill_cgroup(name: str) -> None:
     """Kill whatever is left in the host's cgroups, then remove them."""
     for _ in range(50):
-        pids = set()
+        pids: set[int] = set()
         for cg in cgroup_dirs(name):
             with contextlib.suppress(OSError):
                 for f in cg.rglob("cgroup.procs"):
