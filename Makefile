@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 LAB := $(PYTHON) lab/labctl.py
 LAB_HOSTS ?= 2
 export LAB_HOSTS
+# Debian releases to boot one more host of each, lab-<release>: LAB_RELEASES="bullseye trixie" make lab
+LAB_RELEASES ?=
 
 .PHONY: help deps venv lab lab-down lab-status lint test unit e2e demo bench clean
 
@@ -23,8 +25,8 @@ $(BIN)/.installed: pyproject.toml | deps
 
 venv: $(BIN)/.installed  ## the virtualenv with svcctl and its dev tools
 
-lab: deps  ## boot the lab hosts (idempotent; LAB_HOSTS=N for more)
-	$(LAB) up --hosts $(LAB_HOSTS)
+lab: deps  ## boot the lab hosts (idempotent; LAB_HOSTS=N for more, LAB_RELEASES="bullseye trixie" for lab-<release>)
+	$(LAB) up --hosts $(LAB_HOSTS)$(if $(strip $(LAB_RELEASES)), --releases $(LAB_RELEASES))
 
 lab-down:  ## remove every lab host, mount, netns, veth, cgroup and route
 	$(LAB) down
