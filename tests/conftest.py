@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hypothesis
@@ -21,14 +21,21 @@ from hypothesis import strategies as st
 REPO = Path(__file__).resolve().parent.parent
 LAB_ROOT = Path(os.environ.get("SVCCTL_LAB_ROOT", "/var/lib/svcctl-lab"))
 LABCTL = [sys.executable, str(REPO / "lab" / "labctl.py")]
+# The Debian releases the session boots one lab-<release> host of, besides lab-1..lab-N (Debian 12).
+LAB_RELEASES = os.environ.get("LAB_RELEASES", "bullseye trixie").split()
 
 
 @dataclass(frozen=True)
 class Lab:
-    """The running lab: where its SSH files are and which hosts it has."""
+    """The running lab: where its SSH files are and which hosts it has.
+
+    `hosts` are lab-1..lab-N (Debian 12, the hosts most tests iterate); `release_hosts` are the one-per-release
+    hosts the session also booted (LAB_RELEASES), by release: {"bullseye": "lab-bullseye", ...}.
+    """
 
     root: Path
     hosts: dict[str, str]  # name -> address
+    release_hosts: dict[str, str] = field(default_factory=dict)  # release -> name
 
     @property
     def ssh_config(self) -> Path:
@@ -127,13 +134,19 @@ def lab() -> Lab:
     if not shutil.which("systemd-nspawn"):
         pytest.fail("e2e tests need systemd-nspawn to boot the lab hosts; `make deps` installs it")
     count = int(os.environ.get("LAB_HOSTS", "2"))
-    res = subprocess.run([*LABCTL, "up", "--hosts", str(count)], capture_output=True, text=True, timeout=900)
+    # LAB_RELEASES too (LAB_RELEASES="" boots none); the first build of a release's image takes minutes.
+    res = subprocess.run([*LABCTL, "up", "--hosts", str(count), "--releases", *LAB_RELEASES],
+                         capture_output=True, text=True, timeout=1800)  # fmt: skip
     if res.returncode != 0:
         pytest.fail(f"could not bring the lab up:\n{res.stderr[-3000:]}")
     hosts = json.loads((LAB_ROOT / "hosts.json").read_text())
     # The hosts this session asked for: a lab left bigger by a benchmark has more, some of them stopped.
     wanted = {f"lab-{i}" for i in range(1, count + 1)}
-    return Lab(root=LAB_ROOT, hosts={n: h["address"] for n, h in hosts.items() if n in wanted})
+    return Lab(
+        root=LAB_ROOT,
+        hosts={n: h["address"] for n, h in hosts.items() if n in wanted},
+        release_hosts={r: f"lab-{r}" for r in LAB_RELEASES},
+    )
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 import subprocess
 from pathlib import Path
@@ -9,7 +11,15 @@ from pathlib import Path
 import ansible_runner
 import pytest
 
-from tests.conftest import Lab
+from tests.conftest import LAB_RELEASES, LABCTL, Lab
+
+# What each Debian release ships (DESIGN.md section 3), as the lab's hosts of that release report it:
+# release -> (python3, PostgreSQL major, MariaDB, Redis).
+RELEASE_VERSIONS = {
+    "bullseye": ("3.9", "13", "10.5", "6.0"),
+    "bookworm": ("3.11", "15", "10.11", "7.0"),
+    "trixie": ("3.13", "17", "11.8", "8.0"),
+}
 
 
 def test_every_host_answers_over_ssh_as_deploy_with_systemd_running(lab: Lab) -> None:
@@ -114,3 +124,60 @@ def test_engines_are_preinstalled_but_not_started_at_boot(lab: Lab, unit: str, p
     res = lab.ssh(host, f"systemctl is-enabled {unit}.service; dpkg-query -W -f='${{Status}}\\n' {package}",
                   check=False)  # fmt: skip
     assert res.stdout.splitlines() == ["disabled", "install ok installed"]
+
+
+@pytest.mark.parametrize("release", LAB_RELEASES)
+def test_each_release_host_answers_over_ssh_as_deploy_with_systemd_running_on_its_release(
+    lab: Lab, release: str
+) -> None:
+    host = lab.release_hosts[release]
+    res = lab.ssh(host, "id -un; hostname; sudo -n id -u; cat /proc/1/comm; systemctl is-system-running; "
+                        ". /etc/os-release; echo $VERSION_CODENAME; "
+                        "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'")  # fmt: skip
+    python = RELEASE_VERSIONS[release][0]
+    assert res.stdout.split() == ["deploy", host, "0", "systemd", "running", release, python]
+
+
+@pytest.mark.parametrize("release", LAB_RELEASES)
+def test_each_release_host_has_its_releases_engines_installed_but_not_started(lab: Lab, release: str) -> None:
+    host = lab.release_hosts[release]
+    # Candidates as the host's apt sees them (the image keeps no package lists, so they are the installed ones).
+    policy = lab.ssh(host, "apt-cache policy postgresql mariadb-server redis-server").stdout
+    candidates = dict(re.findall(r"^(\S+):\n\s+Installed: \S+\n\s+Candidate: (\S+)", policy, re.MULTILINE))
+    _, postgres, mariadb, redis = RELEASE_VERSIONS[release]
+    assert re.fullmatch(rf"{postgres}\+\S+", candidates["postgresql"]), policy
+    assert re.fullmatch(rf"1:{re.escape(mariadb)}\.\S+", candidates["mariadb-server"]), policy
+    assert re.fullmatch(rf"5:{re.escape(redis)}\.\S+", candidates["redis-server"]), policy
+    packages = "postgresql mariadb-server mariadb-client redis-server redis-tools python3-psycopg2 python3-pymysql"
+    units = "postgresql.service mariadb.service redis-server.service"
+    res = lab.ssh(host, f"dpkg-query -W -f='${{Status}}\\n' {packages}; systemctl is-enabled {units}", check=False)
+    assert res.stdout.splitlines() == ["install ok installed"] * 7 + ["disabled"] * 3
+
+
+def test_release_hosts_have_their_own_fixed_addresses_and_say_their_release(lab: Lab) -> None:
+    hosts = json.loads((lab.root / "hosts.json").read_text())
+    status = subprocess.run([*LABCTL, "status"], capture_output=True, text=True, timeout=60, check=True).stdout
+    rows = {line.split("\t")[0]: line.split("\t")[1:] for line in status.splitlines()}
+    numbered = {hosts[n]["address"] for n in lab.hosts}
+    for release, host in lab.release_hosts.items():
+        address = hosts[host]["address"]
+        assert hosts[host]["release"] == release
+        assert rows[host] == [address, release, "running"]
+        assert address not in numbered
+        res = lab.ssh(host, "ip -4 -o addr show eth0 | awk '{print $4}'; ip route show default | wc -l")
+        assert res.stdout.split() == [f"{address}/24", "0"]
+    for host in lab.hosts:
+        assert hosts[host]["release"] == "bookworm"
+
+
+@pytest.mark.parametrize("release", LAB_RELEASES)
+def test_apt_on_each_release_host_reads_its_releases_suites_from_the_mirror_through_the_proxy(
+    lab: Lab, release: str
+) -> None:
+    host = lab.release_hosts[release]
+    # The machine's own sources (lab-1 has them as they are) with bookworm renamed: what the host must have.
+    ours = lab.ssh(sorted(lab.hosts)[0], "grep -h '^deb ' /etc/apt/sources.list").stdout
+    assert lab.ssh(host, "grep -h '^deb ' /etc/apt/sources.list").stdout == ours.replace(" bookworm", f" {release}")
+    res = lab.ssh(host, "sudo apt-get update 2>&1; echo rc=$?", timeout=300)
+    assert res.stdout.strip().endswith("rc=0"), res.stdout
+    assert not re.search(r"^(W|E|Err):", res.stdout, re.MULTILINE), res.stdout
