@@ -314,6 +314,60 @@ class EngineError(_Report):
 
 ENGINE_REPORTS: dict[str, type[_Report]] = {"postgres": PostgresReport, "mysql": MysqlReport, "redis": RedisReport}
 
+# --- the release fragment -----------------------------------------------------------------------------------
+
+RELEASE = "release"
+"""Where the footer files observe_release()'s output: engines["release"] (it files every observe_* there)."""
+
+OsWord = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]  # os-release(5): ID, VERSION_CODENAME
+OsVersionId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,63}$")]  # os-release(5): VERSION_ID
+PythonVersion = Annotated[str, Field(pattern=r"^[0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}$")]
+EnginePackage = Annotated[
+    str, Field(pattern=r"^(?:postgresql-[0-9]{1,4}(?:[.][0-9]{1,2})?|mariadb-server|redis-server)$")
+]
+_SERIES: dict[str, Callable[[str], str | None]] = {"mariadb-server": major_minor, "redis-server": major_of}
+
+
+class OsRelease(_Report):
+    """/etc/os-release's ID, VERSION_ID and VERSION_CODENAME (Debian testing has no VERSION_ID)."""
+
+    id: OsWord | None = None
+    version_id: OsVersionId | None = None
+    version_codename: OsWord | None = None
+
+
+class PackageOffer(_Report):
+    """One engine package as `apt-cache policy` shows it: installed and candidate version, or None."""
+
+    installed: PackageVersion | None = None
+    candidate: PackageVersion | None = None
+
+
+class ReleaseReport(_Report):
+    """observe_release(): the node's release, its python3, whether apt has package lists, and the engine
+    packages apt knows (None when apt-cache could not be asked)."""
+
+    os: OsRelease
+    python: PythonVersion
+    lists: bool
+    packages: Annotated[dict[EnginePackage, PackageOffer], Field(max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _series_compare(self) -> ReleaseReport:
+        for package, offer in (self.packages or {}).items():
+            derive = _SERIES.get(package)
+            for field in ("installed", "candidate"):
+                value = getattr(offer, field)
+                if derive is not None and value is not None:
+                    try:
+                        check_version(derive(value) or "")
+                    except ValueError:
+                        raise ValueError(
+                            f"packages.{package}.{field}: {quoted(value)} has no series svcctl can compare"
+                        ) from None
+        return self
+
+
 # --- the registry -----------------------------------------------------------------------------------------
 
 _ADDRESS_PART = rf"[a-z0-9](?:[a-z0-9-]{{0,{NAME_MAX + 8}}})"
@@ -570,13 +624,27 @@ def registry(node: str, objects: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
+def release_report(node: str, data: Any) -> dict[str, Any]:
+    """The release fragment's output (or its error), checked against its schema."""
+    model: type[_Report] = EngineError if isinstance(data, dict) and "error" in data else ReleaseReport
+    try:
+        checked = model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidReport(node, "release data", _problem(exc)) from None
+    return checked.model_dump(exclude_unset=False)
+
+
 def observation(node: str, doc: Mapping[str, Any]) -> Observed:
-    """A node's whole observe document, checked: its registry and each engine's output (or error)."""
+    """A node's whole observe document, checked: its registry, each engine's output (or error), and the
+    release fragment's, which rides along as engines["release"] (absent: no offer data for the node)."""
     engines = doc.get("engines", {})
     if not isinstance(engines, dict):
         raise InvalidReport(node, "a document", "its engines are not a JSON object")
+    checked = {engine: engine_report(node, engine, data) for engine, data in engines.items() if engine in ENGINES}
+    if RELEASE in engines:
+        checked[RELEASE] = release_report(node, engines[RELEASE])
     return Observed(  # engines svcctl does not know, like any unknown field, are dropped unread
         node=node,
-        engines={engine: engine_report(node, engine, data) for engine, data in engines.items() if engine in ENGINES},
+        engines=checked,
         registry=registry(node, doc.get("registry", {})),
     )

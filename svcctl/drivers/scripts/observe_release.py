@@ -1,0 +1,79 @@
+# The node's release and what its package sources offer: /etc/os-release (ID, VERSION_ID, VERSION_CODENAME),
+# this python3's version, whether apt has package lists, and each engine package's installed and candidate
+# version from ONE `apt-cache policy` call for all engines (PostgreSQL's every `postgresql-<major>` through a
+# regular expression).  Reads only (apt-cache may refresh apt's own binary cache, as any apt-cache run does).
+# Raw facts only: the controller decides what they mean (svcctl.drivers.versions).  Helpers are `_release_*`:
+# the footer calls every global named observe_* and files its output under engines["release"].
+import re as _release_re
+
+_RELEASE_FILES = ("/etc/os-release", "/usr/lib/os-release")
+_RELEASE_KEYS = ("ID", "VERSION_ID", "VERSION_CODENAME")
+_RELEASE_LISTS = "/var/lib/apt/lists"
+# mariadb-server and redis-server by name; postgresql-13, postgresql-9.6, ... by apt's regex matching
+_RELEASE_QUERY = ("mariadb-server", "redis-server", "^postgresql-[0-9]+(\\.[0-9]+)?$")
+_RELEASE_PACKAGE = _release_re.compile(r"(postgresql-[0-9]+(?:\.[0-9]+)?|mariadb-server|redis-server):")
+
+
+def _release_os():
+    """ID, VERSION_ID and VERSION_CODENAME from os-release (lowercased keys; None when absent)."""
+    found = {}
+    for path in _RELEASE_FILES:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            key, sep, value = line.partition("=")
+            key, value = key.strip(), value.strip()
+            if not sep or key not in _RELEASE_KEYS:
+                continue
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            found[key] = value
+        break
+    return {key.lower(): found.get(key) for key in _RELEASE_KEYS}
+
+
+def _release_has_lists():
+    """Whether apt has downloaded any package list (an image cleaned after build has none until apt update)."""
+    try:
+        return any("_Packages" in name for name in os.listdir(_RELEASE_LISTS))
+    except OSError:
+        return False
+
+
+def _release_parse_policy(text):
+    """`apt-cache policy` output (LC_ALL=C) -> {package: {"installed": v or None, "candidate": v or None}}
+    for the engine packages; other stanzas (another architecture's, say) are skipped."""
+    packages, current = {}, None
+    for line in text.splitlines():
+        if not line.startswith(" "):
+            m = _RELEASE_PACKAGE.fullmatch(line.strip())
+            current = m.group(1) if m else None
+            if current is not None:
+                packages[current] = {"installed": None, "candidate": None}
+        elif current is not None:
+            key, _, value = line.strip().partition(": ")
+            if key in ("Installed", "Candidate"):
+                packages[current][key.lower()] = None if value.strip() in ("", "(none)") else value.strip()
+    return packages
+
+
+def _release_packages():
+    """The engine packages apt knows of, or None when apt-cache cannot be asked."""
+    env = {"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    rc, out, _err = sh(["apt-cache", "policy", *_RELEASE_QUERY], env=env, timeout=30)
+    if rc != 0:
+        return None
+    return _release_parse_policy(out)
+
+
+def observe_release():
+    version = sys.version_info
+    return {
+        "os": _release_os(),
+        "python": f"{version[0]}.{version[1]}.{version[2]}",
+        "lists": _release_has_lists(),
+        "packages": _release_packages(),
+    }
