@@ -15,14 +15,19 @@ from typing import Any, TypeGuard
 
 from deepdiff import DeepDiff
 
+from svcctl.model.placement import ENGINE_NAMES
 from svcctl.plan.types import Action, AttrChange, Cause, Change, Plan
 from svcctl.state import Attrs, Kind, Resource, State
 
 FORCES_REPLACE: dict[Kind, set[str]] = {
-    Kind.INSTANCE: {"engine", "node", "major_version"},
+    Kind.INSTANCE: {"engine", "node"},
     Kind.BINDING: {"engine"},
 }
 """Attributes that cannot change in place: a change to one replaces the resource."""
+
+VERSIONS: dict[Kind, str] = {Kind.INSTANCE: "major_version", Kind.ENGINE: "version"}
+"""The version attribute of instances and engines: never changed by a plan (an instance is never replaced
+because its version changed, and upgrades are not made yet), so a difference is a plan error."""
 
 RESTARTING: dict[Kind, set[str]] = {
     Kind.ENGINE: {"listen", "client_networks", "version"},
@@ -64,6 +69,7 @@ def diff(desired: State, observed: State, *, protected: Collection[str] = (), en
     unmanaged: list[str] = []
     # Unmanaged look-alikes renamed `<name>@<node>/<engine>` by the observer still block a create on their node.
     shadows = {(r.kind, r.name.split("@", 1)[0], r.node): r for r in observed if not r.managed and "@" in r.name}
+    errors += _version_errors(desired, observed)
     for address in sorted(desired.resources.keys() | observed.resources.keys()):
         want, have = desired.get(address), observed.get(address)
         if have is None:
@@ -202,8 +208,57 @@ def _differing(old: Attrs, new: Attrs) -> list[str]:
     return sorted(k for k in keys if old.get(k) is not None or new.get(k) is not None)
 
 
+def _version_errors(desired: State, observed: State) -> list[str]:
+    """A plan error for each instance whose version differs from what its node runs, and for each engine
+    whose version would have to change; `_update` leaves those attributes out of the changes."""
+    errors: list[str] = []
+    blamed: set[str] = set()  # engines an instance's error already names
+    for want in sorted(desired, key=lambda r: r.address):
+        if want.kind is not Kind.INSTANCE:
+            continue
+        wanted = want.attrs.get("major_version")
+        label = ENGINE_NAMES.get(want.engine, want.engine)
+        have = observed.get(want.address)
+        engine = observed.get(f"engine.{want.node}.{want.engine}")
+        if have is not None and have.managed and not _is_missing(have) and have.node == want.node:
+            live = have.attrs.get("major_version")
+            if live is not None and wanted is not None and str(live) != str(wanted):
+                errors.append(
+                    f"{want.address} runs {label} {live} on {want.node}, but the environment asks for {wanted}; "
+                    "svcctl never replaces an instance because its version changed, and does not upgrade one "
+                    f'yet: set version: "{live}" on instance {want.name} (without version: it takes its '
+                    f"service's highest), or create a new instance at {wanted} and move the data yourself"
+                )
+                blamed.add(f"engine.{want.node}.{want.engine}")
+                continue
+        running = engine.attrs.get("version") if engine is not None and engine.attrs.get("installed") else None
+        if running is not None and wanted is not None and str(running) != str(wanted):
+            errors.append(
+                f"{want.address} wants {label} {wanted} on {want.node}, which runs {label} {running}; svcctl "
+                "neither upgrades an engine nor runs a second version beside it yet: place the instance on a "
+                f'node that offers {wanted}, or set version: "{running}" on it'
+            )
+            blamed.add(f"engine.{want.node}.{want.engine}")
+    for want in sorted(desired, key=lambda r: r.address):
+        have = observed.get(want.address)
+        if want.kind is not Kind.ENGINE or want.address in blamed or have is None or not have.attrs.get("installed"):
+            continue
+        live, wanted = have.attrs.get("version"), want.attrs.get("version")
+        if live is not None and wanted is not None and str(live) != str(wanted):
+            label = ENGINE_NAMES.get(want.engine, want.engine)
+            errors.append(
+                f"{want.address} runs {label} {live}, but the instances placed on {want.node} want {wanted}; "
+                "svcctl does not upgrade an engine yet: place them on a node that offers "
+                f'{wanted}, or set version: "{live}" on them'
+            )
+    return errors
+
+
 def _update(want: Resource, have: Resource) -> Change | None:
     live, target, recorded = _diffable(have), _diffable(want), _recorded(have)
+    version = VERSIONS.get(want.kind)
+    if version is not None and _is_installed_version(have, version):
+        target[version] = live.get(version)  # never changed by a plan: `_version_errors` says why
     keys = _differing(live, target)
     if not keys:
         return None
@@ -231,6 +286,13 @@ def _update(want: Resource, have: Resource) -> Change | None:
         restarts_service=not replace and bool(set(keys) & RESTARTING.get(want.kind, set())),
         destroys_data=replace and want.kind is Kind.INSTANCE,
     )
+
+
+def _is_installed_version(have: Resource, version: str) -> bool:
+    """Whether `have` really runs a version (an engine that is installed, an instance that exists)."""
+    if have.attrs.get(version) is None:
+        return False
+    return have.attrs.get("installed") is True if have.kind is Kind.ENGINE else not _is_missing(have)
 
 
 def _apply_order(change: Change) -> tuple[int, int, str]:
