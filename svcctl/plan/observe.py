@@ -75,6 +75,14 @@ def parse_node(raw: Observed, environment: str, password_for: PasswordFor) -> li
     return sessions.with_records(mark_ownership(raw.node, sessions.lift(live), raw.registry, environment))
 
 
+@dataclass(frozen=True)
+class Observation:
+    """The observed state, and each node's checked release report (None: the node reported none)."""
+
+    state: State
+    releases: Mapping[str, Mapping[str, Any] | None]
+
+
 def observe(
     env: Environment,
     environment: str,
@@ -87,6 +95,18 @@ def observe(
 
     With `sessions`, the command's open connections are used (apply's lock already made them).
     """
+    return observe_nodes(env, environment, password_for, options, progress, sessions).state
+
+
+def observe_nodes(
+    env: Environment,
+    environment: str,
+    password_for: PasswordFor,
+    options: ObserveOptions = DEFAULT_OPTIONS,
+    progress: Progress | None = None,
+    sessions: Sessions | None = None,
+) -> Observation:
+    """`observe`, keeping each node's release report too (placement filters by what nodes offer)."""
     script = observe_script()
     targets = [
         SshTarget.from_node(
@@ -105,6 +125,7 @@ def observe(
     results = run_on_nodes(targets, one, max_parallel=options.max_parallel, progress=progress, sessions=sessions)
     failures: dict[str, str] = {}
     resources: list[Resource] = []
+    releases: dict[str, Mapping[str, Any] | None] = {}
     for node, result in sorted(results.items()):
         if isinstance(result, SvcctlError):
             failures[node] = result.message
@@ -112,6 +133,7 @@ def observe(
         try:
             raw = reported.observation(node, result)  # nothing unchecked from the node goes further
             resources += parse_node(raw, environment, password_for)
+            releases[node] = _release(raw)
         except SvcctlError as exc:
             failures[node] = exc.message
     if failures:
@@ -119,6 +141,14 @@ def observe(
     if progress:
         progress("*", f"observed {len(targets)} node(s) in {time.monotonic() - t0:.1f} s")
     try:
-        return State.of(merge_nodes(resources))
+        return Observation(state=State.of(merge_nodes(resources)), releases=releases)
     except SvcctlError as exc:
         raise SvcctlError(f"the nodes disagree: {exc.message}") from None
+
+
+def _release(raw: Observed) -> Mapping[str, Any] | None:
+    """The node's checked release report; its fragment's error fails the node, as an engine's does."""
+    release = raw.engines.get(reported.RELEASE)
+    if isinstance(release, Mapping) and "error" in release:
+        raise SvcctlError(f"observing the release failed on the node: {quoted(str(release['error']), 400)}")
+    return release if isinstance(release, Mapping) else None

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from svcctl.drivers.base import PasswordFor
+from svcctl.drivers.versions import all_offers
 from svcctl.model.placement import place
 from svcctl.model.spec import Environment
 from svcctl.plan.desired import desired_state
 from svcctl.plan.diff import diff, fingerprint
-from svcctl.plan.observe import DEFAULT_OPTIONS, ObserveOptions, Progress, observe
+from svcctl.plan.observe import DEFAULT_OPTIONS, ObserveOptions, Progress, observe_nodes
 from svcctl.plan.review import pinned
 from svcctl.plan.types import Plan
 from svcctl.secrets import derive_password
@@ -44,14 +45,16 @@ def make_plan(
     progress: Progress | None = None,
     sessions: Sessions | None = None,
 ) -> Planned:
-    """Observe the nodes and diff them against the environment (through `sessions`' connections if given).
+    """Observe the nodes, place the instances (filtered by what the nodes offer) and diff them against the
+    environment (through `sessions`' connections if given).
 
     The environment's declared name is the owner its objects are recorded under on the hosts. The plan's
     fingerprint is that of the observed state it rests on (`review.pinned`).
     """
     name = env.name
-    observed = observe(env, name, password_source(key), options, progress, sessions)
-    placement = place(env, observed.placements())
+    observation = observe_nodes(env, name, password_source(key), options, progress, sessions)
+    observed = observation.state
+    placement = place(env, observed.placements(), all_offers(observation.releases, observed))
     desired = desired_state(env, placement, observed)
     seen = relevant(observed, desired)
     protected = {n for n, inst in env.instances.items() if inst.protect}
