@@ -231,7 +231,9 @@ def test_the_users_own_config_is_trusted_match_exec_and_all(
 
 def test_proxycommand_in_the_users_own_config_is_honoured_with_checked_tokens(home: Path) -> None:
     own = home / ".ssh" / "config"
-    own.write_text("Host other\n  HostName 192.0.2.9\n\nHost behind-*\n  User ops\n  ProxyCommand nc -q0 %h %p # %r %n %%\n")
+    own.write_text(
+        "Host other\n  HostName 192.0.2.9\n\nHost behind-*\n  User ops\n  ProxyCommand nc -q0 %h %p # %r %n %%\n"
+    )
     got = resolve(SshTarget("n1", "behind-1", port=2200))
     assert got.proxy_command == "nc -q0 behind-1 2200 # ops behind-1 %"
     assert got.jump is None and got.config_file == own
