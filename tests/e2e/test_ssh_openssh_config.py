@@ -21,9 +21,9 @@ from tests.conftest import Lab
 from tests.e2e.applying import apply, destroy_all
 from tests.e2e.envs import Env, make_env
 
-PROXY = (
-    'sh -c \'echo "$0 $(cat /proc/$PPID/comm)" >> {log}; exec ssh -F {lab_config} -o ControlMaster=no -o ControlPath=none -W "$1" lab-1\' '
-    "%n %h:%p"
+PROXY = (  # logs the alias and who ran it (its parent: ssh, or svcctl's python), then `ssh -W` through lab-1
+    'sh -c \'echo "$0 $(cat /proc/$PPID/comm)" >> {log}; '
+    'exec ssh -F {lab_config} -o ControlMaster=no -o ControlPath=none -W "$1" lab-1\' %n %h:%p'
 )
 
 

@@ -244,7 +244,7 @@ def test_proxycommand_in_the_users_own_config_is_honoured_with_checked_tokens(ho
 
 def test_a_proxycommand_token_openssh_does_not_accept_is_an_error(home: Path) -> None:
     (home / ".ssh" / "config").write_text("Host a\n  ProxyCommand nc %C %p\n")
-    with pytest.raises(SshConfigError, match="the ProxyCommand in .* uses %C; OpenSSH accepts only"):
+    with pytest.raises(SshConfigError, match=r"the ProxyCommand in .* uses %C; OpenSSH accepts only"):
         resolve(SshTarget("n1", "a"))
 
 
