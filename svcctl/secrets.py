@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from svcctl.errors import SvcctlError
+from svcctl.hostlib import verifiers
 from svcctl.model.types import check_environment_name
 
 KEY_ENV = "SVCCTL_KEY"
@@ -242,48 +243,21 @@ def session_password(key: bytes, instance: str, session_id: str) -> Secret:
 # --- verifier checks -------------------------------------------------------------------------------------
 
 
-def _clear(password: Secret | str) -> bytes:
-    return (password.reveal() if isinstance(password, Secret) else password).encode("utf-8")
+def _clear(password: Secret | str) -> str:
+    return password.reveal() if isinstance(password, Secret) else password
 
 
 def scram_sha256_matches(password: Secret | str, verifier: str) -> bool:
-    """Whether PostgreSQL's `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>` verifier is for `password`.
-
-    RFC 5802/7677. PostgreSQL applies SASLprep first, which leaves ASCII (all derived passwords) unchanged.
-    Anything unparseable, such as an md5 hash, does not match.
-    """
-    match = re.fullmatch(r"SCRAM-SHA-256\$(\d{1,9}):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)", verifier)
-    if match is None:
-        return False
-    iterations = int(match.group(1))
-    try:
-        salt, stored_key, server_key = (base64.b64decode(match.group(i), validate=True) for i in (2, 3, 4))
-    except (binascii.Error, ValueError):
-        return False
-    if iterations < 1 or not salt:
-        return False
-    salted = hashlib.pbkdf2_hmac("sha256", _clear(password), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    expected_stored = hashlib.sha256(client_key).digest()
-    expected_server = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-    # Compare both halves without short-circuiting on the first.
-    stored_ok = hmac.compare_digest(expected_stored, stored_key)
-    server_ok = hmac.compare_digest(expected_server, server_key)
-    return stored_ok and server_ok
+    """Whether PostgreSQL's `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>` verifier is for `password`
+    (the host library's rule, `svcctl.hostlib.verifiers`: never computed above its round cap)."""
+    return verifiers.scram_matches(_clear(password), verifier)
 
 
 def mysql_native_matches(password: Secret | str, auth_string: str) -> bool:
     """Whether MariaDB's mysql_native_password hash (`*` + uppercase hex SHA1(SHA1(pw))) is for `password`."""
-    if len(auth_string) != 41 or not auth_string.startswith("*"):
-        return False
-    expected = "*" + hashlib.sha1(hashlib.sha1(_clear(password)).digest()).hexdigest().upper()  # noqa: S324
-    return hmac.compare_digest(expected.encode(), auth_string.upper().encode())
+    return verifiers.mysql_native_matches(_clear(password), auth_string)
 
 
 def redis_acl_matches(password: Secret | str, sha256_hex: str) -> bool:
     """Whether a Redis ACL password hash (hex SHA-256, with or without ACL LIST's leading `#`) is for it."""
-    given = sha256_hex.removeprefix("#").lower()
-    if len(given) != 64:
-        return False
-    expected = hashlib.sha256(_clear(password)).hexdigest()
-    return hmac.compare_digest(expected.encode(), given.encode())
+    return verifiers.redis_acl_matches(_clear(password), sha256_hex)

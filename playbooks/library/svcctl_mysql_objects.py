@@ -9,9 +9,6 @@
 # values (users, hosts, hashes, comments) always go through pymysql's parameter binding.
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import os
 import re
 import shutil
@@ -20,6 +17,8 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.svcctl_hostlib.registry import changing_registry, forget, record
+from ansible.module_utils.svcctl_hostlib.verifiers import MYSQL_NATIVE, mysql_native_hash, mysql_native_matches
 
 DOCUMENTATION = r"""
 module: svcctl_mysql_objects
@@ -39,7 +38,6 @@ options:
   changes: {type: list, elements: dict, required: true, description: "apply.yml's changes (instance, binding)"}
   secrets: {type: dict, default: {}, no_log: true, description: "address -> {password: ...}"}
   environment: {type: str, required: true}
-  registry: {type: str, required: true, description: "path of svcctl-registry.py"}
   dump_dir: {type: str, default: /var/backups/svcctl}
   recorded_late: {type: list, elements: str, default: [], description: "addresses to record just before creating"}
   login_unix_socket: {type: str, default: /run/mysqld/mysqld.sock}
@@ -57,17 +55,7 @@ PRIVILEGES = {
     ),
     "readonly": ("SELECT", "SHOW VIEW"),
 }  # fmt: skip
-NATIVE = "mysql_native_password"
 _GRANT_RE = re.compile(r"^GRANT (?P<privs>.+?) ON (?P<object>.+?) TO [`'\"]")
-
-
-def native_hash(password):
-    """MariaDB's mysql_native_password hash: `*` + uppercase hex SHA1(SHA1(password))."""
-    return "*" + hashlib.sha1(hashlib.sha1(password.encode()).digest()).hexdigest().upper()
-
-
-def hash_matches(password, stored):
-    return hmac.compare_digest(native_hash(password).encode(), (stored or "").upper().encode())
 
 
 def ident(name):
@@ -251,7 +239,7 @@ class Objects:
         if not password:
             raise Failed("no password was passed for it")
         limit = int(attrs.get("connections") or 0)
-        digest = native_hash(password)
+        digest = mysql_native_hash(password)
         obj = grant_object(db)
         wanted = set(PRIVILEGES[role])
         for host in hosts:
@@ -263,7 +251,7 @@ class Objects:
                 have = {"*.*": {"USAGE"}}
             else:
                 plugin, stored, now_limit = account
-                if plugin != NATIVE or not hash_matches(password, stored):
+                if plugin != MYSQL_NATIVE or not mysql_native_matches(password, stored or ""):
                     self.act(f"{user}@{host}: password",
                              "ALTER USER %s@%s IDENTIFIED BY PASSWORD %s", (user, host, digest))  # fmt: skip
                 if int(now_limit) != limit:
@@ -297,18 +285,17 @@ class Objects:
 
 
 def registry(module, verb, change):
-    """Record or forget one address in the host registry (not in check mode)."""
+    """Record or forget one address in the host registry (not in check mode), in this process."""
     if module.check_mode:
         return
-    args = [module.params["registry"], verb, change["address"]]
-    data = (
-        json.dumps({"attrs": change["attrs"], "environment": module.params["environment"]})
-        if verb == "record"
-        else None
-    )
-    rc, _, err = module.run_command(args, data=data)
-    if rc != 0:
-        raise Failed(f"could not {verb} it in the host registry: {err.strip()[-300:]}")
+    try:
+        with changing_registry() as doc:
+            if verb == "record":
+                record(doc, change["address"], change["attrs"], module.params["environment"])
+            else:
+                forget(doc, change["address"])
+    except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        raise Failed(f"could not {verb} it in the host registry: {exc}") from exc
 
 
 def main():
@@ -317,7 +304,6 @@ def main():
             "changes": {"type": "list", "elements": "dict", "required": True},
             "secrets": {"type": "dict", "default": {}, "no_log": True},
             "environment": {"type": "str", "required": True},
-            "registry": {"type": "str", "required": True},
             "dump_dir": {"type": "str", "default": "/var/backups/svcctl"},
             "recorded_late": {"type": "list", "elements": "str", "default": []},
             "login_unix_socket": {"type": "str", "default": "/run/mysqld/mysqld.sock"},

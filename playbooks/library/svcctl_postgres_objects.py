@@ -8,14 +8,12 @@
 # identifiers (the loader allows [a-z0-9_] only) and still go through psycopg2.sql.Identifier.
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.svcctl_hostlib.registry import changing_registry, forget, record
+from ansible.module_utils.svcctl_hostlib.verifiers import scram_matches, scram_verifier
 
 DOCUMENTATION = r"""
 module: svcctl_postgres_objects
@@ -34,7 +32,6 @@ options:
   changes: {type: list, elements: dict, required: true, description: "apply.yml's changes (instance, binding)"}
   secrets: {type: dict, default: {}, no_log: true, description: "address -> {password: ...}"}
   environment: {type: str, required: true}
-  registry: {type: str, required: true, description: "path of svcctl-registry.py"}
   dump_dir: {type: str, default: /var/backups/svcctl}
   recorded_late: {type: list, elements: str, default: [], description: "addresses to record just before creating"}
   login_unix_socket: {type: str, default: /var/run/postgresql}
@@ -47,35 +44,6 @@ svcctl_reports: {description: "where each deleted instance was dumped", type: li
 """
 
 DEFAULT_ROLE = "readwrite"
-
-
-def scram_verifier(password):
-    """A SCRAM-SHA-256 verifier (RFC 7677) for password, with a fresh salt."""
-    salt, rounds = os.urandom(16), 4096
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, rounds)
-    client = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    server = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
-    return f"SCRAM-SHA-256${rounds}:{b64(salt)}${b64(hashlib.sha256(client).digest())}:{b64(server)}"
-
-
-def scram_matches(password, verifier):
-    """Whether a stored SCRAM-SHA-256 verifier is password's (same salt and rounds)."""
-    try:
-        method, rest = (verifier or "").split("$", 1)
-        params, keys = rest.split("$", 1)
-        rounds, salt = params.split(":", 1)
-        stored, server = keys.split(":", 1)
-        if method != "SCRAM-SHA-256":
-            return False
-        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(rounds))
-        client = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-        server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-        return hmac.compare_digest(base64.b64decode(stored), hashlib.sha256(client).digest()) and hmac.compare_digest(
-            base64.b64decode(server), server_key
-        )
-    except (ValueError, TypeError):
-        return False
 
 
 class Objects:
@@ -361,18 +329,17 @@ class Objects:
 
 
 def registry(module, verb, change):
-    """Record or forget one address in the host registry (not in check mode)."""
+    """Record or forget one address in the host registry (not in check mode), in this process."""
     if module.check_mode:
         return
-    args = [module.params["registry"], verb, change["address"]]
-    data = (
-        json.dumps({"attrs": change["attrs"], "environment": module.params["environment"]})
-        if verb == "record"
-        else None
-    )
-    rc, _, err = module.run_command(args, data=data)
-    if rc != 0:
-        module.fail_json(msg=f"could not {verb} {change['address']} in the host registry: {err.strip()[-300:]}")
+    try:
+        with changing_registry() as doc:
+            if verb == "record":
+                record(doc, change["address"], change["attrs"], module.params["environment"])
+            else:
+                forget(doc, change["address"])
+    except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        module.fail_json(msg=f"could not {verb} {change['address']} in the host registry: {exc}")
 
 
 def main():
@@ -381,7 +348,6 @@ def main():
             "changes": {"type": "list", "elements": "dict", "required": True},
             "secrets": {"type": "dict", "default": {}, "no_log": True},
             "environment": {"type": "str", "required": True},
-            "registry": {"type": "str", "required": True},
             "dump_dir": {"type": "str", "default": "/var/backups/svcctl"},
             "recorded_late": {"type": "list", "elements": "str", "default": []},
             "login_unix_socket": {"type": "str", "default": "/var/run/postgresql"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from svcctl.drivers.base import Driver, load_script
+from svcctl.drivers.hostprograms import observe_program
 
 ENGINES = ("postgres", "mysql", "redis")
 
@@ -15,8 +16,8 @@ def drivers() -> dict[str, Driver]:
 
 
 def observe_script() -> str:
-    """The one script a node runs to be observed: the shared frame around every driver's snippet."""
-    parts = [load_script("observe_header.py")]
-    parts += [d.snippet() for d in drivers().values()]
-    parts.append(load_script("observe_footer.py"))
-    return "\n\n".join(parts)
+    """The one script a node runs to be observed: the shared frame around every driver's snippet, and the
+    release fragment (the node's OS release and what its package sources offer each engine)."""
+    fragments = [(f"observe_{engine}.py", d.snippet()) for engine, d in drivers().items()]
+    fragments.append(("observe_release.py", load_script("observe_release.py")))
+    return observe_program(fragments)

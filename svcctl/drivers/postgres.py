@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -28,6 +27,7 @@ from svcctl.drivers.base import (
     parse_binding_user,
     placed_instances,
 )
+from svcctl.hostlib.verifiers import SCRAM_MAX_ROUNDS
 from svcctl.model.names import sql_ident
 from svcctl.secrets import Secret, scram_sha256_matches
 from svcctl.state import Attrs, Kind, Resource
@@ -44,14 +44,13 @@ COMMENT_PREFIX = "svcctl"
 ANYWHERE = "0.0.0.0/0"
 """What client_networks says for a server listening beyond localhost without a network svcctl can name."""
 
-SCRAM_MAX_ITERATIONS = 100_000
+SCRAM_MAX_ITERATIONS = SCRAM_MAX_ROUNDS
 """Most PBKDF2 iterations svcctl computes to check a SCRAM verifier (PostgreSQL's default is 4096).
 
 A node chooses the count it reports: 999,999,999 would cost minutes of the controller's CPU per role per
-plan. A verifier above the cap is `stale` without being computed, so apply sets the password again, and
-svcctl's own verifiers (the server's default count) always stay below it.
+plan. A verifier above the cap is `stale` without being computed (`svcctl.hostlib.verifiers`), so apply sets
+the password again, and svcctl's own verifiers (the server's default count) always stay below it.
 """
-_SCRAM_ITERATIONS = re.compile(r"SCRAM-SHA-256\$([0-9]{1,12}):")
 
 
 class PostgresDriver:
@@ -179,9 +178,6 @@ def _is_loopback(address: str) -> bool:
 
 def verifier_matches(password: Secret, verifier: str) -> bool:
     """Whether a role's SCRAM verifier is for `password`; never true, and never computed, above the cap."""
-    match = _SCRAM_ITERATIONS.match(verifier)
-    if match is None or int(match[1]) > SCRAM_MAX_ITERATIONS:
-        return False
     return scram_sha256_matches(password, verifier)
 
 

@@ -1,11 +1,12 @@
 """Temporary tunnel users (`session.<instance>.<id>`): names, the host helper's requests, and observing them.
 
 A session user is created by `svcctl tunnel` on the instance's node over plain SSH (one round trip, no
-Ansible) and dropped when the tunnel closes.  The helper (scripts/session_host.py, also shipped to the
-playbooks as files/svcctl-session.py) records it in the host's registry before creating it and forgets it
-after dropping it, so a crashed tunnel's leftover shows in `svcctl plan` as a managed session and
-`svcctl apply` deletes it once it has expired.  Every engine's observe already lists its users; the
-`svs_*` ones are lifted here into session resources, so no driver has to know about sessions.
+Ansible) and dropped when the tunnel closes. The helper (scripts/session_host.py with the host library,
+`svcctl.drivers.hostprograms.session_program`; apply installs the same program) records it in the host's
+registry before creating it and forgets it after dropping it, so a crashed tunnel's leftover shows in `svcctl
+plan` as a managed session and `svcctl apply` deletes it once it has expired. Every engine's observe already
+lists its users; the `svs_*` ones are lifted here into session resources, so no driver has to know about
+sessions.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from svcctl.drivers.base import PasswordFor, load_script
+from svcctl.drivers.base import PasswordFor
+from svcctl.drivers.hostprograms import session_program
 from svcctl.errors import SvcctlError
 from svcctl.model.names import is_valid_name, sql_ident
 from svcctl.model.types import check_environment_name, check_identifier, unsafe_character
@@ -28,7 +30,6 @@ USER_RE = re.compile(r"svs_([a-z0-9_]+)_([0-9a-f]{6})")
 """A session user's name, matched whole (`fullmatch`: a `$` would let a trailing newline through)."""
 SESSION_ID_RE = re.compile(r"[0-9a-f]{6}")
 ROLES = ("readonly", "readwrite")
-HOST_SCRIPT = "session_host.py"
 LIVE_ATTRS = ("engine", "user")
 """What observing the engine tells about a session user; the rest (role, expires_at) is in the registry."""
 
@@ -71,8 +72,8 @@ def is_expired(attrs: Attrs, now: datetime.datetime | None = None) -> bool:
 
 
 def host_script() -> str:
-    """The host-side helper's source (run as `python3 -c SOURCE VERB`, request on stdin)."""
-    return load_script(HOST_SCRIPT)
+    """The session helper, built from the host library (run as `python3 -c SOURCE VERB`, request on stdin)."""
+    return session_program()
 
 
 def request(

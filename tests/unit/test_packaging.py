@@ -54,9 +54,3 @@ def test_every_file_there_is_a_module_or_named_package_data() -> None:
                 continue
             missing.append(str(path.relative_to(REPO)))
     assert missing == []
-
-
-def test_the_playbooks_symlink_to_the_session_helper_still_resolves() -> None:
-    """playbooks/files/svcctl-session.py is the session helper itself; the wheel copies the file it names."""
-    link = REPO / "playbooks" / "files" / "svcctl-session.py"
-    assert link.resolve() == (REPO / "svcctl" / "drivers" / "scripts" / "session_host.py").resolve()

@@ -1,5 +1,11 @@
+import json
+import sys
+
+from svcctl.hostlib.registry import read_registry
+
+
 def _main():
-    out = {"registry": read_registry(), "engines": {}}
+    out = {"registry": read_registry().get("objects", {}), "engines": {}}
     # One systemctl call for the units of every engine (each systemctl process costs ~13 ms of the host's CPU)
     wanted = []
     for name, fn in sorted(globals().items()):

@@ -1,26 +1,12 @@
 # svcctl observe script: runs as root on a node (python3 -, script on stdin), reads only, prints one JSON
-# document.  svcctl assembles it from this header, each driver's observe_<engine>.py snippet, and a
-# footer; stdlib only, since the node has nothing but Debian's python3.
+# document.  svcctl builds it (svcctl.drivers.hostprograms.observe_program) from the host library, this
+# header, each driver's observe_<engine>.py fragment and the footer; stdlib only, Python 3.9+.
 import json
 import os
 import subprocess
 import sys
 
-REGISTRY_PATH = "/var/lib/svcctl/registry.json"
-
-
-def sh(argv, input=None, user=None, timeout=30, env=None):
-    """Run argv (never through a shell); returns (rc, stdout, stderr).  user= runs it as that user."""
-    if user is not None:
-        argv = ["runuser", "-u", user, "--", *argv]
-    try:
-        p = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, env=env, cwd="/")
-    except FileNotFoundError as exc:
-        return 127, "", str(exc)
-    except subprocess.TimeoutExpired:
-        return 124, "", f"timed out after {timeout}s: {argv[0]}"
-    return p.returncode, p.stdout, p.stderr
-
+from svcctl.hostlib.run import sh
 
 _DPKG = None
 
@@ -74,12 +60,3 @@ def unit_states(units):
 def unit_state(unit):
     """{"active": bool, "enabled": bool} for a systemd unit."""
     return unit_states([unit])[unit]
-
-
-def read_registry():
-    """What svcctl recorded on this host at its applies (address -> record)."""
-    try:
-        with open(REGISTRY_PATH) as f:
-            return json.load(f).get("objects", {})
-    except FileNotFoundError:
-        return {}

@@ -108,7 +108,7 @@ def observe_redis():
     paths, names = _redis_confs()
     units = unit_states(_redis_unit_names(names))
     instances = {}
-    for name, path in zip(names, paths, strict=True):
+    for name, path in zip(names, paths):  # one name per path (3.9 has no strict=)
         inst = _redis_instance(path)
         inst["unit"] = units[f"redis-server@{name}.service"]
         instances[name] = inst

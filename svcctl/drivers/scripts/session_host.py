@@ -12,21 +12,17 @@
 # Decide, then do: every request field is checked against a strict pattern first (`checked_request`), and
 # SQL is built only by the pure `*_sql` functions below from quoted identifiers (`pg_ident`, `my_ident`) and
 # escaped literals (`pg_literal`, `my_literal`), never by pasting a value in.  Python 3.9+, stdlib only.
-import base64
 import contextlib
-import datetime
-import fcntl
-import hashlib
-import hmac
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 
-REGISTRY = "/var/lib/svcctl/registry.json"
-REGISTRY_LOCK = "/var/lib/svcctl/.registry.lock"
+from svcctl.hostlib.registry import changing_registry, forget, read_registry, record
+from svcctl.hostlib.run import sh
+from svcctl.hostlib.verifiers import mysql_native_hash, redis_acl_digest, scram_verifier
+
 REDIS_RULES = {
     "readwrite": "~* &* +@all -@admin -@dangerous",
     "readonly": "~* &* -@all +@read +@connection -@admin -@dangerous",
@@ -56,15 +52,12 @@ def fail(message):
 
 def run(argv, stdin=None, user=None, env=None):
     """Run argv (no shell); fail with its stderr unless it succeeds; return stdout."""
-    if user is not None:
-        argv = ["runuser", "-u", user, "--", *argv]
-    try:
-        p = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30, cwd="/", env=env)
-    except FileNotFoundError:
+    rc, out, err = sh(argv, input=stdin, user=user, env=env)
+    if rc == 127:
         fail(f"{argv[0]} is not installed on this node")
-    if p.returncode != 0:
-        fail(f"{argv[0]} failed ({p.returncode}): {p.stderr.strip()[-400:]}")
-    return p.stdout
+    if rc != 0:
+        fail(f"{argv[0]} failed ({rc}): {err.strip()[-400:]}")
+    return out
 
 
 # --- checking the request, quoting --------------------------------------------------------------------
@@ -157,41 +150,19 @@ def checked_request(req, verb):
     return out
 
 
-# --- registry (svcctl-registry.py's format) ------------------------------------------------------------
+# --- registry ---------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def registry():
-    """The registry document, locked; saved atomically (temp file, fsync, rename) if changed."""
-    os.makedirs(os.path.dirname(REGISTRY), mode=0o700, exist_ok=True)
-    with open(REGISTRY_LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            with open(REGISTRY) as f:
-                doc = json.load(f)
-        except FileNotFoundError:
-            doc = {"format": 1, "objects": {}}
-        before = json.dumps(doc, sort_keys=True)
-        yield doc
-        if json.dumps(doc, sort_keys=True) != before:
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(REGISTRY), prefix=".registry.")
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, REGISTRY)
+def record_session(req):
+    """Record the session before its user exists (apply's order: record, then create)."""
+    with changing_registry() as doc:
+        record(doc, req["address"], req["attrs"], req["environment"])
 
 
-def record(req):
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")  # noqa: UP017 (3.9: no UTC)
-    with registry() as doc:
-        doc["objects"][req["address"]] = {"attrs": req["attrs"], "environment": req["environment"], "applied_at": now}
-
-
-def forget(req):
-    with registry() as doc:
-        doc["objects"].pop(req["address"], None)
+def forget_session(req):
+    """Forget the session once its user is gone."""
+    with changing_registry() as doc:
+        forget(doc, req["address"])
 
 
 # --- postgres ------------------------------------------------------------------------------------------
@@ -214,16 +185,6 @@ def pg_port():
 
 def psql(sql, database="postgres"):
     return run(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-p", pg_port(), "-d", database], stdin=sql, user="postgres")
-
-
-def scram(password):
-    """A SCRAM-SHA-256 verifier (RFC 7677), so the clear password never reaches the server."""
-    salt, rounds = os.urandom(16), 4096
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, rounds)
-    client = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    server = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
-    return f"SCRAM-SHA-256${rounds}:{b64(salt)}${b64(hashlib.sha256(client).digest())}:{b64(server)}"
 
 
 def pg_create_sql(user, database, verifier, expires_at, role):
@@ -266,7 +227,7 @@ def pg_drop_role_sql(user):
 
 
 def pg_create(req):
-    verifier = scram(req["password"])
+    verifier = scram_verifier(req["password"])
     attrs = req["attrs"]
     for database, sql in pg_create_sql(req["user"], req["database"], verifier, attrs["expires_at"], attrs["role"]):
         psql(sql, database)
@@ -320,11 +281,6 @@ def my_drop_sql(user, ids):
     """Kill the user's connections (ids as the process list gave them; only numbers), then drop it."""
     kills = "".join(f"KILL CONNECTION {int(i)};\n" for i in ids if i.isdigit())
     return kills + f"DROP USER IF EXISTS {', '.join(my_account(user, h) for h in MYSQL_HOSTS)};\n"
-
-
-def mysql_native_hash(password):
-    """mysql_native_password's stored form: `*` and SHA1(SHA1(password)) in upper-case hex."""
-    return "*" + hashlib.sha1(hashlib.sha1(password.encode()).digest()).hexdigest().upper()
 
 
 def my_create(req):
@@ -381,8 +337,7 @@ def acl_rewrite(path, user, line):
 
 def acl_line(user, password, role):
     """The session user's ACL file line: on, its password's SHA-256, the role's rules (svcctl's own words)."""
-    digest = hashlib.sha256(password.encode()).hexdigest()
-    return f"user {ident(user)} on #{digest} {REDIS_RULES[role]}"
+    return f"user {ident(user)} on #{redis_acl_digest(password)} {REDIS_RULES[role]}"
 
 
 def rd_create(req):
@@ -408,11 +363,7 @@ ENGINES = {"postgres": (pg_create, pg_drop), "mysql": (my_create, my_drop), "red
 def main():
     verb = sys.argv[1] if len(sys.argv) > 1 else ""
     if verb == "find":
-        try:
-            with open(REGISTRY) as f:
-                sys.stdout.write(f.read())
-        except FileNotFoundError:
-            sys.stdout.write('{"format": 1, "objects": {}}')
+        json.dump(read_registry(), sys.stdout, sort_keys=True)
         return
     if verb not in ("create", "drop"):
         fail(f"unknown verb {verb!r}; use create, drop or find")
@@ -422,16 +373,16 @@ def main():
         fail(f"svcctl session helper: {exc}")
     create, drop = ENGINES[req["engine"]]
     if verb == "create":
-        record(req)
+        record_session(req)
         try:
             create(req)
         except BaseException:
             drop(req)
-            forget(req)
+            forget_session(req)
             raise
     else:
         drop(req)
-        forget(req)
+        forget_session(req)
     print("ok")
 
 

@@ -1,1 +1,0 @@
-../../svcctl/drivers/scripts/session_host.py

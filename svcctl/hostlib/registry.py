@@ -1,0 +1,127 @@
+"""The registry: what svcctl manages on this node, at /var/lib/svcctl/registry.json (root, 0600).
+
+    {"format": 1, "objects": {address: {"attrs": {...}, "environment": name, "applied_at": iso8601,
+                                        "claims": {environment: [cidr, ...]}}}}   (claims: engines only)
+
+One implementation of the format and of its lock discipline, used by apply (this module's command line,
+below), the tunnel's session helper and observe. Every read-change-write holds the lock file, so an apply
+and a tunnel on the same node never lose each other's records; every write is atomic (temp file, fsync,
+rename), so a crash never leaves half a registry. `applied_at` changes only when a record does.
+
+    svcctl-registry.py record ADDRESS   (JSON record on stdin: {"attrs": {...}, "environment": ...})
+    svcctl-registry.py record-many      (JSON on stdin: {"environment": ..., "changes": [{"address", "attrs"}...]};
+                                         an engine change may carry "claim": the environment's client networks)
+    svcctl-registry.py forget ADDRESS
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+REGISTRY_PATH = "/var/lib/svcctl/registry.json"
+REGISTRY_LOCK = "/var/lib/svcctl/.registry.lock"
+REGISTRY_FORMAT = 1
+
+Registry = dict[str, Any]  # the whole document
+
+
+def empty_registry() -> Registry:
+    """The registry of a node svcctl has not touched yet."""
+    return {"format": REGISTRY_FORMAT, "objects": {}}
+
+
+def read_registry(path: str = REGISTRY_PATH) -> Registry:
+    """The registry as it is now, without the lock (observe only reads; a write is atomic)."""
+    try:
+        with open(path) as f:
+            doc: Registry = json.load(f)
+    except FileNotFoundError:
+        return empty_registry()
+    return doc
+
+
+def _save(doc: Registry, path: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".registry.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def changing_registry(path: str = REGISTRY_PATH, lock: str = REGISTRY_LOCK) -> Iterator[Registry]:
+    """The registry, locked for the block; written back atomically at its end if the block changed it."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        doc = read_registry(path)
+        before = json.dumps(doc, sort_keys=True)
+        yield doc
+        if json.dumps(doc, sort_keys=True) != before:
+            _save(doc, path)
+
+
+def now_iso() -> str:
+    """The current time as the registry stamps it (UTC, seconds; timezone.utc, as 3.9 has no shorter alias)."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def record(
+    doc: Registry,
+    address: str,
+    attrs: dict[str, Any],
+    environment: str,
+    claim: list[str] | None = None,
+    now: str | None = None,
+) -> bool:
+    """Record an object's applied attrs for `environment`; True if the record changed.
+
+    A shared engine also keeps each environment's client networks (`claims`), so that one environment's
+    apply keeps the others' networks open; a record that has claims keeps them when `claim` is not given.
+    `applied_at` is stamped only on a change.
+    """
+    old = doc["objects"].get(address, {})
+    new: dict[str, Any] = {"attrs": attrs, "environment": environment}
+    if claim is not None or "claims" in old:
+        new["claims"] = dict(old.get("claims", {}))
+        if claim is not None:
+            new["claims"][environment] = claim
+    if all(old.get(k) == new.get(k) for k in ("attrs", "environment", "claims")):
+        return False
+    new["applied_at"] = now or now_iso()
+    doc["objects"][address] = new
+    return True
+
+
+def forget(doc: Registry, address: str) -> bool:
+    """Forget an address (after its object is gone); True if there was a record."""
+    return doc["objects"].pop(address, None) is not None
+
+
+def registry_main(argv: list[str]) -> str:
+    """The registry helper's command line (`record`, `record-many`, `forget`); returns changed/unchanged."""
+    verb, address = (argv[0] if argv else ""), (argv[1] if len(argv) > 1 else "")
+    if verb not in ("record", "record-many", "forget"):
+        raise SystemExit(f"svcctl-registry: unknown verb {verb!r}; use record, record-many or forget")
+    with changing_registry() as doc:
+        if verb == "record":
+            given = json.load(sys.stdin)
+            changed = record(doc, address, given["attrs"], given["environment"])
+        elif verb == "record-many":  # one write for every object of an apply run, before any is created
+            batch = json.load(sys.stdin)
+            changed = False
+            for change in batch["changes"]:
+                changed |= record(doc, change["address"], change["attrs"], batch["environment"], change.get("claim"))
+        else:
+            changed = forget(doc, address)
+    return "changed" if changed else "unchanged"
