@@ -76,3 +76,26 @@ def recorded(lab: Lab, address: str) -> bool:
     """Whether lab-1's registry records `address` (apply records an object before it creates it)."""
     res = lab.ssh("lab-1", f"sudo -n grep -c '\"{address}\"' /var/lib/svcctl/registry.json", check=False)
     return res.stdout.strip() not in ("", "0")
+
+
+def destroy_all(env: Env) -> None:
+    """Remove everything the environment made, through svcctl: every instance is unprotected first (an apply
+    that changes the registry only; `protect` defaults to true), then nothing is declared and apply runs with
+    --allow-destroy. The next plan must be empty. An environment that never wrote its YAML made nothing."""
+    yaml_file = env.path / "svcctl.yaml"
+    if not yaml_file.exists():
+        return
+    yaml = YAML(typ="rt")
+    doc = yaml.load(yaml_file.read_text())
+    instances = doc.get("instances") or {}
+    if any(spec.get("protect", True) for spec in instances.values()):
+        for spec in instances.values():
+            spec["protect"] = False
+        with yaml_file.open("w") as out:
+            yaml.dump(doc, out)
+        res = apply(env)
+        assert res.returncode == 0, res.stdout + res.stderr
+    env.write("instances: {}\n")
+    res = apply(env, "--allow-destroy")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert_converged(env)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from ruamel.yaml import YAML
 
 from svcctl.apply.lock import Holder, locked
@@ -13,8 +15,16 @@ from svcctl.model.loader import load_environment
 from svcctl.secrets import binding_password, decode_key
 from svcctl.ssh import SshTarget
 from tests.conftest import Lab
-from tests.e2e.applying import apply
+from tests.e2e.applying import apply, destroy_all
 from tests.e2e.envs import TEST_KEY, Env, make_env
+
+
+@pytest.fixture
+def env(lab: Lab, tmp_path: Path, unique: str) -> Iterator[Env]:
+    """This test's environment; whatever the test made (in whatever state it stopped) is destroyed afterwards."""
+    made = make_env(tmp_path, unique)
+    yield made
+    destroy_all(made)
 
 
 def body(env: Env, *, protect: bool = True, with_pg: bool = True, rotation: int = 0) -> str:
@@ -48,8 +58,7 @@ def psql_on_node(lab: Lab, user: str, password: str, db: str, sql: str) -> str:
     return res.stdout.strip() + res.stderr.strip()
 
 
-def test_apply_provisions_binds_writes_manifests_and_converges(lab: Lab, tmp_path: Path, unique: str) -> None:
-    env = make_env(tmp_path, unique)
+def test_apply_provisions_binds_writes_manifests_and_converges(lab: Lab, env: Env) -> None:
     (env.path / "apps").mkdir()
     (env.path / "apps" / "manifest.yml").write_text(
         f"# the app's own manifest\napplications:\n  - name: {env.app()}\n    memory: 256M  # keep\n"
@@ -93,27 +102,23 @@ def test_apply_provisions_binds_writes_manifests_and_converges(lab: Lab, tmp_pat
     assert "permission denied" in psql_on_node(lab, user, passwords[env.pg()], "postgres", "create table z (x int)")
 
 
-def test_a_concurrent_apply_fails_naming_the_lock_holder(lab: Lab, tmp_path: Path, unique: str) -> None:
-    env = make_env(tmp_path, unique)
+def test_a_concurrent_apply_fails_naming_the_lock_holder(lab: Lab, env: Env) -> None:
     (env.path / "apps").mkdir()
     env.write(body(env))
     loaded = load_environment(env.path)
     targets = [SshTarget.from_node(n, node) for n, node in sorted(loaded.nodes.items())]
-    holder = Holder(token=f"test-{unique}", who="someone@elsewhere", pid=4242)
+    holder = Holder(token=f"test-{env.token}", who="someone@elsewhere", pid=4242)
     with locked(targets, holder=holder):
         res = env.run("apply", ".", "--auto-approve")  # not applying.apply: this lock must be met, not waited out
     assert res.returncode == 1
     assert "locked by someone@elsewhere (pid 4242)" in res.stderr
     assert "Traceback" not in res.stderr
     # The lock was released on the way out: a plan (which needs no lock) and the lock itself work again.
-    with locked(targets, holder=Holder(token=f"again-{unique}", who="me@here", pid=1)):
+    with locked(targets, holder=Holder(token=f"again-{env.token}", who="me@here", pid=1)):
         pass
 
 
-def test_destroying_needs_protect_false_and_allow_destroy_and_dumps_first(
-    lab: Lab, tmp_path: Path, unique: str
-) -> None:
-    env = make_env(tmp_path, unique)
+def test_destroying_needs_protect_false_and_allow_destroy_and_dumps_first(lab: Lab, env: Env) -> None:
     env.write(body(env, protect=True))
     res = apply(env)  # the manifest's directory is missing: refused up front
     assert res.returncode == 1
@@ -161,8 +166,7 @@ def pg_admin(lab: Lab, sql: str) -> str:
     return lab.ssh("lab-1", f'sudo -u postgres psql -XAtq -c "{sql}"').stdout.strip()
 
 
-def test_drift_is_shown_apart_from_config_changes_and_repaired(lab: Lab, tmp_path: Path, unique: str) -> None:
-    env = make_env(tmp_path, unique)
+def test_drift_is_shown_apart_from_config_changes_and_repaired(lab: Lab, env: Env) -> None:
     (env.path / "apps").mkdir()
     env.write(body(env))
     assert apply(env).returncode == 0
@@ -189,8 +193,7 @@ def test_drift_is_shown_apart_from_config_changes_and_repaired(lab: Lab, tmp_pat
     assert env.run("plan", ".", "--detailed-exitcode").returncode == 0
 
 
-def test_rotation_keeps_the_old_user_until_the_next_apply(lab: Lab, tmp_path: Path, unique: str) -> None:
-    env = make_env(tmp_path, unique)
+def test_rotation_keeps_the_old_user_until_the_next_apply(lab: Lab, env: Env) -> None:
     (env.path / "apps").mkdir()
     env.write(body(env))
     assert apply(env).returncode == 0
@@ -222,10 +225,7 @@ def test_rotation_keeps_the_old_user_until_the_next_apply(lab: Lab, tmp_path: Pa
     assert "postgresql" not in vcap(env)
 
 
-def test_a_failure_half_way_leaves_manifests_alone_and_the_next_apply_resumes(
-    lab: Lab, tmp_path: Path, unique: str
-) -> None:
-    env = make_env(tmp_path, unique)
+def test_a_failure_half_way_leaves_manifests_alone_and_the_next_apply_resumes(lab: Lab, env: Env) -> None:
     (env.path / "apps").mkdir()
     env.write(body(env))
     doc = json.loads(env.run("plan", ".", "-o", "json").stdout)

@@ -19,7 +19,7 @@ from svcctl import __version__
 from svcctl.model.names import sql_ident
 from svcctl.plan.types import Plan
 from tests.conftest import Lab
-from tests.e2e.applying import LOCK_WAIT_S, apply, assert_converged, held_by_another_apply
+from tests.e2e.applying import LOCK_WAIT_S, assert_converged, destroy_all, held_by_another_apply
 from tests.e2e.envs import SVCCTL, TEST_KEY, Env, make_env
 
 HOST = "lab-1"
@@ -56,13 +56,6 @@ def registry(lab: Lab) -> dict[str, Any]:
     """The objects lab-1's registry records, by address."""
     objects: dict[str, Any] = json.loads(lab.ssh(HOST, "sudo cat /var/lib/svcctl/registry.json").stdout)["objects"]
     return objects
-
-
-def destroy(env: Env) -> None:
-    """Remove what the test made, through svcctl: no instances left, then apply with --allow-destroy."""
-    env.write("instances: {}\n")
-    res = apply(env, "--allow-destroy")
-    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_a_saved_plan_is_refused_once_the_yaml_moved_and_applied_exactly_from_elsewhere_once_it_is_back(
@@ -120,7 +113,7 @@ def test_a_saved_plan_is_refused_once_the_yaml_moved_and_applied_exactly_from_el
         assert "is stale: the hosts changed since it was made: " in res.stderr
         assert f"instance.{env.pg()} appeared" in res.stderr
     finally:
-        destroy(env)
+        destroy_all(env)
     assert databases(lab, env.pg(), extra) == []
 
 
@@ -178,4 +171,4 @@ def test_the_registry_records_the_declared_name_however_the_path_is_typed(
             assert "No changes." in res.stdout and env.pg() not in res.stdout  # not listed as unmanaged
         assert {a: o["environment"] for a, o in registry(lab).items() if unique in a} == recorded
     finally:
-        destroy(env)
+        destroy_all(env)

@@ -20,7 +20,7 @@ import pytest
 
 from svcctl.secrets import binding_password, decode_key
 from tests.conftest import Lab
-from tests.e2e.applying import apply
+from tests.e2e.applying import apply, destroy_all
 from tests.e2e.envs import SVCCTL, TEST_KEY, Env, make_env
 
 KEY = decode_key(TEST_KEY, "test key")
@@ -47,9 +47,7 @@ def applied(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]
     res = apply(env)
     assert res.returncode == 0, res.stdout + res.stderr
     yield env
-    env.write("instances: {}\n")
-    res = apply(env, "--allow-destroy")
-    assert res.returncode == 0, res.stdout + res.stderr
+    destroy_all(env)
 
 
 def tunnel(env: Env, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

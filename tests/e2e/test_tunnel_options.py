@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Lab
-from tests.e2e.applying import apply
+from tests.e2e.applying import apply, destroy_all
 from tests.e2e.envs import SVCCTL, TEST_KEY, Env, make_env
 
 
@@ -31,9 +31,7 @@ def applied(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]
     res = apply(env)
     assert res.returncode == 0, res.stdout + res.stderr
     yield env
-    env.write("instances: {}\n")
-    res = apply(env, "--allow-destroy")
-    assert res.returncode == 0, res.stdout + res.stderr
+    destroy_all(env)
 
 
 def svcctl_in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
