@@ -45,8 +45,8 @@ def openssh_options(target: ResolvedTarget, ssh: str = "ssh") -> list[str]:
     if target.known_hosts_files:
         files = " ".join(config_word(_literal(str(p))) for p in target.known_hosts_files)
         opts += ["-o", "UserKnownHostsFile=" + files, "-o", "GlobalKnownHostsFile=none"]
-    for ident in target.identity_files:
-        opts += ["-i", _literal(str(ident))]
+    for ident in target.identity_files:  # not -i, which ssh checks for before it expands tokens
+        opts += ["-o", "IdentityFile=" + config_word(_literal(str(ident)))]
     for cert in target.certificate_files:
         opts += ["-o", "CertificateFile=" + config_word(_literal(str(cert)))]
     if target.identities_only:
