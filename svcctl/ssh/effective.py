@@ -51,7 +51,13 @@ class Effective:
     strict_host_key_checking: str = "ask"  # true, false, ask, accept-new
     host_key_alias: str | None = None
     identity_agent: str | None = None
+    algorithms: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (keyword, names) the config changed
     options: Options = field(default_factory=dict)
+
+
+ALGORITHMS = ("ciphers", "macs", "kexalgorithms", "hostkeyalgorithms", "pubkeyacceptedalgorithms")
+"""Algorithm lists svcctl honours when the config changes them: paramiko keeps only those (in that order),
+and Ansible's ssh is given the list itself."""
 
 
 def parse_options(text: str) -> dict[str, tuple[str, ...]]:
@@ -102,6 +108,11 @@ def parse_ssh_g(text: str, defaults: Options, *, where: str = "ssh -G") -> Effec
         strict_host_key_checking=(_one(options, "stricthostkeychecking") or "ask").lower(),
         host_key_alias=_one(options, "hostkeyalias"),
         identity_agent=_one(options, "identityagent"),
+        algorithms=tuple(
+            (key, tuple(name for name in values[0].split(",") if name))
+            for key in ALGORITHMS
+            if (values := _set(options, defaults, key))
+        ),
         options=options,
     )
 

@@ -19,6 +19,13 @@ NO_FORWARDING = ("-o", "ForwardAgent=no", "-o", "ForwardX11=no", "-o", "PermitLo
 """A node is never handed the operator's agent, display or a local command (a hostile node could use them)."""
 
 _STDIO_TARGET = "[%h]:%p"
+_SPELLING = {
+    "ciphers": "Ciphers",
+    "macs": "MACs",
+    "kexalgorithms": "KexAlgorithms",
+    "hostkeyalgorithms": "HostKeyAlgorithms",
+    "pubkeyacceptedalgorithms": "PubkeyAcceptedAlgorithms",
+}
 
 
 def _literal(text: str) -> str:
@@ -53,6 +60,8 @@ def openssh_options(target: ResolvedTarget, ssh: str = "ssh") -> list[str]:
         opts += ["-o", "IdentitiesOnly=yes"]
     if not target.use_agent:
         opts += ["-o", "IdentityAgent=none"]
+    for keyword, names in target.algorithms:
+        opts += ["-o", f"{_SPELLING[keyword]}={','.join(names)}"]
     if target.proxy_command is not None:
         opts += ["-o", "ProxyCommand=" + _literal(target.proxy_command)]
     elif target.jump is not None:

@@ -22,7 +22,7 @@ import paramiko
 from paramiko.pkey import PublicBlob
 
 from svcctl.errors import SvcctlError
-from svcctl.ssh.errors import CommandTimeout, Unreachable
+from svcctl.ssh.errors import CommandTimeout, SshConfigError, Unreachable
 from svcctl.ssh.known_hosts import check_host_key, fingerprint, known_entries, preferred_key_types
 from svcctl.ssh.proxy import ProxyProcess
 from svcctl.ssh.target import ResolvedTarget, SshTarget, resolve
@@ -268,21 +268,46 @@ def _dial(
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
+_PUBKEY_ALGORITHMS: tuple[str, ...] = tuple(getattr(paramiko.Transport, "_preferred_pubkeys", ()))
+_SECURITY_OPTION = {"ciphers": "ciphers", "macs": "digests", "kexalgorithms": "kex", "hostkeyalgorithms": "key_types"}
+
+
+def _restrict(options: paramiko.SecurityOptions, target: ResolvedTarget, chosen: dict[str, tuple[str, ...]]) -> None:
+    """The algorithm lists the config chose, in its order, as far as paramiko has them; none at all: an error."""
+    for keyword, attribute in _SECURITY_OPTION.items():
+        if keyword not in chosen:
+            continue
+        supported = tuple(getattr(options, attribute))
+        usable = [name for name in chosen[keyword] if name in supported]
+        if not usable:
+            raise SshConfigError(
+                f"node {target.name}: the ssh_config {target.config_file} allows only {','.join(chosen[keyword])} as "
+                f"{keyword} for {target.alias}, and svcctl's SSH client (paramiko) has none of them (it has "
+                f"{','.join(supported)}). Add one of those to the list for this host."
+            )
+        setattr(options, attribute, usable)
+
+
 def _open_transport(
     target: ResolvedTarget, via: paramiko.Transport | None, role: str, proxies: list[ProxyProcess]
 ) -> paramiko.Transport:
+    chosen = dict(target.algorithms)
+    accepted = chosen.get("pubkeyacceptedalgorithms")
+    disabled = {"pubkeys": [a for a in _PUBKEY_ALGORITHMS if a not in accepted]} if accepted else None
     sock = _dial(target, via, role, proxies)
-    transport = paramiko.Transport(sock)
+    transport = paramiko.Transport(sock, disabled_algorithms=disabled)
     try:
         transport.banner_timeout = target.connect_timeout
         transport.handshake_timeout = target.connect_timeout
         transport.auth_timeout = target.connect_timeout
         options = transport.get_security_options()
+        _restrict(options, target, chosen)
         options.key_types = preferred_key_types(known_entries(target), list(options.key_types))
-        # AES-GCM does cipher and MAC in one OpenSSL pass: 1.5-2x paramiko's default for tunnels
-        # (docs/tunnel.md). Preferred, not required: a server without it still negotiates the others.
-        fast = [c for c in FAST_CIPHERS if c in options.ciphers]
-        options.ciphers = (*fast, *(c for c in options.ciphers if c not in fast))
+        if "ciphers" not in chosen:
+            # AES-GCM does cipher and MAC in one OpenSSL pass: 1.5-2x paramiko's default for tunnels
+            # (docs/tunnel.md). Preferred, not required: a server without it still negotiates the others.
+            fast = [c for c in FAST_CIPHERS if c in options.ciphers]
+            options.ciphers = (*fast, *(c for c in options.ciphers if c not in fast))
         try:
             transport.start_client(timeout=target.connect_timeout)
             if not transport.initial_kex_done:  # start_client returns quietly when its timeout passes

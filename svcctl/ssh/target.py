@@ -75,6 +75,7 @@ class ResolvedTarget:
     proxy_command: str | None = None  # a trusted config's, tokens expanded: run by `$SHELL -c "exec ..."`
     use_agent: bool = True  # False with `IdentityAgent none`
     host_key_alias: str | None = None
+    algorithms: tuple[tuple[str, tuple[str, ...]], ...] = ()  # e.g. ("ciphers", (...)) the config chose
 
     @property
     def address(self) -> str:
@@ -420,4 +421,5 @@ def _resolve_hop(
         proxy_command=proxy,
         use_agent=(effective.identity_agent or "").lower() != "none",
         host_key_alias=key_alias,
+        algorithms=effective.algorithms,
     )

@@ -92,7 +92,21 @@ def behind(lab: Lab, tmp_path: Path) -> Iterator[Behind]:
     try:
         yield Behind(env, home, alias, log)
     finally:
-        destroy_all(env)  # through the lab's own config: cleanup does not depend on what is tested
+        remove(lab, env)
+
+
+def remove(lab: Lab, env: Env) -> None:
+    """Destroy the instance, if lab-2 records it, through the lab's own config (not what is tested). It is
+    declared and applied once more first: lab-2's PostgreSQL is shared, and when another test has stopped it,
+    svcctl refuses to forget an instance it cannot see; apply starts it again."""
+    address = f'"instance.{env.pg()}"'
+    registry = lab.ssh("lab-2", f"sudo -n grep -c '{address}' /var/lib/svcctl/registry.json", check=False)
+    if registry.stdout.strip() in ("", "0"):
+        return
+    env.write(f"instances:\n  {env.pg()}: {{plan: pg-small, node: lab-2, protect: false}}\n")
+    res = apply(env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    destroy_all(env)
 
 
 def assert_clean_failure(res: object, *needles: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import shlex
+import socket
 import subprocess
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from svcctl.ssh import ResolvedTarget, SshConfigError, SshTarget, check_host_key
 from svcctl.ssh.effective import parse_options, parse_ssh_g, unhonoured
 from svcctl.ssh.openssh import openssh_options
 from svcctl.ssh.proxy import ProxyProcess
-from svcctl.ssh.session import _identities
+from svcctl.ssh.session import _identities, _restrict
 
 CASES = Path(__file__).parent / "ssh_g_cases"
 DEFAULTS = parse_options((CASES / "defaults.txt").read_text())
@@ -293,3 +294,36 @@ def test_a_host_pinned_only_by_a_cert_authority_is_refused_even_with_accept_new(
     with store.open("a") as out:  # the host's own key beside it: pinned, the CA line does not matter
         out.write(f"10.0.0.11 ssh-ed25519 {base64.b64encode(host).decode()}\n")
     check_host_key(pinned, host)
+
+
+# -- algorithm lists ---------------------------------------------------------------------------------------------
+
+
+def test_algorithm_lists_the_config_changes_are_kept_for_both_clients(home: Path) -> None:
+    (home / ".ssh" / "config").write_text(
+        "Host a\n  Ciphers aes256-ctr,chacha20-poly1305@openssh.com\n  KexAlgorithms -diffie-hellman-group14-sha256\n"
+    )
+    got = resolve(SshTarget("n", "a"))
+    chosen = dict(got.algorithms)
+    assert chosen["ciphers"] == ("aes256-ctr", "chacha20-poly1305@openssh.com")
+    assert (
+        "diffie-hellman-group14-sha256" not in chosen["kexalgorithms"]
+        and "curve25519-sha256" in chosen["kexalgorithms"]
+    )
+    assert "macs" not in chosen  # left at OpenSSH's default: paramiko keeps its own
+    assert resolve(SshTarget("n", "b")).algorithms == ()
+    options = openssh_options(got)
+    assert "Ciphers=aes256-ctr,chacha20-poly1305@openssh.com" in options
+
+    security = paramiko.Transport(socket.socketpair()[0]).get_security_options()
+    _restrict(security, got, chosen)
+    assert tuple(security.ciphers) == ("aes256-ctr",)  # paramiko has no chacha20: the rest, in order
+    assert "diffie-hellman-group14-sha256" not in security.kex
+
+
+def test_an_algorithm_list_paramiko_has_none_of_is_an_error(home: Path) -> None:
+    (home / ".ssh" / "config").write_text("Host a\n  Ciphers chacha20-poly1305@openssh.com\n")
+    got = resolve(SshTarget("n", "a"))
+    security = paramiko.Transport(socket.socketpair()[0]).get_security_options()
+    with pytest.raises(SshConfigError, match=r"allows only chacha20-poly1305@openssh\.com as ciphers for a"):
+        _restrict(security, got, dict(got.algorithms))
