@@ -141,6 +141,12 @@ UNHONOURED: dict[str, tuple[str, frozenset[str], str]] = {
     "knownhostscommand": ("KnownHostsCommand", frozenset({"none"}), "record the host's key in a known_hosts file"),
     "pkcs11provider": ("PKCS11Provider", frozenset({"none"}), "use a key file or ssh-agent instead"),
     "securitykeyprovider": ("SecurityKeyProvider", frozenset({"internal"}), "use a key file or ssh-agent instead"),
+    "revokedhostkeys": (
+        "RevokedHostKeys",
+        frozenset({"none"}),
+        "mark the revoked keys `@revoked` in a known_hosts file svcctl reads instead",
+    ),
+    "requiredrsasize": ("RequiredRSASize", frozenset({"1024"}), "remove it for this host (paramiko has no minimum)"),
     "pubkeyauthentication": (
         "PubkeyAuthentication",
         frozenset({"true", "yes", "unbound", "host-bound"}),

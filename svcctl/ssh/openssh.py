@@ -58,6 +58,8 @@ def openssh_options(target: ResolvedTarget, ssh: str = "ssh") -> list[str]:
         opts += ["-o", "CertificateFile=" + config_word(_literal(str(cert)))]
     if target.identities_only:
         opts += ["-o", "IdentitiesOnly=yes"]
+    if target.host_key_alias is not None:  # the name svcctl looked the host's key up under
+        opts += ["-o", "HostKeyAlias=" + target.host_key_alias]
     if not target.use_agent:
         opts += ["-o", "IdentityAgent=none"]
     for keyword, names in target.algorithms:

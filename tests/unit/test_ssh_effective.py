@@ -166,11 +166,13 @@ def target(**fields: object) -> ResolvedTarget:
 
 
 def test_ansibles_ssh_reads_no_config(tmp_path: Path) -> None:
-    argv = ["ssh", "-G", *openssh_options(target(certificate_files=(Path("/c/x-cert.pub"),), use_agent=False))]
+    chosen = target(certificate_files=(Path("/c/x-cert.pub"),), use_agent=False, host_key_alias="db-one")
+    argv = ["ssh", "-G", *openssh_options(chosen)]
     seen = parse_options(subprocess.run([*argv, "10.0.0.11"], capture_output=True, text=True, check=True).stdout)
     assert seen["globalknownhostsfile"] == ("none",)
     assert seen["certificatefile"] == ("/c/x-cert.pub",)
     assert seen["identityagent"] == ("none",)
+    assert seen["hostkeyalias"] == ("db-one",)
     assert seen["stricthostkeychecking"] == ("true",) and seen["batchmode"] == ("yes",)
     assert openssh_options(target())[:2] == ["-F", "none"]
 

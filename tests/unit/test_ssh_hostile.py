@@ -268,6 +268,8 @@ def test_include_in_the_users_own_config_is_honoured(home: Path, tmp_path: Path)
         ("KnownHostsCommand /bin/true", "KnownHostsCommand /bin/true"),
         ("PubkeyAuthentication no", "PubkeyAuthentication false"),
         ("IdentityAgent /tmp/other.sock", "IdentityAgent /tmp/other.sock"),
+        ("RevokedHostKeys /etc/ssh/revoked", "RevokedHostKeys /etc/ssh/revoked"),
+        ("RequiredRSASize 2048", "RequiredRSASize 2048"),
     ],
 )
 def test_a_setting_svcctl_cannot_honour_is_an_error_for_its_hosts_only(home: Path, line: str, directive: str) -> None:
