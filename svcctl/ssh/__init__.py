@@ -1,4 +1,4 @@
-"""The SSH layer everything else goes through: OpenSSH-style resolution, pinned host keys, commands, forwards.
+"""The SSH layer everything else goes through: settings from OpenSSH (`ssh -G`), pinned host keys, commands, forwards.
 
 Host keys are always checked against known_hosts before any credential is sent, and a changed key is always
 refused. An ssh_config named by the YAML is untrusted: refused if it could run or load anything (see
@@ -9,6 +9,7 @@ the node and say what to check.
 from __future__ import annotations
 
 from svcctl.ssh.config_scan import Finding, scan_ssh_config
+from svcctl.ssh.effective import Effective, parse_ssh_g
 from svcctl.ssh.errors import ChangedHostKey, CommandTimeout, SshConfigError, UnknownHostKey, Unreachable
 from svcctl.ssh.known_hosts import (
     KnownHostEntry,
@@ -18,6 +19,7 @@ from svcctl.ssh.known_hosts import (
     read_known_hosts,
     valid_known_host_name,
 )
+from svcctl.ssh.openssh import openssh_options
 from svcctl.ssh.session import CommandResult, Sessions, SshSession, connect, run_on_nodes
 from svcctl.ssh.target import (
     DEFAULT_PORT,
@@ -35,6 +37,7 @@ __all__ = [
     "ChangedHostKey",
     "CommandResult",
     "CommandTimeout",
+    "Effective",
     "Finding",
     "KnownHostEntry",
     "ResolvedTarget",
@@ -51,7 +54,9 @@ __all__ = [
     "connect",
     "fingerprint",
     "known_entries",
+    "openssh_options",
     "parse_jump",
+    "parse_ssh_g",
     "read_known_hosts",
     "resolve",
     "run_on_nodes",
