@@ -194,13 +194,14 @@ class _Miss:
     engine: str
     want: str
     offered: frozenset[str] | None
-    running: str | None  # set when the node (or this plan) already runs another version
+    running: str | None  # set when the node (or this plan) runs another version, the wanted one offered
+    installed: str | None = None  # the version the node runs, if any
 
     @property
     def have(self) -> str:
         """The version the node has for the engine (running, else the highest offered)."""
-        if self.running is not None:
-            return self.running
+        if self.installed is not None:
+            return self.installed
         return max(self.offered, key=version_key) if self.offered else "?"
 
     def _offers(self) -> str:
@@ -235,10 +236,10 @@ def _version_miss(
         return None
     want = env.version_of(instance)
     running = offer.running or chosen.get((node, engine))
-    if running is not None and running != want:
-        return _Miss(node, node_offers.release, engine, want, offer.offered, running)
     if offer.offered is not None and want not in offer.offered and running != want:
-        return _Miss(node, node_offers.release, engine, want, offer.offered, None)
+        return _Miss(node, node_offers.release, engine, want, offer.offered, None, running)
+    if running is not None and running != want:
+        return _Miss(node, node_offers.release, engine, want, offer.offered, running, running)
     return None
 
 

@@ -106,11 +106,17 @@ def test_an_existing_instance_whose_node_does_not_offer_its_version_is_a_plan_er
         place(env, {"orders-db": "lab-1"}, running)
     assert caught.value.message == (
         "instance orders-db exists on node lab-1, which cannot give it the version it asks for: lab-1 (Debian "
-        "12 bookworm) runs PostgreSQL 15; orders-db wants 17 (svcctl neither upgrades an engine nor runs a "
-        "second version beside it). svcctl never replaces or upgrades an instance because its version changed: "
-        'set version: "15" on instance orders-db, or create a new instance at 17 (nodes that offer PostgreSQL '
-        "17: lab-3) and move the data yourself."
+        "12 bookworm) offers PostgreSQL 15; orders-db wants 17. svcctl never replaces or upgrades an instance "
+        'because its version changed: set version: "15" on instance orders-db, or create a new instance at 17 '
+        "(nodes that offer PostgreSQL 17: lab-3) and move the data yourself."
     )
+    # its sources offer 17 too (the PostgreSQL project's repository, say): still no upgrade
+    both = {**running, "lab-1": debian("bookworm", ("15", "17"), "10.11", pg_running="15")}
+    with pytest.raises(PlacementError) as caught:
+        place(env, {"orders-db": "lab-1"}, both)
+    message = caught.value.message
+    assert "lab-1 (Debian 12 bookworm) runs PostgreSQL 15; orders-db wants 17 (svcctl neither upgrades" in message
+    assert 'set version: "15" on instance orders-db' in message
     env = env_of(NODES, {"orders-db": {"plan": "pg-small", "version": "15"}})
     assert place(env, {"orders-db": "lab-1"}, running) == {"orders-db": "lab-1"}
 
