@@ -85,7 +85,7 @@ def node_offers(node: str, release: Mapping[str, Any] | None, observed: State) -
             elif not versions and running is None:
                 versions = None  # no lists, an unknown release and nothing installed: not known
         engines[engine] = EngineOffer(offered=frozenset(versions) if versions is not None else None, running=running)
-    note = "" if lists or packages is None else "apt has no package lists: what is installed and what the release ships"
+    note = "" if lists or packages is None else "no apt package lists yet: what is installed and what the release ships"
     return NodeOffers(release=name, engines=engines, note=note)
 
 

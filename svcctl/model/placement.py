@@ -196,6 +196,11 @@ class _Miss:
     offered: frozenset[str] | None
     running: str | None  # set when the node (or this plan) runs another version, the wanted one offered
     installed: str | None = None  # the version the node runs, if any
+    note: str = ""  # NodeOffers.note
+
+    @property
+    def _where(self) -> str:
+        return f"{self.release}; {self.note}" if self.note else self.release
 
     @property
     def have(self) -> str:
@@ -214,11 +219,11 @@ class _Miss:
     def sentence(self, instance: str) -> str:
         """`lab-3 (Debian 13 trixie) offers PostgreSQL 17; orders-db wants 15`."""
         tail = " (svcctl neither upgrades an engine nor runs a second version beside it)" if self.running else ""
-        return f"{self.node} ({self.release}) {self._offers()}; {instance} wants {self.want}{tail}"
+        return f"{self.node} ({self._where}) {self._offers()}; {instance} wants {self.want}{tail}"
 
     def reason(self) -> str:
         """The same, as one of a node's reasons in a list: `offers PostgreSQL 17, not 15 (Debian 13 trixie)`."""
-        return f"{self._offers()}, not {self.want} ({self.release})"
+        return f"{self._offers()}, not {self.want} ({self._where})"
 
 
 def _version_miss(
@@ -237,9 +242,9 @@ def _version_miss(
     want = env.version_of(instance)
     running = offer.running or chosen.get((node, engine))
     if offer.offered is not None and want not in offer.offered and running != want:
-        return _Miss(node, node_offers.release, engine, want, offer.offered, None, running)
+        return _Miss(node, node_offers.release, engine, want, offer.offered, None, running, node_offers.note)
     if running is not None and running != want:
-        return _Miss(node, node_offers.release, engine, want, offer.offered, running, running)
+        return _Miss(node, node_offers.release, engine, want, offer.offered, running, running, node_offers.note)
     return None
 
 

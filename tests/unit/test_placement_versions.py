@@ -172,3 +172,18 @@ def test_no_offer_anywhere_lists_each_node_with_its_release() -> None:
         "Add a node that offers PostgreSQL 13, set version: to one a node offers, add capacity, or relax "
         "placement.labels."
     )
+
+
+def test_offers_found_without_package_lists_say_so() -> None:
+    bare = NodeOffers(
+        release="Debian 12 bookworm",
+        engines={"postgres": EngineOffer(offered=frozenset({"15"}))},
+        note="no apt package lists yet: what is installed and what the release ships",
+    )
+    env = env_of({"lab-1": node()}, {"orders-db": {"plan": "pg-small", "version": "17", "node": "lab-1"}})
+    with pytest.raises(PlacementError) as caught:
+        place(env, {}, {"lab-1": bare})
+    assert caught.value.message.startswith(
+        "instance orders-db is pinned to node lab-1, which cannot take it: lab-1 (Debian 12 bookworm; no apt "
+        "package lists yet: what is installed and what the release ships) offers PostgreSQL 15; orders-db wants 17."
+    )

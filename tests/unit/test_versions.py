@@ -171,7 +171,7 @@ def test_offers_from_package_lists() -> None:
 def test_without_lists_a_debian_node_offers_what_is_installed_and_what_its_release_ships() -> None:
     installed = _engines("lab-1", postgres="15", mysql="10.11", redis="7")
     offers = node_offers("lab-1", _release("bookworm", "12", POLICY_NO_LISTS, lists=False), installed)
-    assert offers is not None and "no package lists" in offers.note
+    assert offers is not None and "no apt package lists" in offers.note
     assert offers.engines["postgres"] == EngineOffer(offered=frozenset({"15"}), running="15")
     assert offers.engines["redis"] == EngineOffer(offered=frozenset({"7"}), running="7")
     bare = node_offers("lab-t", _release("trixie", "13", "", lists=False), State())
