@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from svcctl.ssh import SshTarget, connect, resolve
 from tests.conftest import Lab
 from tests.e2e.applying import apply, destroy_all
 from tests.e2e.envs import Env, make_env
@@ -176,3 +177,46 @@ def test_a_host_pinned_only_by_a_cert_authority_is_refused_not_accepted(lab: Lab
         "paramiko) cannot verify host certificates",
     )
     assert pins.read_text().count("\n") == 1  # accept-new recorded nothing
+
+
+def test_a_session_goes_through_an_included_proxycommand_and_closing_it_ends_the_command(
+    lab: Lab, tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alias = f"hidden-{unique}"
+    home, log = user_config(lab, tmp_path, alias)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    with connect(SshTarget("lab-2", alias)) as session:
+        # lab-2 sees the connection come from lab-1's address: the ProxyCommand's `ssh -W`, not this machine
+        assert (
+            session.run(["sh", "-c", 'echo "${SSH_CONNECTION%% *}"; hostname']).stdout
+            == f"{lab.hosts['lab-1']}\nlab-2\n"
+        )
+        (proxy,) = session.proxies
+        assert proxy.process.poll() is None
+    assert proxy.process.poll() is not None  # closed with the session
+    assert [line.split()[0] for line in log.read_text().splitlines()] == [alias]
+
+
+def test_a_proxyjump_of_the_users_own_config_goes_through_each_hop_with_its_own_settings(
+    lab: Lab, tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    alias = f"beyond-{unique}"
+    # lab-1 and lab-2 as the lab declares them, Included; the alias jumps through lab-1 to lab-2 by name
+    (home / ".ssh" / "config").write_text(
+        f"Include {lab.ssh_config}\n"  # first: an Include inside a Host block applies to that block's hosts only
+        f"Host {alias}\n  HostName lab-2\n  ProxyJump lab-1\n"
+        f"  User deploy\n  IdentityFile {lab.identity}\n  UserKnownHostsFile {lab.known_hosts}\n"
+    )
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    resolved = resolve(SshTarget("lab-2", alias))
+    assert resolved.jump is not None and resolved.jump.hostname == lab.hosts["lab-1"]
+    with connect(resolved) as session:
+        assert (
+            session.run(["sh", "-c", 'echo "${SSH_CONNECTION%% *}"; hostname']).stdout
+            == f"{lab.hosts['lab-1']}\nlab-2\n"
+        )
+        assert len(session.hops) == 1
