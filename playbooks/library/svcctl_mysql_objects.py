@@ -152,7 +152,7 @@ class Objects:
 
     def instance(self, change):
         attrs = change["attrs"]
-        db = attrs.get("database") or change["name"].replace("-", "_")
+        db = change["names"]["database"]
         comment = "svcctl"
         if attrs.get("storage_mb"):
             comment += f" storage_mb={int(attrs['storage_mb'])}"
@@ -180,8 +180,7 @@ class Objects:
                          f"ALTER USER %s@%s WITH MAX_USER_CONNECTIONS {limit}", (user, host))  # fmt: skip
 
     def instance_delete(self, change, reports):
-        attrs = change.get("old") or change["attrs"]
-        db = attrs.get("database") or change["name"].replace("-", "_")
+        db = change["names"]["database"]
         if self.database_comment(db) is None:
             return
         path = self.dump(change, db)
@@ -227,8 +226,7 @@ class Objects:
 
     def binding(self, change, secret):
         attrs = change["attrs"]
-        user = attrs["user"]
-        db = change["name"].split(".")[1].split("~")[0].replace("-", "_")
+        user, db = change["names"]["user"], change["names"]["database"]
         role = attrs.get("role")
         if role not in PRIVILEGES:
             raise Failed(f"role {role!r} is neither readwrite nor readonly")
@@ -278,8 +276,7 @@ class Objects:
                 self.act(f"drop user {user}@{host}", "DROP USER IF EXISTS %s@%s", (user, host))
 
     def binding_delete(self, change):
-        attrs = change.get("old") or change["attrs"]
-        user = attrs["user"]
+        user = change["names"]["user"]
         for host in self.hosts(user):
             self.act(f"drop user {user}@{host}", "DROP USER IF EXISTS %s@%s", (user, host))
 

@@ -150,8 +150,7 @@ class Objects:
 
     def instance(self, change):
         attrs = change["attrs"]
-        db = attrs.get("database") or change["name"].replace("-", "_")
-        owner = f"{db}_owner"
+        db, owner = change["names"]["database"], change["names"]["owner"]
         limit = attrs.get("connections")
         limit = -1 if limit is None else int(limit)
         comment = "svcctl" if attrs.get("storage_mb") is None else f"svcctl storage_mb={int(attrs['storage_mb'])}"
@@ -180,9 +179,7 @@ class Objects:
             self.act(f"database {db}: revoke PUBLIC", self.stmt("REVOKE ALL ON DATABASE {} FROM PUBLIC", db))
 
     def instance_delete(self, change, reports):
-        attrs = change.get("old") or change["attrs"]
-        db = attrs.get("database") or change["name"].replace("-", "_")
-        owner = f"{db}_owner"
+        db, owner = change["names"]["database"], change["names"]["owner"]
         if self.database(db) is not None:
             path = self.dump(change, db)
             reports.append(f"{change['address']} dumped to {path}")
@@ -220,9 +217,7 @@ class Objects:
 
     def binding(self, change, secret):
         attrs = change["attrs"]
-        user = attrs["user"]
-        db = change["name"].split("~")[0].split(".", 1)[1].replace("-", "_")
-        owner = f"{db}_owner"
+        user, db, owner = change["names"]["user"], change["names"]["database"], change["names"]["owner"]
         rw = attrs.get("role", DEFAULT_ROLE) == "readwrite"
         limit = attrs.get("connections")
         limit = -1 if limit is None else int(limit)
@@ -311,10 +306,7 @@ class Objects:
             )  # fmt: skip
 
     def binding_delete(self, change):
-        attrs = change.get("old") or change["attrs"]
-        user = attrs["user"]
-        db = change["name"].split("~")[0].split(".", 1)[1].replace("-", "_")
-        owner = f"{db}_owner"
+        user, db, owner = change["names"]["user"], change["names"]["database"], change["names"]["owner"]
         if self.role(user) is None:
             return
         self.act(f"end the sessions of {user}", self.stmt(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from svcctl.apply.contract import BatchStep, ChangeVars, NodeVars, PlaybookAction, Step, object_names
 from svcctl.apply.lock import locked
 from svcctl.apply.manifests import BoundService, git_tracked_warning, update_manifest
 from svcctl.drivers import drivers, sessions
@@ -77,45 +78,55 @@ class ApplyOptions:
     environment: Path | None = None  # where a saved plan's environment is (default: the current directory)
 
 
-def _change_vars(change: Change, planned: Planned) -> list[dict[str, Any]]:
+def _change_vars(change: Change, planned: Planned) -> list[ChangeVars]:
     """The playbook's view of one change; a replace is a delete (with its dump) followed by a create."""
     want = planned.desired.get(change.address)
     have = planned.observed.get(change.address)
     have_attrs = None if have is None or have.attrs.get("missing") else dict(have.attrs)
-
-    def one(action: str, res: Resource, old: dict[str, Any] | None) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "action": action,
-            "address": res.address,
-            "kind": res.kind.value,
-            "engine": res.engine,
-            "name": res.name,
-            "node": res.node,
-            "attrs": {k: v for k, v in res.attrs.items() if k not in ("size_mb", "missing")},
-            "old": old,
-        }
-        if res.kind is Kind.ENGINE and "claimed_networks" in res.attrs:
-            out["claim"] = res.attrs["claimed_networks"]  # the registry keeps each environment's claim
-        return out
-
     if change.action is Action.REPLACE and want is not None and have is not None:
-        return [one("delete", have, have_attrs), one("create", want, None)]
+        return [change_vars("delete", have, have_attrs), change_vars("create", want, None)]
     if change.action is Action.DELETE and have is not None:
         # Only its record is left (an apply stopped between recording and creating it): the tasks still need
         # its names (user, database) to make sure it is gone, and those are in the record.
         old = have_attrs if have_attrs is not None else (dict(have.recorded) if have.recorded else None)
-        return [one("delete", have, old)]
+        return [change_vars("delete", have, old)]
     if want is None:
         raise SvcctlError(f"internal error: {change.address} has no desired state for a {change.action.value}")
-    return [one(change.action.value, want, have_attrs)]
+    return [change_vars(PLAYBOOK_ACTIONS[change.action], want, have_attrs)]
 
 
-def hostvars(planned: Planned, password_for: PasswordFor) -> dict[str, dict[str, Any]]:
+PLAYBOOK_ACTIONS: dict[Action, PlaybookAction] = {
+    Action.CREATE: "create",
+    Action.UPDATE: "update",
+    Action.REPLACE: "replace",  # only when nothing is observed to delete first
+    Action.DELETE: "delete",
+}
+
+
+def change_vars(action: PlaybookAction, res: Resource, old: dict[str, Any] | None) -> ChangeVars:
+    """One change for the playbooks: the resource's desired (or, deleting, observed) attrs and its names."""
+    out: ChangeVars = {
+        "action": action,
+        "address": res.address,
+        "kind": res.kind.value,
+        "engine": res.engine,
+        "name": res.name,
+        "node": res.node,
+        "attrs": {k: v for k, v in res.attrs.items() if k not in ("size_mb", "missing")},
+        "old": old,
+        "names": object_names(res, old if action == "delete" else None),
+    }
+    if res.kind is Kind.ENGINE and "claimed_networks" in res.attrs:
+        out["claim"] = list(res.attrs["claimed_networks"])  # the registry keeps each environment's claim
+    return out
+
+
+def hostvars(planned: Planned, password_for: PasswordFor) -> dict[str, NodeVars]:
     """Per-node variables for apply.yml: ordered changes and the secrets they need (never logged)."""
     by_driver = drivers()
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, NodeVars] = {}
     for change in planned.plan.changes:
-        node = out.setdefault(change.node, {"svcctl_changes": [], "svcctl_secrets": {}})
+        node = out.setdefault(change.node, {"svcctl_changes": [], "svcctl_secrets": {}, "svcctl_steps": []})
         node["svcctl_changes"].extend(_change_vars(change, planned))
         res = planned.desired.get(change.address) or planned.observed.get(change.address)
         if res is not None:
@@ -134,21 +145,22 @@ BATCHED = {("postgres", "instance"), ("postgres", "binding"), ("mysql", "instanc
 """(engine, kind) of the changes one module run makes together (playbooks/library/svcctl_<engine>_objects.py)."""
 
 
-def steps(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def steps(changes: list[ChangeVars]) -> list[Step]:
     """The playbook's steps, in the changes' order: each run of consecutive batchable changes of one engine is
     one step (one remote process for all of them), every other change a step of its own."""
-    out: list[dict[str, Any]] = []
+    out: list[Step] = []
+    batch: BatchStep | None = None  # the batch the next batchable change of its engine joins
     for change in changes:
-        key = (change["engine"], change["kind"])
-        last = out[-1] if out else None
-        if key in BATCHED and last is not None and last.get("batch") and last["engine"] == change["engine"]:
-            last["changes"].append(change)
-        elif key in BATCHED:
-            out.append({"batch": True, "engine": change["engine"], "changes": [change]})
-        else:
+        if (change["engine"], change["kind"]) not in BATCHED:
             out.append({"change": change, "label": f"{change['action']} {change['address']}"})
+            batch = None
+        elif batch is not None and batch["engine"] == change["engine"]:
+            batch["changes"].append(change)
+        else:
+            batch = {"batch": True, "engine": change["engine"], "changes": [change], "label": ""}
+            out.append(batch)
     for step in out:
-        if step.get("batch"):
+        if "batch" in step:
             counts: dict[str, int] = {}
             for c in step["changes"]:
                 counts[c["action"]] = counts.get(c["action"], 0) + 1

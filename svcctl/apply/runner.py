@@ -138,7 +138,7 @@ def write_host_programs(private: Path) -> Path:
     (`ansible.module_utils.svcctl_hostlib`), all built from `svcctl.hostlib` into the run's private directory."""
     programs = private / "programs"
     library = programs / "module_utils" / "svcctl_hostlib"
-    library.mkdir(parents=True)
+    library.mkdir(parents=True, exist_ok=True)
     (programs / "svcctl-registry.py").write_text(registry_program())
     (programs / "svcctl-session.py").write_text(session_program())
     for module in ("__init__", *HOSTLIB_MODULES):

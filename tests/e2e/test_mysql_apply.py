@@ -23,8 +23,11 @@ from typing import Any
 import ansible_runner
 import pytest
 
-from svcctl.apply.execute import steps
+from svcctl.apply.contract import ChangeVars, PlaybookAction
+from svcctl.apply.execute import change_vars, steps
+from svcctl.apply.runner import write_host_programs
 from svcctl.drivers.base import DesiredContext
+from svcctl.drivers.hostprograms import observe_program
 from svcctl.drivers.mysql import DRIVER
 from svcctl.model.spec import App, Binding, Environment, Instance, Node, Service, ServicePlan
 from svcctl.secrets import Secret, derive_password
@@ -33,7 +36,6 @@ from tests.conftest import REPO, Lab
 
 HOST = "lab-2"
 KEY = secrets.token_bytes(32)
-SNIPPET_PARTS = ("observe_header.py", "observe_mysql.py", "observe_footer.py")
 # apply.yml's one registry write, before any change
 RECORD = "Record what this run creates or changes in the host registry, before any of it is touched"
 ORDER = {Kind.ENGINE: 0, Kind.INSTANCE: 1, Kind.BINDING: 2}
@@ -119,7 +121,7 @@ class World:
 
     def apply(
         self,
-        changes: list[dict[str, Any]],
+        changes: list[ChangeVars],
         secrets_: Mapping[str, Mapping[str, str]],
         check: bool = False,
         expect: str = "successful",
@@ -158,7 +160,7 @@ class World:
 
 
 def observe_raw(lab: Lab) -> dict[str, Any]:
-    script = "\n\n".join((REPO / "svcctl/drivers/scripts" / p).read_text() for p in SNIPPET_PARTS)
+    script = observe_program([("observe_mysql.py", DRIVER.snippet())])
     import subprocess
 
     res = subprocess.run(
@@ -173,7 +175,7 @@ def observe_raw(lab: Lab) -> dict[str, Any]:
 def run_apply(
     lab: Lab,
     tmp: Path,
-    changes: list[dict[str, Any]],
+    changes: list[ChangeVars],
     secrets_: Mapping[str, Mapping[str, str]],
     check: bool = False,
     expect: str = "successful",
@@ -186,11 +188,13 @@ def run_apply(
         events.append(event)
         return True
 
+    programs = write_host_programs(tmp)
     inventory = {
         "all": {
             "hosts": {
                 HOST: {
                     "ansible_host": HOST,
+                    "svcctl_programs": str(programs),
                     "svcctl_environment": "e2e-mysql",
                     "svcctl_changes": changes,
                     "svcctl_steps": steps(changes),
@@ -212,6 +216,7 @@ def run_apply(
             "ANSIBLE_HOST_KEY_CHECKING": "True",
             "ANSIBLE_SSH_ARGS": f"-F {lab.ssh_config} -o ControlMaster=auto -o ControlPersist=60s",
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp / "cp"),
+            "ANSIBLE_MODULE_UTILS": str(programs / "module_utils"),
         },
     )
     run = Run(status=runner.status, stats=runner.stats or {}, events=events)
@@ -219,19 +224,12 @@ def run_apply(
     return run
 
 
-def change(action: str, res: Resource, old: Resource | None = None) -> dict[str, Any]:
-    return {
-        "action": action,
-        "address": res.address,
-        "kind": res.kind.value,
-        "engine": res.engine,
-        "name": res.name,
-        "attrs": res.attrs if action != "delete" else {},
-        "old": old.attrs if old is not None else None,
-    }
+def change(action: PlaybookAction, res: Resource, old: Resource | None = None) -> ChangeVars:
+    """One entry of svcctl_changes, as svcctl apply builds it (the playbooks' typed contract)."""
+    return change_vars(action, res, dict(old.attrs) if old is not None else None)
 
 
-def creates(resources: list[Resource]) -> list[dict[str, Any]]:
+def creates(resources: list[Resource]) -> list[ChangeVars]:
     return [change("create", r) for r in sorted(resources, key=lambda r: (ORDER[r.kind], r.address))]
 
 

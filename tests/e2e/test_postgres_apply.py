@@ -24,12 +24,15 @@ from typing import Any
 import ansible_runner
 import pytest
 
-from svcctl.apply.execute import steps
+from svcctl.apply.contract import ChangeVars, PlaybookAction
+from svcctl.apply.execute import change_vars, steps
+from svcctl.apply.runner import write_host_programs
 from svcctl.drivers.base import binding_user as user_name
+from svcctl.drivers.hostprograms import observe_program
 from svcctl.drivers.postgres import DRIVER, owner_role
 from svcctl.model.names import sql_ident
 from svcctl.secrets import binding_password
-from svcctl.state import Resource
+from svcctl.state import Kind, Resource
 from tests.conftest import REPO, Lab
 
 HOST = "lab-2"
@@ -86,19 +89,18 @@ class Pg:
         rotation = self.current(app) if rotation is None else rotation
         return binding_password(self.key, app, self.instance, rotation).reveal()
 
-    def engine_change(self, action: str = "create") -> dict[str, Any]:
-        return {"action": action, "address": f"engine.{HOST}.postgres", "kind": "engine", "engine": "postgres",
-                "name": f"{HOST}.postgres", "attrs": ENGINE_ATTRS, "old": None}  # fmt: skip
+    def engine_change(self, action: PlaybookAction = "create") -> ChangeVars:
+        res = Resource(kind=Kind.ENGINE, name=f"{HOST}.postgres", node=HOST, engine="postgres", attrs=ENGINE_ATTRS)
+        return change_vars(action, res, None)
 
     def instance_attrs(self) -> dict[str, Any]:
         return {"engine": "postgres", "major_version": "15", "database": self.database,
                 "owner": owner_role(self.instance), "connections": 7, "storage_mb": 64}  # fmt: skip
 
-    def instance_change(self, action: str = "create") -> dict[str, Any]:
+    def instance_change(self, action: PlaybookAction = "create") -> ChangeVars:
         attrs = self.instance_attrs()
-        return {"action": action, "address": f"instance.{self.instance}", "kind": "instance", "engine": "postgres",
-                "name": self.instance, "attrs": None if action == "delete" else attrs,
-                "old": attrs if action == "delete" else None}  # fmt: skip
+        res = Resource(kind=Kind.INSTANCE, name=self.instance, node=HOST, engine="postgres", attrs=attrs)
+        return change_vars(action, res, attrs if action == "delete" else None)
 
     def binding_attrs(self, app: str, rotation: int | None = None) -> dict[str, Any]:
         rotation = self.current(app) if rotation is None else rotation
@@ -110,19 +112,19 @@ class Pg:
     def binding_change(
         self,
         app: str,
-        action: str = "create",
+        action: PlaybookAction = "create",
         rotation: int | None = None,
         old: dict[str, Any] | None = None,
         suffix: str = "",
-    ) -> dict[str, Any]:
-        return {"action": action, "address": f"binding.{app}.{self.instance}{suffix}", "kind": "binding",
-                "engine": "postgres", "name": f"{app}.{self.instance}{suffix}",
-                "attrs": None if action == "delete" else self.binding_attrs(app, rotation), "old": old}  # fmt: skip
+    ) -> ChangeVars:
+        res = Resource(kind=Kind.BINDING, name=f"{app}.{self.instance}{suffix}", node=HOST, engine="postgres",
+                       attrs=self.binding_attrs(app, rotation))  # fmt: skip
+        return change_vars(action, res, old)
 
     def secrets(self, *apps_rotations: tuple[str, int]) -> dict[str, Any]:
         return {f"binding.{app}.{self.instance}": {"password": self.password(app, rot)} for app, rot in apps_rotations}
 
-    def everything(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def everything(self) -> tuple[list[ChangeVars], dict[str, Any]]:
         """Changes creating the engine, the instance and both bindings as they are now, and their passwords."""
         changes = [self.engine_change(), self.instance_change(), self.binding_change(self.rw_app),
                    self.binding_change(self.ro_app)]  # fmt: skip
@@ -154,7 +156,7 @@ class Pg:
         )
         return self.apply([change], {})
 
-    def apply(self, changes: list[dict[str, Any]], secrets_: dict[str, Any]) -> Run:
+    def apply(self, changes: list[ChangeVars], secrets_: dict[str, Any]) -> Run:
         """Run playbooks/apply.yml on HOST with these changes, as svcctl apply does."""
         data = self.tmp / f"run{len(self.runs)}"
         shutil.copytree(REPO / "playbooks", data / "project")
@@ -164,11 +166,13 @@ class Pg:
             events.append(event)
             return True
 
+        programs = write_host_programs(data)
         runner = ansible_runner.run(
             private_data_dir=str(data),
             playbook="apply.yml",
             inventory={"all": {"hosts": {HOST: {"ansible_host": HOST}}}},
             extravars={
+                "svcctl_programs": str(programs),
                 "svcctl_environment": self.env,
                 "svcctl_changes": changes,
                 "svcctl_steps": steps(changes),
@@ -180,6 +184,7 @@ class Pg:
                 "ANSIBLE_HOST_KEY_CHECKING": "True",
                 "ANSIBLE_SSH_ARGS": f"-F {self.lab.ssh_config} -o ControlMaster=auto -o ControlPersist=60s",
                 "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.tmp / "cp"),
+                "ANSIBLE_MODULE_UTILS": str(programs / "module_utils"),
             },
         )
         run = Run(status=runner.status, stats=runner.stats or {}, events=events)
@@ -189,10 +194,7 @@ class Pg:
 
     def observe(self) -> dict[str, Resource]:
         """The snippet run on the host inside the shared frame, parsed by the driver, by address."""
-        scripts = REPO / "svcctl" / "drivers" / "scripts"
-        script = "\n\n".join(
-            (scripts / name).read_text() for name in ("observe_header.py", "observe_postgres.py", "observe_footer.py")
-        )
+        script = observe_program([("observe_postgres.py", DRIVER.snippet())])
         res = subprocess.run(["ssh", "-F", str(self.lab.ssh_config), HOST, "sudo python3 -"],
                              input=script, capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
         raw = json.loads(res.stdout)["engines"]["postgres"]

@@ -20,9 +20,11 @@ from typing import Any
 import ansible_runner
 import pytest
 
-from svcctl.apply.execute import steps
-from svcctl.apply.runner import playbooks_dir
-from svcctl.drivers.base import DesiredContext, load_script
+from svcctl.apply.contract import ChangeVars, PlaybookAction
+from svcctl.apply.execute import change_vars, steps
+from svcctl.apply.runner import playbooks_dir, write_host_programs
+from svcctl.drivers.base import DesiredContext
+from svcctl.drivers.hostprograms import observe_program
 from svcctl.drivers.redis import DRIVER
 from svcctl.model.spec import Environment
 from svcctl.secrets import Secret, derive_password
@@ -86,7 +88,7 @@ class Redis:
 
     def raw(self) -> dict[str, Any]:
         """The whole observe document of HOST (header, redis snippet, footer)."""
-        script = "\n\n".join([load_script("observe_header.py"), DRIVER.snippet(), load_script("observe_footer.py")])
+        script = observe_program([("observe_redis.py", DRIVER.snippet())])
         res = subprocess.run(
             ["ssh", "-F", str(self.lab.ssh_config), HOST, "sudo python3 -"],
             input=script, capture_output=True, text=True, timeout=60, check=True,
@@ -100,7 +102,7 @@ class Redis:
         placement = dict.fromkeys(env.instances, HOST)
         return State.of(DRIVER.desired(DesiredContext(env=env, placement=placement, observed=self.observed())))
 
-    def apply(self, changes: list[dict[str, Any]], secret_of: list[Resource]) -> Run:
+    def apply(self, changes: list[ChangeVars], secret_of: list[Resource]) -> Run:
         """Run apply.yml on HOST with these changes and the secrets of these resources."""
         events: list[dict[str, Any]] = []
 
@@ -119,18 +121,20 @@ class Redis:
                 for r in secret_of
             },
         }
+        programs = write_host_programs(private)
         runner = ansible_runner.run(
             private_data_dir=str(private),
             project_dir=str(playbooks_dir()),
             playbook="apply.yml",
             inventory={"all": {"hosts": {HOST: hostvars}}},
-            extravars={"svcctl_environment": ENVIRONMENT},
+            extravars={"svcctl_environment": ENVIRONMENT, "svcctl_programs": str(programs)},
             quiet=True,
             event_handler=collect,
             envvars={
                 "ANSIBLE_HOST_KEY_CHECKING": "True",
                 "ANSIBLE_SSH_ARGS": f"-F {self.lab.ssh_config} -o ControlMaster=auto -o ControlPersist=60s",
                 "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.tmp / "cp"),
+                "ANSIBLE_MODULE_UTILS": str(programs / "module_utils"),
             },
         )
         run = Run(status=runner.status, events=events)
@@ -193,18 +197,9 @@ def env_of(instance: str, app: str, *, memory_mb: int = 32, bindings: list[dict[
     )  # fmt: skip
 
 
-def change(action: str, res: Resource, old: Resource | None = None) -> dict[str, Any]:
-    """One entry of svcctl_changes, as svcctl apply builds it."""
-    return {
-        "action": action,
-        "address": res.address,
-        "kind": res.kind.value,
-        "engine": res.engine,
-        "name": res.name,
-        "node": res.node,
-        "attrs": dict(res.attrs),
-        "old": dict(old.attrs) if old is not None else None,
-    }
+def change(action: PlaybookAction, res: Resource, old: Resource | None = None) -> ChangeVars:
+    """One entry of svcctl_changes, as svcctl apply builds it (the playbooks' typed contract)."""
+    return change_vars(action, res, dict(old.attrs) if old is not None else None)
 
 
 @pytest.fixture
