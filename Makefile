@@ -38,6 +38,7 @@ lint: venv  ## ruff, mypy, import contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy --python-version 3.10 svcctl/hostlib  # host code; mypy checks no older target (3.9: tests)
 	$(BIN)/lint-imports
 
 unit: venv  ## unit tests only (no lab)

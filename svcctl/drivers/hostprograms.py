@@ -4,7 +4,9 @@ A node has only its release's python3, no svcctl. So a program is one text: the 
 it uses, then its own parts (observe's header, each engine's fragment, its footer; the session helper;
 the registry helper's entry point). Every part is an ordinary module that imports what it uses from
 `svcctl.hostlib` (so ruff and mypy check it like any other); `bundle` drops those imports, since the
-modules' text is already in the program, and refuses two parts that define one name.
+modules' text is already in the program. Parts may import from one another the same way (a fragment
+from observe's header). `bundle` refuses a name imported that no earlier part defines, and two parts that
+define one name, so the concatenation means what the modules say.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from importlib import resources
 
 HOSTLIB = "svcctl.hostlib"
 HOSTLIB_MODULES = ("registry", "verifiers", "run")
+SCRIPTS = "svcctl.drivers.scripts"
 _HEAD = "#!/usr/bin/python3\n# Built by svcctl from svcctl.hostlib and its own parts; stdlib only, Python 3.9+.\n"
 _FUTURE = "from __future__ import annotations\n"
 
@@ -36,7 +39,8 @@ def script_source(name: str) -> str:
 def bundle(hostlib: Sequence[str], parts: Sequence[tuple[str, str]]) -> str:
     """One program: the named hostlib modules, then `parts` ((label, source) in order), as a single script.
 
-    Imports from `svcctl.hostlib` and `from __future__ import annotations` are dropped from every piece
+    Imports from `svcctl.hostlib`, from `svcctl.drivers.scripts` and `from __future__ import annotations` are
+    dropped from every piece
     (the latter is put once at the top, so annotations are never evaluated on the node's older Python).
     """
     pieces = [(f"svcctl.hostlib.{m}", hostlib_source(m)) for m in hostlib] + list(parts)
@@ -47,12 +51,15 @@ def bundle(hostlib: Sequence[str], parts: Sequence[tuple[str, str]]) -> str:
         drop: set[int] = set()
         for node in tree.body:
             if isinstance(node, ast.ImportFrom) and node.module is not None:
-                if node.module == "__future__":
+                if node.module == "__future__" or _is_part(node.module):
                     drop.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
-                elif node.module == HOSTLIB or node.module.startswith(HOSTLIB + "."):
-                    if any(alias.asname for alias in node.names):
-                        raise BundleError(f"{label}: renames an import from {node.module}; use the names as they are")
-                    drop.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+                if _is_part(node.module):
+                    for alias in node.names:
+                        if alias.asname:
+                            raise BundleError(f"{label}: renames {alias.name} from {node.module}; use it as it is")
+                        if alias.name not in seen:
+                            raise BundleError(f"{label}: imports {alias.name} from {node.module}, which no earlier "
+                                              "part of the program defines")  # fmt: skip
                 elif node.module.split(".")[0] == "svcctl":
                     raise BundleError(f"{label}: imports {node.module}; a host program may use only svcctl.hostlib")
             for name in _defined(node):
@@ -62,6 +69,11 @@ def bundle(hostlib: Sequence[str], parts: Sequence[tuple[str, str]]) -> str:
         kept = [line for number, line in enumerate(source.splitlines(), 1) if number not in drop]
         out.append(f"\n# --- {label} " + "-" * max(0, 100 - len(label)) + "\n" + "\n".join(kept) + "\n")
     return "".join(out)
+
+
+def _is_part(module: str) -> bool:
+    """Whether an import names another part of a host program (the library, or a script beside this one)."""
+    return any(module == p or module.startswith(p + ".") for p in (HOSTLIB, SCRIPTS))
 
 
 def _defined(node: ast.stmt) -> list[str]:

@@ -125,3 +125,11 @@ def test_every_program_stays_python_3_9(program: str) -> None:
     text = PROGRAMS[program]()
     ast.parse(text, feature_version=(3, 9))  # no match statements, no parenthesised context managers
     assert "datetime.UTC" not in text and "strict=True" not in text and ".removeprefix(" not in text
+
+
+def test_a_name_imported_from_another_part_must_come_from_an_earlier_one() -> None:
+    header = ("observe_header.py", "def helper():\n    return 1\n")
+    uses = ("observe_x.py", "from svcctl.drivers.scripts.observe_header import helper\n\nhelper()\n")
+    assert "import helper" not in bundle([], [header, uses])
+    with pytest.raises(BundleError, match=r"imports helper from svcctl\.drivers\.scripts\.observe_header, which no"):
+        bundle([], [uses, header])
