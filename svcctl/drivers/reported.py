@@ -212,7 +212,7 @@ class MysqlConf(_Report):
 
 
 class MysqlServer(_Report):
-    version: Token
+    version: Text  # VERSION(): Debian 13's MariaDB says "11.8.9-MariaDB-0+deb13u1 from Debian"
     port: Port
     bind_address: MysqlWord | None = None
     listening: Annotated[list[Host], Field(max_length=256)] = Field(default_factory=list)

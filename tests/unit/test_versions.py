@@ -83,8 +83,9 @@ postgresql-15:
 
 def _fragment(sh: Any = None) -> dict[str, Any]:
     """The shipped fragment's globals, `sh` (the host library's) stubbed."""
-    namespace: dict[str, Any] = {"sh": sh, "os": __import__("os"), "sys": __import__("sys")}
+    namespace: dict[str, Any] = {}
     exec(compile(SCRIPT.read_text(), str(SCRIPT), "exec"), namespace)
+    namespace["sh"] = sh  # looked up when called
     return namespace
 
 
@@ -299,3 +300,11 @@ def test_observe_keeps_each_nodes_checked_release_and_a_release_error_fails_the_
         observe_nodes(ENV, "hostile", _password_for)
     assert sorted(caught.value.failures) == ["lab-2"]
     assert "observing the release failed on the node" in caught.value.message
+
+
+def test_debian_13s_mariadb_version_text_passes_the_schema() -> None:
+    from tests.unit.test_reported import base_document
+
+    raw = base_document()["engines"]["mysql"]
+    raw["server"]["version"] = "11.8.9-MariaDB-0+deb13u1 from Debian"
+    assert reported.engine_report("lab-trixie", "mysql", raw)["server"]["version"] == raw["server"]["version"]

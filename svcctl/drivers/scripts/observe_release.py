@@ -4,7 +4,11 @@
 # binary cache, as any apt-cache run does).  Raw facts only: the controller decides what they mean
 # (svcctl.drivers.versions).  Helpers are `_release_*`: the footer calls every global named observe_* and
 # files its output under engines["release"].
+import os
 import re as _release_re
+import sys
+
+from svcctl.hostlib.run import sh
 
 _RELEASE_FILES = ("/etc/os-release", "/usr/lib/os-release")
 _RELEASE_KEYS = ("ID", "VERSION_ID", "VERSION_CODENAME")
