@@ -19,7 +19,7 @@ import pytest
 
 from svcctl.ssh import SshTarget, connect, resolve
 from tests.conftest import Lab
-from tests.e2e.applying import apply, destroy_all
+from tests.e2e.applying import apply
 from tests.e2e.envs import Env, make_env
 
 PROXY = (  # logs the alias and who ran it (its parent: ssh, or svcctl's python), then `ssh -W` through lab-1
@@ -69,21 +69,6 @@ def user_config(lab: Lab, tmp_path: Path, alias: str, extra: str = "") -> tuple[
     return home, log
 
 
-def environment(alias: str, instances: str) -> str:
-    return (
-        "nodes:\n"
-        "  lab-2:\n"
-        f"    host: {alias}\n"
-        "    engines: [postgres]\n"
-        "    capacity: {memory_mb: 4096, storage_mb: 40960}\n"
-        "services:\n"
-        '  postgres: {engine: postgres, versions: ["15"]}\n'
-        "plans:\n"
-        "  pg-small: {service: postgres, storage_mb: 512, connections: 20}\n"
-        f"instances:{instances}\n"
-    )
-
-
 @pytest.fixture
 def behind(lab: Lab, tmp_path: Path) -> Iterator[Behind]:
     token = secrets.token_hex(3)
@@ -96,18 +81,37 @@ def behind(lab: Lab, tmp_path: Path) -> Iterator[Behind]:
         remove(lab, env)
 
 
+def environment(host: str, instances: str, ssh_config: Path | None = None) -> str:
+    """One node, lab-2, declared as `host` (through the user's own config, or the `ssh_config` named)."""
+    config = f"    ssh_config: {ssh_config}\n" if ssh_config else ""
+    return (
+        "nodes:\n"
+        "  lab-2:\n"
+        f"    host: {host}\n{config}"
+        "    engines: [postgres]\n"
+        "    capacity: {memory_mb: 4096, storage_mb: 40960}\n"
+        "services:\n"
+        '  postgres: {engine: postgres, versions: ["15"]}\n'
+        "plans:\n"
+        "  pg-small: {service: postgres, storage_mb: 512, connections: 20}\n"
+        f"instances:{instances}\n"
+    )
+
+
 def remove(lab: Lab, env: Env) -> None:
-    """Destroy the instance, if lab-2 records it, through the lab's own config (not what is tested). It is
-    declared and applied once more first: lab-2's PostgreSQL is shared, and when another test has stopped it,
-    svcctl refuses to forget an instance it cannot see; apply starts it again."""
+    """Destroy the instance, if lab-2 records it, through the lab's own config (not what is tested) and lab-2
+    alone (other tests' work on lab-1 cannot fail it). It is declared and applied once more first: lab-2's
+    PostgreSQL is shared, and when another test has stopped it, svcctl refuses to forget an instance it cannot
+    see; apply starts it again."""
     address = f'"instance.{env.pg()}"'
     registry = lab.ssh("lab-2", f"sudo -n grep -c '{address}' /var/lib/svcctl/registry.json", check=False)
     if registry.stdout.strip() in ("", "0"):
         return
-    env.write(f"instances:\n  {env.pg()}: {{plan: pg-small, node: lab-2, protect: false}}\n")
-    res = apply(env)
-    assert res.returncode == 0, res.stdout + res.stderr
-    destroy_all(env)
+    declared = f"\n  {env.pg()}: {{plan: pg-small, node: lab-2, protect: false}}"
+    for instances, args in ((declared, ()), (" {}", ("--allow-destroy",))):
+        env.write_raw(environment("lab-2", instances, lab.ssh_config))
+        res = apply(env, *args)
+        assert res.returncode == 0, res.stdout + res.stderr
 
 
 def assert_clean_failure(res: object, *needles: str) -> str:
