@@ -11,6 +11,7 @@ from typing import Any, Literal, NotRequired, TypedDict, final
 
 from svcctl.drivers.postgres import owner_role
 from svcctl.drivers.sessions import user_name as session_user
+from svcctl.hostlib.redis_acl import acl_rules
 from svcctl.model.names import sql_ident
 from svcctl.state import Kind, Resource
 
@@ -39,6 +40,7 @@ class ChangeVars(TypedDict):
     old: dict[str, Any] | None  # observed attributes, or the record of an object that is missing
     names: ObjectNames
     claim: NotRequired[list[str]]  # engines: this environment's client networks (the registry's claims)
+    acl_rules: NotRequired[str]  # Redis instances (their admin) and bindings: the ACL rules, for its version
 
 
 @final  # so that `"batch" in step` tells the two kinds of step apart
@@ -97,3 +99,11 @@ def object_names(res: Resource, attrs: dict[str, Any] | None = None) -> ObjectNa
     elif res.kind is Kind.SESSION:
         names["user"] = str(given.get("user") or session_user(instance, res.name.split(".", 1)[1]))
     return names
+
+
+def redis_rules(res: Resource, major: object) -> str | None:
+    """The ACL rules a Redis instance's admin or a binding's user gets on Redis `major`; None otherwise."""
+    if res.engine != "redis" or res.kind not in (Kind.INSTANCE, Kind.BINDING):
+        return None
+    role = "admin" if res.kind is Kind.INSTANCE else str(res.attrs.get("role", "readwrite"))
+    return " ".join(acl_rules(role, major)) if role in ("admin", "readwrite", "readonly") else None

@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from svcctl.apply.contract import BatchStep, ChangeVars, NodeVars, PlaybookAction, Step, object_names
+from svcctl.apply.contract import (
+    BatchStep,
+    ChangeVars,
+    NodeVars,
+    PlaybookAction,
+    Step,
+    instance_of,
+    object_names,
+    redis_rules,
+)
 from svcctl.apply.lock import locked
 from svcctl.apply.manifests import BoundService, git_tracked_warning, update_manifest
 from svcctl.drivers import drivers, sessions
@@ -83,8 +92,9 @@ def _change_vars(change: Change, planned: Planned) -> list[ChangeVars]:
     want = planned.desired.get(change.address)
     have = planned.observed.get(change.address)
     have_attrs = None if have is None or have.attrs.get("missing") else dict(have.attrs)
+    major = _instance_major(planned, want or have)
     if change.action is Action.REPLACE and want is not None and have is not None:
-        return [change_vars("delete", have, have_attrs), change_vars("create", want, None)]
+        return [change_vars("delete", have, have_attrs), change_vars("create", want, None, major)]
     if change.action is Action.DELETE and have is not None:
         # Only its record is left (an apply stopped between recording and creating it): the tasks still need
         # its names (user, database) to make sure it is gone, and those are in the record.
@@ -92,7 +102,16 @@ def _change_vars(change: Change, planned: Planned) -> list[ChangeVars]:
         return [change_vars("delete", have, old)]
     if want is None:
         raise SvcctlError(f"internal error: {change.address} has no desired state for a {change.action.value}")
-    return [change_vars(PLAYBOOK_ACTIONS[change.action], want, have_attrs)]
+    return [change_vars(PLAYBOOK_ACTIONS[change.action], want, have_attrs, major)]
+
+
+def _instance_major(planned: Planned, res: Resource | None) -> object:
+    """The major version of the instance a resource belongs to, as desired (else as observed)."""
+    if res is None or res.kind not in (Kind.INSTANCE, Kind.BINDING):
+        return None
+    address = f"instance.{instance_of(res)}"
+    found = planned.desired.get(address) or planned.observed.get(address)
+    return found.attrs.get("major_version") if found is not None else None
 
 
 PLAYBOOK_ACTIONS: dict[Action, PlaybookAction] = {
@@ -103,8 +122,9 @@ PLAYBOOK_ACTIONS: dict[Action, PlaybookAction] = {
 }
 
 
-def change_vars(action: PlaybookAction, res: Resource, old: dict[str, Any] | None) -> ChangeVars:
-    """One change for the playbooks: the resource's desired (or, deleting, observed) attrs and its names."""
+def change_vars(action: PlaybookAction, res: Resource, old: dict[str, Any] | None, major: object = None) -> ChangeVars:
+    """One change for the playbooks: the resource's desired (or, deleting, observed) attrs, its names and, for
+    Redis, the ACL rules of its instance's version `major`."""
     out: ChangeVars = {
         "action": action,
         "address": res.address,
@@ -118,6 +138,9 @@ def change_vars(action: PlaybookAction, res: Resource, old: dict[str, Any] | Non
     }
     if res.kind is Kind.ENGINE and "claimed_networks" in res.attrs:
         out["claim"] = list(res.attrs["claimed_networks"])  # the registry keeps each environment's claim
+    rules = redis_rules(res, major)
+    if rules is not None:
+        out["acl_rules"] = rules
     return out
 
 

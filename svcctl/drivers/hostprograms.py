@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from importlib import resources
 
 HOSTLIB = "svcctl.hostlib"
-HOSTLIB_MODULES = ("registry", "verifiers", "run")
+HOSTLIB_MODULES = ("registry", "verifiers", "run", "redis_acl")
 SCRIPTS = "svcctl.drivers.scripts"
 _HEAD = "#!/usr/bin/python3\n# Built by svcctl from svcctl.hostlib and its own parts; stdlib only, Python 3.9+.\n"
 _FUTURE = "from __future__ import annotations\n"
@@ -96,7 +96,9 @@ def registry_program() -> str:
 
 def session_program() -> str:
     """svcctl-session.py: the tunnel's session helper (`create`, `drop`, `find`)."""
-    return bundle(["run", "registry", "verifiers"], [("session_host.py", script_source("session_host.py"))])
+    return bundle(
+        ["run", "registry", "verifiers", "redis_acl"], [("session_host.py", script_source("session_host.py"))]
+    )
 
 
 def observe_program(fragments: Sequence[tuple[str, str]]) -> str:

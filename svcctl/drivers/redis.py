@@ -21,6 +21,7 @@ from svcctl.drivers.base import (
     load_script,
     placed_instances,
 )
+from svcctl.hostlib.redis_acl import ACL_ROLES, acl_rules
 from svcctl.model.names import is_valid_name, sql_ident
 from svcctl.model.spec import Node
 from svcctl.secrets import Secret, redis_acl_matches
@@ -29,13 +30,15 @@ from svcctl.state import Attrs, Kind, Resource
 
 ENGINE = "redis"
 FIRST_PORT = 6380
-READWRITE_RULES = ("~*", "&*", "+@all", "-@admin", "-@dangerous")
-READONLY_RULES = ("~*", "&*", "-@all", "+@read", "+@connection", "-@admin", "-@dangerous")
-ROLE_RULES = {"readwrite": READWRITE_RULES, "readonly": READONLY_RULES}
+READWRITE_RULES = acl_rules("readwrite")
+READONLY_RULES = acl_rules("readonly")
 _UNITS = {"k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
 _MIB = 1024**2
 LOCAL_BIND = ("127.0.0.1", "-::1")
 """Where an instance listens on a node without client_networks: loopback only (`-`: skip if unavailable)."""
+LOCAL_BIND_6 = ("127.0.0.1", "::1")
+"""The same for Redis 6 (Debian 11), which has no `-` prefix and refuses to start on `-::1`: Debian's own
+default there, which needs IPv6 on the loopback."""
 DEFAULT_BIND = ("*", "-::*")
 """Redis 7's own default when a config has no `bind` line: every address."""
 
@@ -63,27 +66,29 @@ def memory_mb(value: str | None) -> int | float:
     return size // _MIB if size % _MIB == 0 else round(size / _MIB, 3)
 
 
-def bind_of(node_name: str, node: Node) -> list[str]:
-    """Addresses an instance binds: loopback, plus the node's own address when it declares client_networks.
+def bind_of(node_name: str, node: Node, major: str | None = None) -> list[str]:
+    """Addresses an instance of Redis `major` binds: loopback, plus the node's own address when it declares
+    client_networks.
 
     The node's address is the one svcctl reaches it at (its host, or HostName from its ssh_config), so the
     clients of those networks reach Redis where they reach the node; ACL passwords and protected mode stay.
     A node known only by a DNS name binds every IPv4 address instead (Redis cannot bind a name).
     """
+    local = LOCAL_BIND_6 if major is not None and major.isdigit() and int(major) < 7 else LOCAL_BIND
     if not node.client_networks:
-        return list(LOCAL_BIND)
+        return list(local)
     hostname = resolve(SshTarget.from_node(node_name, node)).hostname
     try:
         address = str(ipaddress.ip_address(hostname.strip("[]")))
     except ValueError:
         address = "0.0.0.0"  # noqa: S104 (a node known by name only: its clients must reach it somehow)
-    return [*LOCAL_BIND, address]
+    return [*local, address]
 
 
-def role_of(rules: list[str]) -> str:
-    """`readwrite` / `readonly` when the rules are exactly svcctl's, else the rules themselves."""
-    for role, expected in ROLE_RULES.items():
-        if tuple(rules) == expected:
+def role_of(rules: list[str], major: str | None = None) -> str:
+    """`readwrite` / `readonly` when the rules are exactly svcctl's for Redis `major`, else the rules themselves."""
+    for role in ACL_ROLES:
+        if tuple(rules) == acl_rules(role, major):
             return role
     return " ".join(rules)
 
@@ -155,11 +160,11 @@ class RedisDriver:
                 "enabled": bool(unit.get("enabled")),
             }
             out.append(Resource(kind=Kind.INSTANCE, name=name, node=node, engine=ENGINE, attrs=attrs))
-            out += self._users(node, name, inst.get("users", []), password_for)
+            out += self._users(node, name, inst.get("users", []), password_for, major)
         return out
 
     def _users(
-        self, node: str, instance: str, users: list[Mapping[str, Any]], password_for: PasswordFor
+        self, node: str, instance: str, users: list[Mapping[str, Any]], password_for: PasswordFor, major: str | None
     ) -> list[Resource]:
         """Binding resources of one instance's users: the newest rotation per app at the binding's address."""
         ours: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
@@ -169,7 +174,7 @@ class RedisDriver:
                 continue  # the instance's admin, part of the instance itself
             parsed = _binding_of(user["name"], instance)
             if parsed is None:
-                attrs = {"engine": ENGINE, "role": role_of(user.get("rules", [])), "user": user["name"]}
+                attrs = {"engine": ENGINE, "role": role_of(user.get("rules", []), major), "user": user["name"]}
                 out.append(Resource(kind=Kind.BINDING, name=f"{instance}:{user['name']}", node=node,
                                     engine=ENGINE, attrs=attrs))  # fmt: skip
                 continue
@@ -181,7 +186,7 @@ class RedisDriver:
                 password = password_for(f"binding/{app}/{instance}/{rotation}")
                 attrs = {
                     "engine": ENGINE,
-                    "role": role_of(user.get("rules", [])),
+                    "role": role_of(user.get("rules", []), major),
                     "rotation": rotation,
                     "user": user["name"],
                     "credentials": _credentials(user, password),
@@ -208,7 +213,7 @@ class RedisDriver:
                     "memory_mb": env.plan_of(name).memory_mb,
                     "eviction": env.plan_of(name).eviction,
                     "connections": env.plan_of(name).connections,
-                    "bind": bind_of(node, env.nodes[node]),
+                    "bind": bind_of(node, env.nodes[node], env.version_of(name)),
                     "running": True,
                     "enabled": True,
                 },

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from svcctl.drivers.base import DesiredContext
-from svcctl.drivers.redis import DRIVER, READONLY_RULES, READWRITE_RULES, major_of, memory_mb, role_of
+from svcctl.drivers.redis import DRIVER, READONLY_RULES, READWRITE_RULES, bind_of, major_of, memory_mb, role_of
 from svcctl.model.loader import load_environment
 from svcctl.model.spec import Environment
 from svcctl.secrets import Secret, derive_password
@@ -239,6 +239,14 @@ def test_an_instance_on_a_node_with_client_networks_binds_the_nodes_address_too(
     for node, bind in (("db-1", ["127.0.0.1", "-::1", "192.0.2.7"]), ("db-2", ["127.0.0.1", "-::1", "0.0.0.0"])):
         [inst, _engine] = DRIVER.desired(DesiredContext(env=env, placement={"small": node}, observed=State()))
         assert inst.attrs["bind"] == bind  # db-2 is known by name only: every IPv4 address
+
+
+def test_redis_6_binds_loopback_without_the_optional_prefix_it_does_not_know() -> None:
+    """Redis 6 (Debian 11) refuses `-::1` ("Name or service not known") and does not start."""
+    node = env_with({"small": "cache-8"}, []).nodes["db-1"]
+    assert bind_of("db-1", node, "6") == ["127.0.0.1", "::1"]
+    assert bind_of("db-1", node, "7") == bind_of("db-1", node, "8") == ["127.0.0.1", "-::1"]
+    assert bind_of("db-1", node) == ["127.0.0.1", "-::1"]
 
 
 def test_desired_matches_what_parse_reports_for_the_recorded_instance() -> None:

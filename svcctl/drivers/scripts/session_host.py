@@ -19,14 +19,11 @@ import re
 import sys
 import tempfile
 
+from svcctl.hostlib.redis_acl import acl_rules
 from svcctl.hostlib.registry import changing_registry, forget, read_registry, record
 from svcctl.hostlib.run import sh
 from svcctl.hostlib.verifiers import mysql_native_hash, redis_acl_digest, scram_verifier
 
-REDIS_RULES = {
-    "readwrite": "~* &* +@all -@admin -@dangerous",
-    "readonly": "~* &* -@all +@read +@connection -@admin -@dangerous",
-}
 MYSQL_PRIVILEGES = {
     "readwrite": "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, DROP, INDEX, REFERENCES, "
     "CREATE TEMPORARY TABLES, LOCK TABLES, CREATE VIEW, SHOW VIEW, TRIGGER",
@@ -335,14 +332,23 @@ def acl_rewrite(path, user, line):
     os.replace(tmp, path)
 
 
-def acl_line(user, password, role):
-    """The session user's ACL file line: on, its password's SHA-256, the role's rules (svcctl's own words)."""
-    return f"user {ident(user)} on #{redis_acl_digest(password)} {REDIS_RULES[role]}"
+def acl_line(user, password, role, major=None):
+    """The session user's ACL file line: on, its password's SHA-256, the role's rules for this Redis
+    (svcctl's own words, `svcctl.hostlib.redis_acl`)."""
+    return f"user {ident(user)} on #{redis_acl_digest(password)} {' '.join(acl_rules(role, major))}"
+
+
+def redis_version():
+    """This node's redis-server version (`6.0.16`), or None if it cannot say."""
+    rc, out, _ = sh(["redis-server", "--version"])
+    words = [w[2:] for w in out.split() if w.startswith("v=")] if rc == 0 else []
+    return words[0] if words else None
 
 
 def rd_create(req):
     port, acl = redis_conf(req["instance"])
-    acl_rewrite(acl, req["user"], acl_line(req["user"], req["password"], req["attrs"]["role"]))
+    line = acl_line(req["user"], req["password"], req["attrs"]["role"], redis_version())
+    acl_rewrite(acl, req["user"], line)
     redis_cli(port, req["admin_password"], "ACL", "LOAD")
 
 
