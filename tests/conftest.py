@@ -49,6 +49,11 @@ class Lab:
     def identity(self) -> Path:
         return self.root / "id_ed25519"
 
+    def address_of(self, host: str) -> str:
+        """A lab host's fixed address (lab-N and the release hosts alike), as the lab recorded it."""
+        address: str = json.loads((self.root / "hosts.json").read_text())[host]["address"]
+        return address
+
     def ssh(
         self, host: str, command: str, *, check: bool = True, timeout: float = 60, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:

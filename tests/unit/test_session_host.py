@@ -228,3 +228,19 @@ def test_a_hostile_request_changes_nothing_and_says_why(
     assert exit_.value.code == 1
     assert "refusing user" in capsys.readouterr().err
     assert not registry.exists()
+
+
+def test_the_postgres_port_is_the_newest_main_clusters_from_plain_pg_lsclusters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Recorded `pg_lsclusters --no-header` (Debian 11's has no JSON without libjson-perl)."""
+    listing = (
+        "13 main 5433 online postgres /var/lib/postgresql/13/main /var/log/postgresql/postgresql-13-main.log\n"
+        "13 other 5434 down postgres /var/lib/postgresql/13/other /var/log/postgresql/postgresql-13-other.log\n"
+        "17 main 5432 online postgres /var/lib/postgresql/17/main /var/log/postgresql/postgresql-17-main.log\n"
+    )
+    calls: list[list[str]] = []
+    monkeypatch.setattr(host, "_PG_PORT", [])
+    monkeypatch.setattr(host, "run", lambda argv, **_: calls.append(argv) or listing)
+    assert host.pg_port() == "5432" and host.pg_port() == "5432"
+    assert calls == [["pg_lsclusters", "--no-header"]]  # asked once

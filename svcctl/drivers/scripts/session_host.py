@@ -169,14 +169,18 @@ _PG_PORT = []
 
 
 def pg_port():
-    """The port of the newest main cluster (asked once)."""
+    """The port of the newest main cluster (asked once). `pg_lsclusters --no-header` (Ver Cluster Port Status
+    ...), not --json: Debian 11's postgresql-common needs libjson-perl for JSON, which a node need not have."""
     if _PG_PORT:
         return _PG_PORT[0]
-    clusters = json.loads(run(["pg_lsclusters", "--json"]))
-    mains = [c for c in clusters if c["cluster"] == "main"]
+    mains = []
+    for line in run(["pg_lsclusters", "--no-header"]).splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[1] == "main" and fields[0].isdigit() and fields[2].isdigit():
+            mains.append((int(fields[0]), fields[2]))
     if not mains:
         fail("no PostgreSQL main cluster on this node")
-    _PG_PORT.append(str(max(mains, key=lambda c: int(c["version"]))["port"]))
+    _PG_PORT.append(max(mains)[1])
     return _PG_PORT[0]
 
 
