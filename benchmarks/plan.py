@@ -45,11 +45,11 @@ CGROUPS = Path("/sys/fs/cgroup/unified/svclab")  # each lab host's cgroup (lab/l
 ENV_NAME = "bench"  # every host count's environment has this name, so all see the same registry records
 
 
-def write_environment(directory: Path, nodes: list[str], instances: int, apps_dir: Path) -> Path:
+def write_environment(directory: Path, nodes: list[str], instances: int) -> Path:
     """An environment `bench` over `nodes`: `instances` PostgreSQL instances pinned to each, each bound to app
     `bench` (readwrite, readonly, readwrite, ...); instances: 0 leaves only the nodes (used to destroy)."""
     env = directory / ENV_NAME
-    env.mkdir(parents=True, exist_ok=True)
+    (env / "apps").mkdir(parents=True, exist_ok=True)  # a manifest lives inside its environment (#17)
     lines = [f"environment: {ENV_NAME}", "nodes:"]
     for node in nodes:
         lines.append(f"  {node}: {{host: {node}, ssh_config: {LAB}/ssh_config, engines: [postgres, redis]}}")
@@ -63,7 +63,7 @@ def write_environment(directory: Path, nodes: list[str], instances: int, apps_di
     if names:
         lines.append("instances:")
         lines += [f"  {name}: {{plan: small, node: {node}, protect: false}}" for node, name in names]
-        lines += ["apps:", f"  bench: {{manifest: {apps_dir}/bench.yml, format: cf}}", "bindings:"]
+        lines += ["apps:", "  bench: {manifest: apps/bench.yml, format: cf}", "bindings:"]
         lines += [
             f"  - {{app: bench, instance: {name}, role: {'readwrite' if i % 2 == 0 else 'readonly'}}}"
             for i, (_node, name) in enumerate(names)
@@ -194,7 +194,7 @@ def main() -> None:
     playbook = str(Path(PY).parent / "ansible-playbook")
     apply_yml = str(REPO / "playbooks" / "apply.yml")
 
-    full = write_environment(work / "all", all_nodes, a.instances, work / "apps")
+    full = write_environment(work / "all", all_nodes, a.instances)
     print(f"set-up: applying {a.instances} PostgreSQL instance(s) + binding(s) on each of {', '.join(all_nodes)}",
           flush=True)  # fmt: skip
     t0 = time.perf_counter()
@@ -203,7 +203,7 @@ def main() -> None:
     try:
         cases: dict[int, dict[str, Any]] = {}
         for n in counts:
-            env_dir = write_environment(work / f"n{n}", all_nodes[:n], a.instances, work / "apps")
+            env_dir = write_environment(work / f"n{n}", all_nodes[:n], a.instances)
             hv = full_state_hostvars(env_dir, key)
             full_inv, noop_inv = work / f"full{n}.json", work / f"noop{n}.json"
             write_inventory(full_inv, env_dir, hv)
@@ -259,7 +259,7 @@ def main() -> None:
     finally:
         if not a.keep:
             print("clean-up: destroying the bench instances", flush=True)
-            write_environment(work / "all", all_nodes, 0, work / "apps")
+            write_environment(work / "all", all_nodes, 0)
             run([*svcctl, "apply", str(full), "--auto-approve", "--allow-destroy"], env)
 
 

@@ -1,10 +1,6 @@
 # svcctl observe script: runs as root on a node (python3 -, script on stdin), reads only, prints one JSON
 # document.  svcctl builds it (svcctl.drivers.hostprograms.observe_program) from the host library, this
 # header, each driver's observe_<engine>.py fragment and the footer; stdlib only, Python 3.9+.
-import json
-import os
-import subprocess
-import sys
 
 from svcctl.hostlib.run import sh
 

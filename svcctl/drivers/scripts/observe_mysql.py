@@ -3,6 +3,9 @@
 # grants of svcctl's users, as root over the unix socket.  Verifiers are printed for sv_* users only.
 import ipaddress
 
+from svcctl.drivers.scripts.observe_header import installed_version, unit_state
+from svcctl.hostlib.run import sh
+
 _MYSQL_CONF = "/etc/mysql/mariadb.conf.d/60-svcctl.cnf"
 _MYSQL_SOCKET = "/run/mysqld/mysqld.sock"
 _MYSQL_SYSTEM_DBS = ("information_schema", "mysql", "performance_schema", "sys")

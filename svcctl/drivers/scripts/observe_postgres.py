@@ -3,8 +3,13 @@
 # the grants that tell readwrite from readonly.  Read-only; one psql call for the cluster and one that
 # visits every database.
 
+import json
+import os
 import re as _pg_re
 import socket as _pg_socket
+
+from svcctl.drivers.scripts.observe_header import installed_packages, unit_states
+from svcctl.hostlib.run import sh
 
 PG_CLUSTER_SQL = r"""
 SELECT json_build_object(

@@ -2,8 +2,11 @@
 # (/etc/redis/redis-NAME.conf and its aclfile), so a stopped instance is observed too.  Reads only.
 # Helpers are `_redis_*`: the footer calls every global named observe_*, and snippets share one module.
 import glob as _redis_glob
-import hashlib as _redis_hashlib
 import shlex as _redis_shlex
+
+from svcctl.drivers.scripts.observe_header import installed_version, unit_states
+from svcctl.hostlib.run import sh
+from svcctl.hostlib.verifiers import redis_acl_digest
 
 _REDIS_CONF_GLOB = "/etc/redis/redis-*.conf"  # what redis-server@.service reads: /etc/redis/redis-%i.conf
 _REDIS_CONF_KEYS = ("port", "bind", "maxmemory", "maxmemory-policy", "maxclients", "aclfile", "dir", "pidfile")
@@ -28,7 +31,7 @@ def _redis_user(words):
         elif word.startswith("#"):
             user["hashes"].append(word[1:].lower())
         elif word.startswith(">"):
-            user["hashes"].append(_redis_hashlib.sha256(word[1:].encode()).hexdigest())
+            user["hashes"].append(redis_acl_digest(word[1:]))
         elif word.startswith(("<", "!")):
             continue  # removes a password: nothing to verify
         else:
