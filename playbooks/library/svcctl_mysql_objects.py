@@ -17,7 +17,7 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.svcctl_hostlib.registry import changing_registry, forget, record
+from ansible.module_utils.svcctl_hostlib.registry import change_one
 from ansible.module_utils.svcctl_hostlib.verifiers import MYSQL_NATIVE, mysql_native_hash, mysql_native_matches
 
 DOCUMENTATION = r"""
@@ -286,11 +286,7 @@ def registry(module, verb, change):
     if module.check_mode:
         return
     try:
-        with changing_registry() as doc:
-            if verb == "record":
-                record(doc, change["address"], change["attrs"], module.params["environment"])
-            else:
-                forget(doc, change["address"])
+        change_one(verb, change["address"], change["attrs"], module.params["environment"])
     except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
         raise Failed(f"could not {verb} it in the host registry: {exc}") from exc
 

@@ -12,7 +12,7 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.svcctl_hostlib.registry import changing_registry, forget, record
+from ansible.module_utils.svcctl_hostlib.registry import change_one
 from ansible.module_utils.svcctl_hostlib.verifiers import scram_matches, scram_verifier
 
 DOCUMENTATION = r"""
@@ -325,11 +325,7 @@ def registry(module, verb, change):
     if module.check_mode:
         return
     try:
-        with changing_registry() as doc:
-            if verb == "record":
-                record(doc, change["address"], change["attrs"], module.params["environment"])
-            else:
-                forget(doc, change["address"])
+        change_one(verb, change["address"], change["attrs"], module.params["environment"])
     except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
         module.fail_json(msg=f"could not {verb} {change['address']} in the host registry: {exc}")
 

@@ -108,6 +108,22 @@ def forget(doc: Registry, address: str) -> bool:
     return doc["objects"].pop(address, None) is not None
 
 
+def change_one(
+    verb: str,
+    address: str,
+    attrs: dict[str, Any] | None = None,
+    environment: str = "",
+    path: str = REGISTRY_PATH,
+    lock: str = REGISTRY_LOCK,
+) -> bool:
+    """Record (`verb` "record", with attrs and environment) or forget one address, under the lock, as an
+    Ansible module does for each object it makes or drops; True if the registry changed."""
+    with changing_registry(path, lock) as doc:
+        if verb == "record":
+            return record(doc, address, attrs or {}, environment)
+        return forget(doc, address)
+
+
 def registry_main(argv: list[str]) -> str:
     """The registry helper's command line (`record`, `record-many`, `forget`); returns changed/unchanged."""
     verb, address = (argv[0] if argv else ""), (argv[1] if len(argv) > 1 else "")

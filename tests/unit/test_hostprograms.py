@@ -24,6 +24,7 @@ from svcctl.drivers.hostprograms import (
     registry_program,
     session_program,
 )
+from svcctl.hostlib.registry import change_one
 from tests.conftest import REPO
 
 PROGRAMS = {"observe": observe_script, "registry": registry_program, "session": session_program}
@@ -133,3 +134,13 @@ def test_a_name_imported_from_another_part_must_come_from_an_earlier_one() -> No
     assert "import helper" not in bundle([], [header, uses])
     with pytest.raises(BundleError, match=r"imports helper from svcctl\.drivers\.scripts\.observe_header, which no"):
         bundle([], [uses, header])
+
+
+def test_one_change_at_a_time_as_the_modules_and_the_session_helper_make_them(tmp_path: Path) -> None:
+    where = {"path": str(tmp_path / "registry.json"), "lock": str(tmp_path / ".lock")}
+    assert change_one("record", "instance.a", {"engine": "redis"}, "prod", **where) is True
+    assert change_one("record", "instance.a", {"engine": "redis"}, "prod", **where) is False  # same: not written
+    stamped = json.loads((tmp_path / "registry.json").read_text())["objects"]["instance.a"]
+    assert stamped["environment"] == "prod" and stamped["applied_at"].endswith("+00:00")
+    assert change_one("forget", "instance.a", **where) is True
+    assert change_one("forget", "instance.a", **where) is False

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from svcctl.drivers import sessions
-from svcctl.hostlib.registry import changing_registry
 from svcctl.secrets import Secret
 
 SCRIPT = Path(__file__).resolve().parents[2] / "svcctl" / "drivers" / "scripts" / "session_host.py"
@@ -215,10 +214,9 @@ def test_redis_acl_line() -> None:
 
 
 def test_a_hostile_request_changes_nothing_and_says_why(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    registry = tmp_path / "registry.json"
-    monkeypatch.setattr(host, "changing_registry", lambda: changing_registry(str(registry), str(tmp_path / ".lock")))
+    monkeypatch.setattr(host, "change_one", lambda *a, **k: pytest.fail("the registry was changed"))
     monkeypatch.setattr(host, "run", lambda *a, **k: pytest.fail("an engine command ran"))
     req = _request("postgres", user="svs_orders_db_a1b2c3\npager=/bin/sh")
     monkeypatch.setattr("sys.argv", ["svcctl-session.py", "create"])
@@ -227,7 +225,6 @@ def test_a_hostile_request_changes_nothing_and_says_why(
         host.main()
     assert exit_.value.code == 1
     assert "refusing user" in capsys.readouterr().err
-    assert not registry.exists()
 
 
 def test_the_postgres_port_is_the_newest_main_clusters_from_plain_pg_lsclusters(

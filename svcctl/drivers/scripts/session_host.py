@@ -20,7 +20,7 @@ import sys
 import tempfile
 
 from svcctl.hostlib.redis_acl import acl_rules
-from svcctl.hostlib.registry import changing_registry, forget, read_registry, record
+from svcctl.hostlib.registry import change_one, read_registry
 from svcctl.hostlib.run import sh
 from svcctl.hostlib.verifiers import mysql_native_hash, redis_acl_digest, scram_verifier
 
@@ -152,14 +152,12 @@ def checked_request(req, verb):
 
 def record_session(req):
     """Record the session before its user exists (apply's order: record, then create)."""
-    with changing_registry() as doc:
-        record(doc, req["address"], req["attrs"], req["environment"])
+    change_one("record", req["address"], req["attrs"], req["environment"])
 
 
 def forget_session(req):
     """Forget the session once its user is gone."""
-    with changing_registry() as doc:
-        forget(doc, req["address"])
+    change_one("forget", req["address"])
 
 
 # --- postgres ------------------------------------------------------------------------------------------
