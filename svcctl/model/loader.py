@@ -254,8 +254,8 @@ class _Loader:
                 f"the top level must be a mapping with some of: {', '.join(SECTIONS)}; found {_node_kind(root)}",
             )
             return None
-        try:
-            loaded = yaml.load(io.StringIO(text))
+        try:  # from the node tree already composed: the text is parsed once
+            loaded = yaml.constructor.construct_document(root)
         except MarkedYAMLError as exc:
             self.problem(_mark_location(exc, shown), _yaml_message(exc))
             return None
