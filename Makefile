@@ -39,6 +39,8 @@ lint: venv  ## ruff, mypy, import contracts
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy --python-version 3.10 svcctl/hostlib  # host code; mypy checks no older target (3.9: tests)
+	$(BIN)/mypy --config-file "" --python-version 3.10 --check-untyped-defs --follow-imports=silent \
+	  --explicit-package-bases svcctl/drivers/scripts/*.py  # the host parts: their bodies, unannotated
 	$(BIN)/lint-imports
 
 unit: venv  ## unit tests only (no lab)

@@ -4,7 +4,7 @@
 
 from svcctl.hostlib.run import sh
 
-_DPKG = None
+_DPKG: "dict[str, str] | None" = None
 
 
 def installed_packages():
@@ -25,7 +25,7 @@ def installed_version(package):
     return installed_packages().get(package)
 
 
-_UNITS = {}
+_UNITS: "dict[str, dict[str, bool]]" = {}
 
 
 def unit_states(units):

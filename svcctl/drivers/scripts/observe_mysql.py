@@ -59,7 +59,7 @@ def _mysql_conf():
             text = f.read()
     except FileNotFoundError:
         return None
-    conf = {"bind_address": None, "client_networks": []}
+    conf: dict[str, object] = {"bind_address": None, "client_networks": []}
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("# svcctl-client-networks:"):

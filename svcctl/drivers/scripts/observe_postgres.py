@@ -7,6 +7,7 @@ import json
 import os
 import re as _pg_re
 import socket as _pg_socket
+from typing import Any
 
 from svcctl.drivers.scripts.observe_header import installed_packages, unit_states
 from svcctl.hostlib.run import sh
@@ -139,7 +140,7 @@ _PG_CONF_SIMPLE = _pg_re.compile(
 
 def _pg_read_conf(path, depth=0):
     """A postgresql.conf-style file as {name: value}, includes merged in order; {} if it cannot be read."""
-    conf = {}
+    conf: dict[str, str] = {}
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             lines = f.read().splitlines()
@@ -222,7 +223,7 @@ def _pg_clusters():
 
     Reading the files costs a few milliseconds; pg_lsclusters (Perl) costs about 0.2 s of CPU per run.
     """
-    clusters = []
+    clusters: list[dict[str, Any]] = []
     try:
         versions = [v for v in os.listdir("/etc/postgresql") if _pg_re.fullmatch(r"\d+(\.\d+)?", v)]
     except OSError:
@@ -254,7 +255,7 @@ def _pg_clusters():
     return clusters
 
 
-_PG_CLUSTERS = []
+_PG_CLUSTERS: "list[list[dict[str, Any]]]" = []
 
 
 def _pg_sorted_clusters():
