@@ -21,7 +21,7 @@ from svcctl.drivers.base import (
     load_script,
     placed_instances,
 )
-from svcctl.hostlib.redis_acl import ACL_ROLES, acl_rules
+from svcctl.hostlib.redis_acl import ACL_ROLES, acl_rules, redis_major
 from svcctl.model.names import is_valid_name, sql_ident
 from svcctl.model.spec import Node
 from svcctl.secrets import Secret, redis_acl_matches
@@ -44,10 +44,9 @@ DEFAULT_BIND = ("*", "-::*")
 
 
 def major_of(package_version: str | None) -> str | None:
-    """`5:7.0.15-1~deb12u10` -> `7`: the major version svcctl's catalogue speaks of."""
-    if not package_version:
-        return None
-    return package_version.split(":", 1)[-1].split(".", 1)[0].split("-", 1)[0]
+    """`5:7.0.15-1~deb12u10` -> `7`: the major version svcctl's catalogue speaks of (hostlib's one rule)."""
+    major = redis_major(package_version)
+    return None if major is None else str(major)
 
 
 def memory_bytes(value: str | None) -> int:
