@@ -15,6 +15,7 @@ from types import FrameType
 from svcctl.model.loader import load_environment
 from svcctl.model.spec import Environment
 from svcctl.secrets import load_key
+from svcctl.ssh import Unreachable
 from svcctl.tunnel.access import Located, TempUser, binding_login, locate, target_of
 from svcctl.tunnel.clients import Connection, run_client
 from svcctl.tunnel.connector import SshConnector
@@ -118,9 +119,18 @@ def _forward(
         try:
             if temp is not None:
                 with _uninterrupted():
-                    temp.drop(connector.live())
+                    _drop(temp, connector)
         finally:
             forwarder.close()
+
+
+def _drop(temp: TempUser, connector: SshConnector) -> None:
+    """Drop the temporary user; if the connection is lost under the drop (it carried the client's channels
+    until a moment ago), once more over a new one, so the user does not outlive the tunnel."""
+    try:
+        temp.drop(connector.live())
+    except Unreachable:
+        temp.drop(connector.fresh())
 
 
 @contextlib.contextmanager

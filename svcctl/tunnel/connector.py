@@ -52,6 +52,12 @@ class SshConnector:
         self.sessions.append(session)
         return session
 
+    def fresh(self) -> SshSession:
+        """A new connection, whatever the state of the others (a retry after one was lost under a command)."""
+        session = connect(self._target)
+        self.sessions.append(session)
+        return session
+
     def close(self) -> None:
         """Close every session this connector made (jump hosts included)."""
         for session in self.sessions:
