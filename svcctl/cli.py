@@ -132,6 +132,18 @@ AcceptNewHostKeys = Annotated[
 ]
 
 
+Targets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--target",
+        help="Only this resource address (as the plan prints it, e.g. instance.orders-db) and what it depends on; "
+        "repeatable. For exceptional situations: the plan may then not be everything the YAML asks for.",
+        metavar="ADDRESS",
+        show_default=False,
+    ),
+]
+
+
 class OutputFormat(StrEnum):
     """Plan output formats."""
 
@@ -162,6 +174,7 @@ def plan(
         bool, typer.Option("--detailed-exitcode", help="Exit 0: no changes, 1: error, 2: changes (drift).")
     ] = False,
     parallel: Annotated[int, typer.Option("--parallel", min=1, max=64, help="Nodes observed at once.")] = 8,
+    target: Targets = None,
     accept_new_host_keys: AcceptNewHostKeys = False,
     color: Annotated[
         bool, typer.Option("--color/--no-color", help="Colour the text plan. Default: on a terminal, unless NO_COLOR.")
@@ -174,11 +187,16 @@ def plan(
     from svcctl.plan.planfile import save_plan, saved_plan
     from svcctl.plan.planner import make_plan
     from svcctl.plan.render import render
+    from svcctl.plan.targets import check_forms, warning
     from svcctl.secrets import load_key
 
+    targets = tuple(target or ())
+    check_forms(targets)
     env = load_environment(path)
+    if targets:
+        print(warning(targets), file=sys.stderr)
     options = ObserveOptions(accept_new_host_keys=accept_new_host_keys, max_parallel=parallel)
-    planned = make_plan(env, load_key(env.name), options, _progress())
+    planned = make_plan(env, load_key(env.name), options, _progress(), targets=targets)
     typer.echo(render(planned.plan, output.value, color=color and output is OutputFormat.text), nl=False)
     if out is not None:
         save_plan(out, saved_plan(planned, env, environment_root(path)))
@@ -215,6 +233,7 @@ def apply(
         bool, typer.Option("--break-lock", help="Remove a stale apply lock left by an apply that died.")
     ] = False,
     parallel: Annotated[int, typer.Option("--parallel", min=1, max=64, help="Nodes worked on at once.")] = 8,
+    target: Targets = None,
     accept_new_host_keys: AcceptNewHostKeys = False,
     color: Annotated[
         bool, typer.Option("--color/--no-color", help="Colour the plan. Default: on a terminal, unless NO_COLOR.")
@@ -226,7 +245,8 @@ def apply(
     """Plan, ask for confirmation, then make the nodes match the YAML; verifies nothing is left to do.
 
     Given a plan saved with `svcctl plan --out`, carry out exactly its changes without asking (it was reviewed),
-    refusing it if the YAML or the hosts changed since it was made.
+    refusing it if the YAML or the hosts changed since it was made, and only its --target addresses if it was
+    made with some. --target without a plan file plans with those targets, then applies.
     """
     from svcctl.apply.execute import ApplyOptions
     from svcctl.apply.execute import apply as run
@@ -240,6 +260,7 @@ def apply(
         color=color,
         verbose=verbose,
         environment=env_path,
+        targets=tuple(target or ()),
     )
 
     def say(text: str) -> None:

@@ -48,6 +48,7 @@ from svcctl.plan.review import (
     pinned,
     yaml_changes,
 )
+from svcctl.plan.targets import check_forms, warning
 from svcctl.plan.types import Action, Change
 from svcctl.secrets import load_key
 from svcctl.ssh import Sessions, SshTarget, resolve
@@ -85,6 +86,7 @@ class ApplyOptions:
     color: bool = False
     verbose: bool = False
     environment: Path | None = None  # where a saved plan's environment is (default: the current directory)
+    targets: tuple[str, ...] = ()  # --target: plan and apply only these and their dependencies
 
 
 def _change_vars(change: Change, planned: Planned) -> list[ChangeVars]:
@@ -357,6 +359,16 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
         )
     else:
         env = load_environment(env_path)
+    if saved is not None and opts.targets:
+        raise SvcctlError(
+            f"--target cannot narrow the saved plan {path}: its targets were fixed when it was made "
+            f"({', '.join(saved.plan.targets) or 'none'}). Make a new plan with `svcctl plan --target ... --out`, "
+            "or apply the environment with --target. Nothing was changed."
+        )
+    only = tuple(saved.plan.targets) if saved is not None else opts.targets
+    check_forms(only)
+    if only:
+        print(warning(only), file=sys.stderr, flush=True)
     check_manifest_dirs(env)
     name = env.name
     key = load_key(name)
@@ -370,7 +382,7 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
 
     # One connection per node for the whole command: lock, observe, observe again, release.
     with Sessions() as ssh, locked(targets, break_lock=opts.break_lock, sessions=ssh):
-        planned = make_plan(env, key, options, node_progress, ssh)
+        planned = make_plan(env, key, options, node_progress, ssh, targets=only)
         if saved is not None:
             check_still_current(path, saved, planned)
             planned = dataclasses.replace(planned, plan=saved.plan)  # exactly what was reviewed
@@ -382,7 +394,8 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
         resolved = {t.name: resolve(t) for t in targets}
         addresses = {n: r.hostname for n, r in resolved.items()}
         if not plan.has_changes:
-            write_manifests(env, planned, password_for, addresses, set(), say, environment_root(env_path))
+            untouched = planned.left_out  # a manifest only holds credentials that work
+            write_manifests(env, planned, password_for, addresses, set(), say, environment_root(env_path), untouched)
             return 0
         destroying = [c.address for c in plan.changes if c.destroys_data]
         if destroying and not opts.allow_destroy:
@@ -422,7 +435,8 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
         if not result.succeeded and not failed:  # the run failed as a whole: no node is known to be done
             failed = set(vars_)
         if not result.succeeded:
-            write_manifests(env, planned, password_for, addresses, failed, say, environment_root(env_path))
+            root = environment_root(env_path)
+            write_manifests(env, planned, password_for, addresses, failed, say, root, planned.left_out)
             done = sorted(set(vars_) - failed)
             say(
                 f"Apply failed:\n{_summary(result)}\nNodes that completed: {', '.join(done) or 'none'}. "
@@ -430,9 +444,9 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
                 "what is left and `svcctl apply` resumes; no data was dropped."
             )
             return 1
-        after = make_plan(env, key, options, None, ssh)
+        after = make_plan(env, key, options, None, ssh, targets=only)
         left = [c for c in after.plan.changes if not retiring(c)]
-        pending = frozenset(c.address for c in left)
+        pending = frozenset(c.address for c in left) | after.left_out
         write_manifests(env, planned, password_for, addresses, set(), say, environment_root(env_path), pending)
         if left or after.plan.errors:
             say("Apply ran, but the nodes have not converged; still planned:\n" + render_text(after.plan))

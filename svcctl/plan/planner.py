@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from svcctl.drivers.base import PasswordFor
@@ -12,6 +13,7 @@ from svcctl.plan.desired import desired_state
 from svcctl.plan.diff import diff, fingerprint
 from svcctl.plan.observe import DEFAULT_OPTIONS, ObserveOptions, Progress, observe_nodes
 from svcctl.plan.review import pinned
+from svcctl.plan.targets import narrow
 from svcctl.plan.types import Plan
 from svcctl.secrets import derive_password
 from svcctl.ssh import Sessions
@@ -31,6 +33,8 @@ class Planned:
     desired: State
     observed: State
     placement: dict[str, str]
+    left_out: frozenset[str] = frozenset()
+    """With --target: the addresses of the changes the targets left out (still to do, never done by it)."""
 
 
 def relevant(observed: State, desired: State) -> State:
@@ -44,12 +48,14 @@ def make_plan(
     options: ObserveOptions = DEFAULT_OPTIONS,
     progress: Progress | None = None,
     sessions: Sessions | None = None,
+    targets: Collection[str] = (),
 ) -> Planned:
     """Observe the nodes, place the instances (filtered by what the nodes offer) and diff them against the
     environment (through `sessions`' connections if given).
 
     The environment's declared name is the owner its objects are recorded under on the hosts. The plan's
-    fingerprint is that of the observed state it rests on (`review.pinned`).
+    fingerprint is that of the observed state it rests on (`review.pinned`). With `targets`, the plan holds
+    only their changes and their dependencies' (`svcctl.plan.targets`, the one place a plan is narrowed).
     """
     name = env.name
     observation = observe_nodes(env, name, password_source(key), options, progress, sessions)
@@ -58,7 +64,7 @@ def make_plan(
     desired = desired_state(env, placement, observed)
     seen = relevant(observed, desired)
     protected = {n for n, inst in env.instances.items() if inst.protect}
-    plan = diff(desired, seen, protected=protected, environment=name)
+    plan, left_out = narrow(diff(desired, seen, protected=protected, environment=name), desired, seen, targets)
     changing = {c.address for c in plan.changes}
     plan = plan.model_copy(update={"fingerprint": fingerprint(pinned(seen, desired, changing))})
-    return Planned(plan=plan, desired=desired, observed=seen, placement=placement)
+    return Planned(plan=plan, desired=desired, observed=seen, placement=placement, left_out=frozenset(left_out))

@@ -234,6 +234,9 @@ def render_markdown(plan: Plan, max_chars: int = 60000) -> str:
     add_change = f"**Plan:** {_summary(plan)}" if plan.has_changes else "**No changes.**"
     head = [f"#### svcctl plan: {markdown_code(plan.environment)}", ""] if plan.environment else []
     head += [f"{add_change} · drift: {len(plan.drift)} · errors: {len(plan.errors)}", ""]
+    if plan.targets:
+        targeted = ", ".join(markdown_code(t) for t in plan.targets)
+        head += [f"**Targeted** (`--target`; this plan may not be every change the YAML asks for): {targeted}", ""]
     if plan.errors:
         head += ["**Errors** (this plan cannot be applied):", *(f"- {markdown_code(e)}" for e in plan.errors), ""]
     if plan.warnings:

@@ -75,6 +75,9 @@ class Plan(BaseModel):
     warnings: list[str] = Field(default_factory=list, description="E.g. an instance over its storage quota.")
     errors: list[str] = Field(default_factory=list, description="Why this plan must not be applied.")
     fingerprint: str = Field(default="", description="Hash of the observed state the plan was made from.")
+    targets: list[str] = Field(
+        default_factory=list, description="The --target addresses it was narrowed to (svcctl.plan.targets); none: all."
+    )
 
     @property
     def has_changes(self) -> bool:
