@@ -30,8 +30,9 @@ class UnknownTarget(SvcctlError):
 
 def warning(targets: Collection[str]) -> str:
     """Terraform's warning: targeting is for exceptions, and the plan may not be everything the YAML asks."""
+    shown = for_terminal(", ".join(sorted(targets)))
     return (
-        f"Warning: resource targeting is in effect ({for_terminal(', '.join(sorted(targets)))}). This plan covers only those "
+        f"Warning: resource targeting is in effect ({shown}). This plan covers only those "
         "resources and what they depend on, so it may not be every change the environment asks for; run plan "
         "without --target to see them all. --target is for exceptional situations, such as recovering from a "
         "mistake or an error, not for routine use."
