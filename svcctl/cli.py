@@ -281,6 +281,48 @@ def apply(
 
 @app.command(
     help=(
+        "Show what a change to the YAML declares, with no SSH and no key: entries added, removed or edited "
+        "(each field old -> new), quota changes, rotations, and the risky ones flagged (protection turned off, "
+        "an instance removed, a node pin or engine changed, a node removed or re-addressed, the environment "
+        "renamed, a binding removed, a client network opened).\n\n"
+        "BASE and HEAD are directories, or git revisions of the repository holding --env PATH (HEAD default: "
+        "the working tree). Exit 0: nothing declared differently, 2: changes, 1: error (as plan "
+        "--detailed-exitcode)."
+    ),
+    epilog="Examples:  svcctl diff origin/main HEAD --env environments/prod -o markdown   |   svcctl diff old/ new/",
+)
+def diff(
+    base: Annotated[str, typer.Argument(help="A directory, or a git revision.", show_default=False, metavar="BASE")],
+    head: Annotated[
+        str | None,
+        typer.Argument(
+            help="A directory, or a git revision (default: the working tree).", show_default=False, metavar="HEAD"
+        ),
+    ] = None,
+    env_path: Annotated[
+        Path,
+        typer.Option("--env", help="The environment's file or directory in the repository (for revisions)."),
+    ] = Path(),
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="text, markdown or json.")] = (
+        OutputFormat.text
+    ),
+    color: Annotated[
+        bool, typer.Option("--color/--no-color", help="Colour the text. Default: on a terminal, unless NO_COLOR.")
+    ] = colour_default(),
+) -> None:
+    """Show what a change to the YAML declares, with no SSH and no key; exit 2 when something changed."""
+    from svcctl.plan.declared_render import render as render_declared
+    from svcctl.plan.revisions import declared_diff
+
+    result, before, after = declared_diff(base, head, env_path)
+    colour = color and output is OutputFormat.text
+    typer.echo(render_declared(result, output.value, before.label, after.label, color=colour), nl=False)
+    if result.has_changes:
+        raise typer.Exit(2)
+
+
+@app.command(
+    help=(
         "Open an SSH tunnel to an instance and print how to connect; with a command after `--`, run it through "
         "and exit with its exit code.\n\n"
         "The node is the one holding the instance, reached with the same SSH settings, jump hosts and strict "
