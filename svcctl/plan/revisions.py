@@ -63,8 +63,11 @@ def load_side(spec: str | None, env_path: Path, which: str, scratch: Path) -> Si
 def _load_dir(path: Path, which: str, label: str) -> Side:
     env = _loaded(path, which, label)
     root = environment_root(path)
-    top = _git(root, "rev-parse", "--show-toplevel", check=False)
-    tree = Path(top.strip()) if top is not None else root
+    try:  # the checkout it sits in, for paths that leave its directory; without git, the directory
+        top = _git(root, "rev-parse", "--show-toplevel", check=False)
+    except SvcctlError:
+        top = None
+    tree = Path(top.strip()) if top else root
     return Side(env=env, root=root, tree=tree, label=label)
 
 
