@@ -34,7 +34,7 @@ lab-down:  ## remove every lab host, mount, netns, veth, cgroup and route
 lab-status:
 	@$(LAB) status
 
-lint: venv  ## ruff, mypy, import contracts
+lint: venv lint-ci  ## ruff, mypy, import contracts, the example CI pipelines
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -42,6 +42,13 @@ lint: venv  ## ruff, mypy, import contracts
 	$(BIN)/mypy --config-file "" --python-version 3.10 --check-untyped-defs --follow-imports=silent \
 	  --explicit-package-bases svcctl/drivers/scripts/*.py  # the host parts: their bodies, unannotated
 	$(BIN)/lint-imports
+
+.PHONY: lint-ci
+lint-ci: venv  ## examples/ci: actionlint, zizmor (offline), GitLab CI's built-in schema, mypy on its scripts
+	$(BIN)/actionlint examples/ci/github/workflows/*.yml
+	$(BIN)/zizmor --offline --no-progress examples/ci/github/workflows/*.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.gitlab-ci examples/ci/gitlab/.gitlab-ci.yml
+	$(BIN)/mypy --strict examples/ci/scripts
 
 unit: venv  ## unit tests only (no lab)
 	$(BIN)/pytest -m 'not e2e'
