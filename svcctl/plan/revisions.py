@@ -26,6 +26,14 @@ SUFFIXES = (".yaml", ".yml")
 GIT_TIMEOUT_S = 60
 
 
+class GitFailed(SvcctlError):
+    """A git command failed; `said` is git's last line on stderr."""
+
+    def __init__(self, message: str, said: str) -> None:
+        super().__init__(message)
+        self.said = said
+
+
 @dataclass(frozen=True)
 class Side:
     """One side of the comparison: the environment, its directory, the checkout it sits in, and its label."""
@@ -116,20 +124,21 @@ def _git_bytes(cwd: Path, *args: str, check: bool = True) -> bytes | None:
     if res.returncode != 0:
         if not check:
             return None
-        said = res.stderr.decode(errors="replace").strip().splitlines()
-        raise SvcctlError(f"git {args[0]} failed: {said[-1] if said else f'exit {res.returncode}'}")
+        lines = res.stderr.decode(errors="replace").strip().splitlines()
+        said = lines[-1] if lines else f"exit {res.returncode}"
+        raise GitFailed(f"git {args[0]} failed: {said}", said)
     return res.stdout
 
 
 def _load_revision(rev: str, env_path: Path, which: str, scratch: Path) -> Side:
     where = environment_root(env_path) if env_path.exists() else env_path.absolute().parent
-    top_out = _git(where, "rev-parse", "--show-toplevel", check=False)
-    if top_out is None:
+    try:
+        top = Path((_git(where, "rev-parse", "--show-toplevel") or "").strip())
+    except GitFailed as exc:
         raise SvcctlError(
-            f"{which} {rev!r} is not a directory, and {display_path(where)} is not inside a git repository to "
-            "read it as a revision of; give two directories, or --env PATH inside a git checkout."
-        )
-    top = Path(top_out.strip())
+            f"{which} {rev!r} is not a directory, and git cannot read {display_path(where)} as a repository to "
+            f"take it as a revision of (git: {exc.said}); give two directories, or --env PATH inside a git checkout."
+        ) from None
     try:
         sub = env_path.absolute().resolve().relative_to(top.resolve()).as_posix()
     except ValueError:
