@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict, final
 
-from svcctl.drivers.postgres import owner_role
+from svcctl.drivers.postgres.driver import owner_role
 from svcctl.drivers.sessions import user_name as session_user
 from svcctl.hostlib.redis_acl import acl_rules
 from svcctl.model.names import sql_ident

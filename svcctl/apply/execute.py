@@ -167,7 +167,7 @@ def hostvars(planned: Planned, password_for: PasswordFor) -> dict[str, NodeVars]
 
 
 BATCHED = {("postgres", "instance"), ("postgres", "binding"), ("mysql", "instance"), ("mysql", "binding")}
-"""(engine, kind) of the changes one module run makes together (playbooks/library/svcctl_<engine>_objects.py)."""
+"""(engine, kind) of the changes one module run makes together (its ansible/library/svcctl_<engine>_objects.py)."""
 
 
 def steps(changes: list[ChangeVars]) -> list[Step]:

@@ -1,4 +1,4 @@
-"""Run playbooks/apply.yml with ansible-runner: one run over every affected node, progress from events.
+"""Run apply.yml with ansible-runner: one run over every affected node, progress from events.
 
 Variables (including secrets) go into a private data directory of mode 0700 that is removed afterwards,
 as data Ansible never templates (`svcctl.apply.ansible_data`); ansible-playbook and its ssh processes run
@@ -22,6 +22,7 @@ from typing import Any
 
 from ansible_runner.interface import init_runner
 
+from svcctl.apply import project
 from svcctl.apply.ansible_data import write_unsafe
 from svcctl.drivers.hostprograms import HOSTLIB_MODULES, hostlib_source, registry_program, session_program
 from svcctl.secrets import scrubbed_environ
@@ -29,28 +30,6 @@ from svcctl.ssh import ResolvedTarget
 from svcctl.ssh.openssh import openssh_options
 
 EventSink = Callable[[str], None]
-
-
-def playbooks_dir() -> Path:
-    """Where apply.yml lives: $SVCCTL_PLAYBOOKS if set (another Ansible project), else the svcctl.playbooks package.
-
-    The package is the checkout's playbooks/ in an editable install and package data in a wheel; either way
-    a real directory, as ansible-runner needs one (its project directory is the playbook's working directory).
-    """
-    from importlib import resources
-
-    from svcctl.errors import SvcctlError
-
-    env = os.environ.get("SVCCTL_PLAYBOOKS")
-    if env:
-        return Path(env)
-    found = resources.files("svcctl.playbooks")
-    if not isinstance(found, Path):  # e.g. imported from a zip: no directory Ansible could run in
-        raise SvcctlError(
-            f"svcctl's playbooks are not files on disk ({found}), so Ansible cannot run them; reinstall svcctl "
-            "with pip or pipx (which unpack it), or set SVCCTL_PLAYBOOKS to a copy of its playbooks/ directory."
-        )
-    return found
 
 
 @dataclass
@@ -221,7 +200,7 @@ def run_apply(
         write_unsafe(private / "env" / "extravars", {**extravars, "svcctl_programs": str(programs)})
         runner = init_runner(
             private_data_dir=str(private),
-            project_dir=str(playbooks_dir()),
+            project_dir=str(project.assemble(private / "project")),
             playbook="apply.yml",
             inventory=str(hosts_file),
             envvars=envvars,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Protocol
 
 from svcctl.model.names import is_valid_name, sql_ident
@@ -73,11 +72,6 @@ class Driver(Protocol):
     def secrets_for(self, resource: Resource, password_for: PasswordFor) -> dict[str, Secret]:
         """The secrets a playbook needs to realise this resource (e.g. {"password": ...})."""
         ...
-
-
-def load_script(name: str) -> str:
-    """A host-side script shipped in svcctl/drivers/scripts/."""
-    return resources.files("svcctl.drivers").joinpath("scripts", name).read_text()
 
 
 # --- what the drivers share: binding identities and the shape of desired state --------------------------------

@@ -1,8 +1,9 @@
 """Host programs: the scripts svcctl runs on a node, each built from the host library and its own parts.
 
 A node has only its release's python3, no svcctl. So a program is one text: the `svcctl.hostlib` modules
-it uses, then its own parts (observe's header, each engine's fragment, its footer; the session helper;
-the registry helper's entry point). Every part is an ordinary module that imports what it uses from
+it uses, then its own parts: the shared ones in svcctl/drivers/host/ (observe's and the session helper's
+header and footer, the release fragment) and each engine's, in svcctl/drivers/<engine>/ (`observe.py`,
+`session.py`), plus the registry helper's entry point. Every part is an ordinary module that imports what it uses from
 `svcctl.hostlib` (so ruff and mypy check it like any other); `bundle` drops those imports, since the
 modules' text is already in the program. Parts may import from one another the same way (a fragment
 from observe's header). `bundle` refuses a name imported that no earlier part defines, and two parts that
@@ -12,12 +13,16 @@ define one name, so the concatenation means what the modules say.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Sequence
 from importlib import resources
 
 HOSTLIB = "svcctl.hostlib"
 HOSTLIB_MODULES = ("registry", "verifiers", "run", "redis_acl")
-SCRIPTS = "svcctl.drivers.scripts"
+ENGINES = ("postgres", "mysql", "redis")  # each one folder, svcctl/drivers/<engine>/
+SHARED_PARTS = "svcctl.drivers.host"
+ENGINE_PARTS = ("observe", "session")  # svcctl/drivers/<engine>/<part>.py
+_ENGINE_PART = re.compile(r"svcctl\.drivers\.[a-z]+\.(?:" + "|".join(ENGINE_PARTS) + r")\Z")
 _HEAD = "#!/usr/bin/python3\n# Built by svcctl from svcctl.hostlib and its own parts; stdlib only, Python 3.9+.\n"
 _FUTURE = "from __future__ import annotations\n"
 
@@ -32,14 +37,21 @@ def hostlib_source(module: str) -> str:
 
 
 def script_source(name: str) -> str:
-    """The text of one program part shipped in svcctl/drivers/scripts/."""
-    return resources.files("svcctl.drivers").joinpath("scripts", name).read_text()
+    """The text of one shared program part, in svcctl/drivers/host/ (`observe_header.py`, ...)."""
+    return resources.files(SHARED_PARTS).joinpath(name).read_text()
+
+
+def engine_part(engine: str, part: str) -> tuple[str, str]:
+    """(label, text) of one engine's program part: svcctl/drivers/<engine>/<part>.py (`observe`, `session`)."""
+    if part not in ENGINE_PARTS:
+        raise ValueError(f"no host part {part!r}; an engine has {', '.join(ENGINE_PARTS)}")
+    return f"{engine}/{part}.py", resources.files(f"svcctl.drivers.{engine}").joinpath(f"{part}.py").read_text()
 
 
 def bundle(hostlib: Sequence[str], parts: Sequence[tuple[str, str]]) -> str:
     """One program: the named hostlib modules, then `parts` ((label, source) in order), as a single script.
 
-    Imports from `svcctl.hostlib`, from `svcctl.drivers.scripts` and `from __future__ import annotations` are
+    Imports from `svcctl.hostlib`, from other host parts and `from __future__ import annotations` are
     dropped from every piece
     (the latter is put once at the top, so annotations are never evaluated on the node's older Python).
     """
@@ -61,7 +73,9 @@ def bundle(hostlib: Sequence[str], parts: Sequence[tuple[str, str]]) -> str:
                             raise BundleError(f"{label}: imports {alias.name} from {node.module}, which no earlier "
                                               "part of the program defines")  # fmt: skip
                 elif node.module.split(".")[0] == "svcctl":
-                    raise BundleError(f"{label}: imports {node.module}; a host program may use only svcctl.hostlib")
+                    raise BundleError(
+                        f"{label}: imports {node.module}; a host program may use only svcctl.hostlib and host parts"
+                    )
             for name in _defined(node):
                 if name in seen and not name.startswith("__"):
                     raise BundleError(f"{label} defines {name}, which {seen[name]} already defines")
@@ -72,8 +86,9 @@ def bundle(hostlib: Sequence[str], parts: Sequence[tuple[str, str]]) -> str:
 
 
 def _is_part(module: str) -> bool:
-    """Whether an import names another part of a host program (the library, or a script beside this one)."""
-    return any(module == p or module.startswith(p + ".") for p in (HOSTLIB, SCRIPTS))
+    """Whether an import names another part of a host program (the library, a shared or an engine's part)."""
+    shared = any(module == p or module.startswith(p + ".") for p in (HOSTLIB, SHARED_PARTS))
+    return shared or _ENGINE_PART.match(module) is not None
 
 
 def _defined(node: ast.stmt) -> list[str]:
@@ -94,11 +109,13 @@ def registry_program() -> str:
     return bundle(["registry"], [("svcctl-registry", entry)])
 
 
-def session_program() -> str:
-    """svcctl-session.py: the tunnel's session helper (`create`, `drop`, `find`)."""
-    return bundle(
-        ["run", "registry", "verifiers", "redis_acl"], [("session_host.py", script_source("session_host.py"))]
-    )
+def session_program(engines: Sequence[str] = ENGINES) -> str:
+    """svcctl-session.py: the tunnel's session helper (`create`, `drop`, `find`): its header, each engine's
+    part, its footer (which names every engine's create and drop)."""
+    parts = [("session_header.py", script_source("session_header.py"))]
+    parts += [engine_part(engine, "session") for engine in engines]
+    parts.append(("session_footer.py", script_source("session_footer.py")))
+    return bundle(["run", "registry", "verifiers", "redis_acl"], parts)
 
 
 def observe_program(fragments: Sequence[tuple[str, str]]) -> str:

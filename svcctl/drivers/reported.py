@@ -24,8 +24,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from svcctl.drivers import ENGINES
 from svcctl.drivers.base import Observed
-from svcctl.drivers.mysql import major_minor
-from svcctl.drivers.redis import major_of
+from svcctl.drivers.mysql.driver import major_minor
+from svcctl.drivers.redis.driver import major_of
 from svcctl.errors import SvcctlError
 from svcctl.model.names import NAME_MAX
 from svcctl.model.types import (

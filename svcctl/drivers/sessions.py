@@ -1,8 +1,8 @@
 """Temporary tunnel users (`session.<instance>.<id>`): names, the host helper's requests, and observing them.
 
 A session user is created by `svcctl tunnel` on the instance's node over plain SSH (one round trip, no
-Ansible) and dropped when the tunnel closes. The helper (scripts/session_host.py with the host library,
-`svcctl.drivers.hostprograms.session_program`; apply installs the same program) records it in the host's
+Ansible) and dropped when the tunnel closes. The helper (`svcctl.drivers.hostprograms.session_program`: the
+host library, host/session_*.py and each engine's session.py; apply installs the same program) records it in the host's
 registry before creating it and forgets it after dropping it, so a crashed tunnel's leftover shows in `svcctl
 plan` as a managed session and `svcctl apply` deletes it once it has expired. Every engine's observe already
 lists its users; the `svs_*` ones are lifted here into session resources, so no driver has to know about

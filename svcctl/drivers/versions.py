@@ -1,7 +1,7 @@
 """Versions on the nodes: what each node's package sources offer each engine, and, for PostgreSQL, which
 cluster (and port) an instance of a major uses.
 
-The release fragment (scripts/observe_release.py) reports raw facts: os-release, python3's version, whether
+The release fragment (host/observe_release.py) reports raw facts: os-release, python3's version, whether
 apt has package lists, and each engine package's installed and candidate version. This module turns them,
 checked (`svcctl.drivers.reported`), into the plain data placement reads (`svcctl.model.placement.NodeOffers`):
 
@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from svcctl.drivers.mysql import major_minor
-from svcctl.drivers.redis import major_of
+from svcctl.drivers.mysql.driver import major_minor
+from svcctl.drivers.redis.driver import major_of
 from svcctl.model.placement import EngineOffer, NodeOffers
 from svcctl.state import State
 

@@ -28,7 +28,7 @@ from svcctl.apply.execute import change_vars, steps
 from svcctl.apply.runner import write_host_programs
 from svcctl.drivers.base import DesiredContext
 from svcctl.drivers.hostprograms import observe_program
-from svcctl.drivers.mysql import DRIVER
+from svcctl.drivers.mysql.driver import DRIVER
 from svcctl.model.spec import App, Binding, Environment, Instance, Node, Service, ServicePlan
 from svcctl.secrets import Secret, derive_password
 from svcctl.state import Kind, Resource, State

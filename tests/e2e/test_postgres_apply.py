@@ -29,7 +29,7 @@ from svcctl.apply.execute import change_vars, steps
 from svcctl.apply.runner import write_host_programs
 from svcctl.drivers.base import binding_user as user_name
 from svcctl.drivers.hostprograms import observe_program
-from svcctl.drivers.postgres import DRIVER, owner_role
+from svcctl.drivers.postgres.driver import DRIVER, owner_role
 from svcctl.model.names import sql_ident
 from svcctl.secrets import binding_password
 from svcctl.state import Kind, Resource

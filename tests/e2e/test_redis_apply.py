@@ -20,12 +20,13 @@ from typing import Any
 import ansible_runner
 import pytest
 
+from svcctl.apply import project
 from svcctl.apply.contract import ChangeVars, PlaybookAction
 from svcctl.apply.execute import change_vars, steps
-from svcctl.apply.runner import playbooks_dir, write_host_programs
+from svcctl.apply.runner import write_host_programs
 from svcctl.drivers.base import DesiredContext
 from svcctl.drivers.hostprograms import observe_program
-from svcctl.drivers.redis import DRIVER
+from svcctl.drivers.redis.driver import DRIVER
 from svcctl.model.spec import Environment
 from svcctl.secrets import Secret, derive_password
 from svcctl.state import Resource, State
@@ -124,7 +125,7 @@ class Redis:
         programs = write_host_programs(private)
         runner = ansible_runner.run(
             private_data_dir=str(private),
-            project_dir=str(playbooks_dir()),
+            project_dir=str(project.assemble(private / "project")),
             playbook="apply.yml",
             inventory={"all": {"hosts": {HOST: hostvars}}},
             extravars={"svcctl_environment": ENVIRONMENT, "svcctl_programs": str(programs)},

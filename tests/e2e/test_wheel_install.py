@@ -128,11 +128,13 @@ def test_a_wheel_installed_in_a_fresh_venv_applies_the_lab_example_and_tunnels_t
     assert site.is_relative_to(installed.venv)
     svcctl_file = Path(installed.python("import svcctl; print(svcctl.__file__)"))
     assert svcctl_file == site / "svcctl" / "__init__.py"
-    playbooks = installed.python("from svcctl.apply.runner import playbooks_dir; print(playbooks_dir())")
-    assert Path(playbooks) == site / "svcctl" / "playbooks"
-    assert (Path(playbooks) / "apply.yml").is_file()
-    assert (Path(playbooks) / "templates" / "pg_hba.conf.j2").is_file()
-    assert (site / "svcctl" / "drivers" / "scripts" / "observe_postgres.py").is_file()
+    sources = installed.python("from svcctl.apply import project; print(*(d for _, d in project.sources()))").split()
+    assert [Path(s) for s in sources] == [site / "svcctl" / "playbooks"] + [
+        site / "svcctl" / "drivers" / e / "ansible" for e in ("postgres", "mysql", "redis")
+    ]
+    assert (site / "svcctl" / "playbooks" / "apply.yml").is_file()
+    assert (site / "svcctl" / "drivers" / "postgres" / "ansible" / "templates" / "pg_hba.conf.j2").is_file()
+    assert (site / "svcctl" / "drivers" / "postgres" / "observe.py").is_file()
     assert not list(site.glob("__editable__*")) and not list(site.glob("*.egg-link"))
     assert installed.python("import importlib.util as u; print(u.find_spec('ansible_collections'))") == "None"
     assert not tmp_path.is_relative_to(REPO)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from svcctl.drivers.base import DesiredContext
-from svcctl.drivers.mysql import DRIVER, major_minor, parse_comment, user_hosts
+from svcctl.drivers.mysql.driver import DRIVER, major_minor, parse_comment, user_hosts
 from svcctl.errors import SvcctlError
 from svcctl.model.loader import load_environment
 from svcctl.model.spec import App, Binding, Environment, Instance, Node, Service, ServicePlan

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from svcctl.drivers.base import DesiredContext
-from svcctl.drivers.postgres import DRIVER, observed_client_networks
+from svcctl.drivers.postgres.driver import DRIVER, observed_client_networks
 from svcctl.model.loader import load_environment
 from svcctl.model.spec import Environment
 from svcctl.secrets import Secret, derive_password

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from svcctl.drivers.base import DesiredContext
-from svcctl.drivers.redis import DRIVER, READONLY_RULES, READWRITE_RULES, bind_of, major_of, memory_mb, role_of
+from svcctl.drivers.redis.driver import DRIVER, READONLY_RULES, READWRITE_RULES, bind_of, major_of, memory_mb, role_of
 from svcctl.model.loader import load_environment
 from svcctl.model.spec import Environment
 from svcctl.secrets import Secret, derive_password

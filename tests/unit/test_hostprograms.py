@@ -53,7 +53,7 @@ def test_the_registry_verifier_and_runner_code_exists_once_in_the_tree() -> None
     """No host script defines its own registry writer, SCRAM, native hash or command runner any more."""
     wanted = {"scram_verifier", "scram_matches", "mysql_native_hash", "changing_registry", "record", "forget", "sh"}
     owners: dict[str, list[str]] = {}
-    for path in sorted([*(REPO / "svcctl").rglob("*.py"), *(REPO / "playbooks").rglob("*.py")]):
+    for path in sorted((REPO / "svcctl").rglob("*.py")):
         for name in top_level_names(path.read_text()):
             if name in wanted:
                 owners.setdefault(name, []).append(str(path.relative_to(REPO)))
@@ -130,10 +130,30 @@ def test_every_program_stays_python_3_9(program: str) -> None:
 
 def test_a_name_imported_from_another_part_must_come_from_an_earlier_one() -> None:
     header = ("observe_header.py", "def helper():\n    return 1\n")
-    uses = ("observe_x.py", "from svcctl.drivers.scripts.observe_header import helper\n\nhelper()\n")
+    uses = ("observe_x.py", "from svcctl.drivers.host.observe_header import helper\n\nhelper()\n")
     assert "import helper" not in bundle([], [header, uses])
-    with pytest.raises(BundleError, match=r"imports helper from svcctl\.drivers\.scripts\.observe_header, which no"):
+    with pytest.raises(BundleError, match=r"imports helper from svcctl\.drivers\.host\.observe_header, which no"):
         bundle([], [uses, header])
+
+
+def test_an_engines_parts_may_use_one_another_but_never_its_controller_side() -> None:
+    header = ("session_header.py", "def fail(m):\n    raise SystemExit(m)\n")
+    part = ("postgres/session.py", "from svcctl.drivers.host.session_header import fail\n\n"
+            "def pg_drop(r):\n    fail(r)\n")  # fmt: skip
+    footer = ("session_footer.py", "from svcctl.drivers.postgres.session import pg_drop\n\n"
+              "ENGINES = {'p': pg_drop}\n")  # fmt: skip
+    text = bundle([], [header, part, footer])
+    assert "import pg_drop" not in text and "import fail" not in text
+    driver = ("x.py", "from svcctl.drivers.postgres.driver import DRIVER\n")
+    with pytest.raises(BundleError, match=r"imports svcctl\.drivers\.postgres\.driver; a host program may use only"):
+        bundle([], [driver])
+
+
+def test_the_session_helper_has_each_engines_part_in_order() -> None:
+    labels = [line.split()[2] for line in session_program().splitlines() if line.startswith("# --- ")]
+    assert [label for label in labels if label.endswith(".py")] == [
+        "session_header.py", "postgres/session.py", "mysql/session.py", "redis/session.py", "session_footer.py"
+    ]  # fmt: skip
 
 
 def test_one_change_at_a_time_as_the_modules_and_the_session_helper_make_them(tmp_path: Path) -> None:

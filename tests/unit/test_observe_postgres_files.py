@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from svcctl.drivers.base import load_script
+from svcctl.drivers.hostprograms import engine_part, script_source
 
 
 @pytest.fixture(scope="module")
 def snippet() -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": "observe_snippet"}
-    exec(load_script("observe_header.py") + "\n" + load_script("observe_postgres.py"), namespace)
+    exec(script_source("observe_header.py") + "\n" + engine_part("postgres", "observe")[1], namespace)
     return namespace
 
 

@@ -1,4 +1,4 @@
-"""The wheel carries every file svcctl runs: its packages, the host-side scripts and the whole playbooks/ tree.
+"""The wheel carries every file svcctl runs: its packages, the host parts, every engine's Ansible files, playbooks/.
 
 setuptools copies only listed packages and, in them, modules and the package data its patterns name; a new
 directory or file kind under svcctl/ or playbooks/ that pyproject.toml does not name would silently be

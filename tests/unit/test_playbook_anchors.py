@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+TASKS = Path(__file__).resolve().parents[2] / "svcctl" / "drivers" / "redis" / "ansible" / "tasks"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
 
 def _match_checks(task_file: str) -> list[str]:
     """The `is match(...)` expressions of the file's first assert task, verbatim."""
-    tasks = YAML(typ="safe").load((PLAYBOOKS / "tasks" / task_file).read_text())
+    tasks = YAML(typ="safe").load((TASKS / task_file).read_text())
     task = tasks[0]
     block = task.get("block", [task])
     that = next(t for t in block if "ansible.builtin.assert" in t)["ansible.builtin.assert"]["that"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from svcctl.apply.contract import redis_rules
-from svcctl.drivers.redis import role_of
+from svcctl.drivers.redis.driver import role_of
 from svcctl.hostlib.redis_acl import acl_rules, redis_major
 from svcctl.state import Kind, Resource
 

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from svcctl.drivers import reported
-from svcctl.drivers.mysql import parse_comment as mysql_comment
-from svcctl.drivers.postgres import DRIVER as POSTGRES
-from svcctl.drivers.postgres import SCRAM_MAX_ITERATIONS, observed_client_networks
-from svcctl.drivers.postgres import parse_comment as postgres_comment
+from svcctl.drivers.mysql.driver import parse_comment as mysql_comment
+from svcctl.drivers.postgres.driver import DRIVER as POSTGRES
+from svcctl.drivers.postgres.driver import SCRAM_MAX_ITERATIONS, observed_client_networks
+from svcctl.drivers.postgres.driver import parse_comment as postgres_comment
 from svcctl.errors import SvcctlError
 from svcctl.model.loader import load_environment
 from svcctl.model.types import text_problem

@@ -1,33 +1,30 @@
 """The host-side session helper's decisions without a host: request checks, identifier and literal quoting, SQL.
 
-scripts/session_host.py runs on the nodes (stdlib, Python 3.9+); its pure functions are imported here from
-the file itself, so what is tested is what is shipped.  The e2e tunnel tests run it against real engines.
+svcctl-session.py runs on the nodes (stdlib, Python 3.9+); it is built here exactly as it is shipped
+(`session_program`: the host library, the shared header and footer, each engine's `session.py`) and run as a
+module without its entry point, so what is tested is what is shipped.  The e2e tunnel tests run it against real engines.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
 from svcctl.drivers import sessions
+from svcctl.drivers.hostprograms import session_program
 from svcctl.secrets import Secret
 
-SCRIPT = Path(__file__).resolve().parents[2] / "svcctl" / "drivers" / "scripts" / "session_host.py"
 PASSWORD = Secret("s3cr3t-derived-password_0123456789")
 ADMIN = Secret("adm1n-derived-password_9876543210")
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("session_host", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # its main() runs only as __main__
+    module = ModuleType("session_host")
+    exec(compile(session_program(), "svcctl-session.py", "exec"), module.__dict__)  # main() runs only as __main__
     return module
 
 

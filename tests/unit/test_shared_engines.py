@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from svcctl.drivers.base import DesiredContext, shared_networks
 from svcctl.drivers.ownership import mark_ownership
-from svcctl.drivers.postgres import DRIVER
+from svcctl.drivers.postgres.driver import DRIVER
 from svcctl.model.spec import Environment, Instance, Node, Service, ServicePlan
 from svcctl.plan.diff import diff
 from svcctl.state import Kind, Resource, State

@@ -24,7 +24,7 @@ from svcctl.drivers.versions import (
 from svcctl.model.placement import EngineOffer
 from svcctl.state import Kind, Resource, State
 
-SCRIPT = Path(__file__).resolve().parents[2] / "svcctl" / "drivers" / "scripts" / "observe_release.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "svcctl" / "drivers" / "host" / "observe_release.py"
 
 # `LC_ALL=C apt-cache policy mariadb-server redis-server postgresql-10 ... postgresql-40` on Debian 12 with
 # package lists (postgresql-9.1 is a name some package refers to: no candidate)

@@ -3,7 +3,7 @@
 # grants of svcctl's users, as root over the unix socket.  Verifiers are printed for sv_* users only.
 import ipaddress
 
-from svcctl.drivers.scripts.observe_header import installed_version, unit_state
+from svcctl.drivers.host.observe_header import installed_version, unit_state
 from svcctl.hostlib.run import sh
 
 _MYSQL_CONF = "/etc/mysql/mariadb.conf.d/60-svcctl.cnf"

@@ -22,11 +22,11 @@ from svcctl.drivers.base import (
     binding_purpose,
     desired_bindings,
     desired_engines,
-    load_script,
     name_of,
     parse_binding_user,
     placed_instances,
 )
+from svcctl.drivers.hostprograms import engine_part
 from svcctl.hostlib.verifiers import SCRAM_MAX_ROUNDS
 from svcctl.model.names import sql_ident
 from svcctl.secrets import Secret, scram_sha256_matches
@@ -60,7 +60,7 @@ class PostgresDriver:
 
     def snippet(self) -> str:
         """The host-side `observe_postgres()`; read-only, stdlib only."""
-        return load_script("observe_postgres.py")
+        return engine_part("postgres", "observe")[1]
 
     def parse(self, node: str, raw: Mapping[str, Any], password_for: PasswordFor) -> list[Resource]:
         """Live engine, databases and roles of the node's main cluster from the snippet's output (pure)."""

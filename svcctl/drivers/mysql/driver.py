@@ -23,11 +23,11 @@ from svcctl.drivers.base import (
     binding_purpose,
     desired_bindings,
     desired_engines,
-    load_script,
     name_of,
     parse_binding_user,
     placed_instances,
 )
+from svcctl.drivers.hostprograms import engine_part
 from svcctl.errors import SvcctlError
 from svcctl.model.names import sql_ident
 from svcctl.secrets import Secret, mysql_native_matches
@@ -63,7 +63,7 @@ class MysqlDriver:
 
     def snippet(self) -> str:
         """The host-side `observe_mysql()`; read-only, stdlib only."""
-        return load_script("observe_mysql.py")
+        return engine_part("mysql", "observe")[1]
 
     def parse(self, node: str, raw: Mapping[str, Any], password_for: PasswordFor) -> list[Resource]:
         """Live engine, databases and users on one node from the snippet's output (pure)."""

@@ -1,7 +1,7 @@
 import json
 import sys
 
-from svcctl.drivers.scripts.observe_header import unit_states
+from svcctl.drivers.host.observe_header import unit_states
 from svcctl.hostlib.registry import read_registry
 
 

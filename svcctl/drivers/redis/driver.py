@@ -18,9 +18,9 @@ from svcctl.drivers.base import (
     PasswordFor,
     desired_bindings,
     desired_engines,
-    load_script,
     placed_instances,
 )
+from svcctl.drivers.hostprograms import engine_part
 from svcctl.hostlib.redis_acl import ACL_ROLES, acl_rules, redis_major
 from svcctl.model.names import is_valid_name, sql_ident
 from svcctl.model.spec import Node
@@ -135,7 +135,7 @@ class RedisDriver:
 
     def snippet(self) -> str:
         """The host-side snippet defining `observe_redis()`."""
-        return load_script("observe_redis.py")
+        return engine_part("redis", "observe")[1]
 
     def parse(self, node: str, raw: Mapping[str, Any], password_for: PasswordFor) -> list[Resource]:
         """Engine, instances and every ACL user (svcctl's bindings, old rotations, foreign users) on a node."""

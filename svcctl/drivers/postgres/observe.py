@@ -9,7 +9,7 @@ import re as _pg_re
 import socket as _pg_socket
 from typing import Any
 
-from svcctl.drivers.scripts.observe_header import installed_packages, unit_states
+from svcctl.drivers.host.observe_header import installed_packages, unit_states
 from svcctl.hostlib.run import sh
 
 PG_CLUSTER_SQL = r"""

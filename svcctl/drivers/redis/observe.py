@@ -4,7 +4,7 @@
 import glob as _redis_glob
 import shlex as _redis_shlex
 
-from svcctl.drivers.scripts.observe_header import installed_version, unit_states
+from svcctl.drivers.host.observe_header import installed_version, unit_states
 from svcctl.hostlib.run import sh
 from svcctl.hostlib.verifiers import redis_acl_digest
 

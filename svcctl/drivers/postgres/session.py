@@ -1,0 +1,99 @@
+# The session helper's PostgreSQL part (built into svcctl-session.py after session_header.py): a temporary
+# tunnel user as a role with a SCRAM verifier, its grants, and its drop.
+from svcctl.drivers.host.session_header import _text, fail, ident, run
+from svcctl.hostlib.verifiers import scram_verifier
+
+
+def pg_ident(name):
+    """A PostgreSQL quoted identifier ("name"); only checked identifiers, so it means what the bare name does."""
+    return '"' + ident(name).replace('"', '""') + '"'
+
+
+def pg_literal(value):
+    """A PostgreSQL string literal meaning exactly `value` whatever standard_conforming_strings is: quotes
+    doubled, and with a backslash the E'' form with backslashes doubled (as PostgreSQL's quote_literal)."""
+    _text(value, "literal")
+    quoted = value.replace("'", "''")
+    if "\\" in value:
+        return "E'" + quoted.replace("\\", "\\\\") + "'"
+    return "'" + quoted + "'"
+
+
+_PG_PORT: "list[str]" = []
+
+
+def pg_port():
+    """The port of the newest main cluster (asked once). `pg_lsclusters --no-header` (Ver Cluster Port Status
+    ...), not --json: Debian 11's postgresql-common needs libjson-perl for JSON, which a node need not have."""
+    if _PG_PORT:
+        return _PG_PORT[0]
+    mains = []
+    for line in run(["pg_lsclusters", "--no-header"]).splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[1] == "main" and fields[0].isdigit() and fields[2].isdigit():
+            mains.append((int(fields[0]), fields[2]))
+    if not mains:
+        fail("no PostgreSQL main cluster on this node")
+    _PG_PORT.append(max(mains)[1])
+    return _PG_PORT[0]
+
+
+def psql(sql, database="postgres"):
+    return run(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-p", pg_port(), "-d", database], stdin=sql, user="postgres")
+
+
+def pg_create_sql(user, database, verifier, expires_at, role):
+    """[(database to run in, SQL)] creating a session user: login, connect, and the role's privileges."""
+    u, owner = pg_ident(user), pg_ident(database + "_owner")
+    sql = (
+        f"CREATE ROLE {u} LOGIN PASSWORD {pg_literal(verifier)} VALID UNTIL {pg_literal(expires_at)} "
+        f"CONNECTION LIMIT 16;\nGRANT CONNECT, TEMPORARY ON DATABASE {pg_ident(database)} TO {u};\n"
+    )
+    if role == "readwrite":
+        sql += f"GRANT {owner} TO {u};\nALTER ROLE {u} SET role = {pg_literal(ident(database + '_owner'))};\n"
+        return [("postgres", sql)]
+    grants = (
+        f"GRANT USAGE ON SCHEMA public TO {u};\nGRANT SELECT ON ALL TABLES IN SCHEMA public TO {u};\n"
+        f"GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO {u};\n"
+    )
+    return [("postgres", sql), (ident(database), grants)]
+
+
+def pg_find_sql(user, database):
+    """One line `<roles named user> <databases named database>`."""
+    return (
+        f"SELECT (SELECT count(*) FROM pg_roles WHERE rolname = {pg_literal(ident(user))}) || ' ' || "
+        f"(SELECT count(*) FROM pg_database WHERE datname = {pg_literal(ident(database))});"
+    )
+
+
+def pg_terminate_sql(user):
+    return f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = {pg_literal(ident(user))};"
+
+
+def pg_reassign_sql(user, database):
+    """Run in the database: what the user owns goes to the instance's owner role, then its grants go."""
+    u = pg_ident(user)
+    return f"REASSIGN OWNED BY {u} TO {pg_ident(database + '_owner')};\nDROP OWNED BY {u};\n"
+
+
+def pg_drop_role_sql(user):
+    return f"DROP ROLE IF EXISTS {pg_ident(user)};"
+
+
+def pg_create(req):
+    verifier = scram_verifier(req["password"])
+    attrs = req["attrs"]
+    for database, sql in pg_create_sql(req["user"], req["database"], verifier, attrs["expires_at"], attrs["role"]):
+        psql(sql, database)
+
+
+def pg_drop(req):
+    user, db = req["user"], req["database"]
+    found = psql(pg_find_sql(user, db)).split()
+    if found[0] == "0":
+        return
+    psql(pg_terminate_sql(user))
+    if found[1] != "0":
+        psql(pg_reassign_sql(user, db), db)
+    psql(pg_drop_role_sql(user))
