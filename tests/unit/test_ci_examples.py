@@ -399,3 +399,50 @@ def test_merge_without_a_reviewed_plan_refuses_before_running_svcctl(tmp_path: P
     assert res.returncode == 1, res.stderr
     assert "no reviewed plan at" in res.stderr and "Traceback" not in res.stderr
     assert json.loads((tmp_path / "out" / "state.json").read_text())["applied"] is False
+
+
+FORK_BASE = """\
+environment: shop
+nodes:
+  db-1: {host: 10.0.0.1, user: deploy, engines: [postgres], capacity: {memory_mb: 1024, storage_mb: 4096}}
+services:
+  postgres: {engine: postgres, versions: ["15"]}
+plans:
+  pg-small: {service: postgres, storage_mb: 512, connections: 20}
+instances:
+  orders-db: {plan: pg-small, node: db-1}
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+    env["GIT_COMMITTER_EMAIL"] = "t@t"
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
+
+
+def test_a_forks_pull_request_gets_svcctl_diff_with_no_key_and_no_ssh(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    env_dir = repo / "environments" / "shop"
+    env_dir.mkdir(parents=True)
+    (env_dir / "svcctl.yaml").write_text(FORK_BASE)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "one")
+    (env_dir / "svcctl.yaml").write_text(FORK_BASE + "  extra-db: {plan: pg-small, node: db-1}\n")
+    git(repo, "commit", "-q", "-am", "two")
+    base, head = git(repo, "rev-parse", "HEAD~1", "HEAD").split()
+    environ = {k: v for k, v in os.environ.items() if k not in ("SVCCTL_KEY", "SVCCTL_KEY_FILE")}
+    environ.update(HOME=str(tmp_path), SVCCTL_BIN=f"{sys.executable} -m svcctl")  # no key anywhere
+    out = tmp_path / "out"
+    res = subprocess.run(
+        [sys.executable, str(SCRIPTS / "svcctl_ci.py"), "pr", "--fork", "--base", base, "--head", head,
+         "--env", "environments/shop", "--label", "shop", "--out-dir", str(out)],
+        cwd=repo, capture_output=True, text=True, env=environ, timeout=120, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    decided = json.loads((out / "state.json").read_text())
+    assert decided == {**decided, "action": "create", "mode": "diff", "svcctl_exit_code": 2, "plan_file": None}
+    body = (out / "comment.md").read_text()
+    assert body.startswith("<!-- svcctl-plan: shop -->\n") and "svcctl diff for `shop`: the environment changes" in body
+    assert "extra-db" in body and len(body) < LIMIT
+    assert not (out / "svcctl.plan").exists()

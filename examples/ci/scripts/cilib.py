@@ -197,9 +197,9 @@ def diff_comment(
     state = {0: "no change to the environment", 2: "the environment changes"}.get(diff_exit, "error")
     head = (
         f"{marker}\n### svcctl diff for {inline(label)}: {state}\n\n"
-        f"A pull request from a fork gets no secrets, so this is `svcctl diff` of {inline(base)}..{inline(head_sha)} "
-        "(the YAML only, no host observed), not a plan. A maintainer can push the branch to this repository "
-        "to get a plan of the hosts.\n\n"
+        "A pull request from a fork gets no secrets, so this is `svcctl diff` of "
+        f"{inline(base[:12])}..{inline(head_sha[:12])} (the YAML only, no host observed), not a plan. "
+        "A maintainer can push the branch to this repository to get a plan of the hosts.\n\n"
     )
     if diff_exit in (0, 2):
         detail = diff_markdown if "<details" in diff_markdown else folded("Diff", diff_markdown, open_=True)
