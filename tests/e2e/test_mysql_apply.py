@@ -23,6 +23,7 @@ from typing import Any
 import ansible_runner
 import pytest
 
+from svcctl.apply import project
 from svcctl.apply.contract import ChangeVars, PlaybookAction
 from svcctl.apply.execute import change_vars, steps
 from svcctl.apply.runner import write_host_programs
@@ -205,7 +206,7 @@ def run_apply(
     }
     runner = ansible_runner.run(
         private_data_dir=str(tmp),
-        project_dir=str(REPO / "playbooks"),
+        project_dir=str(project.assemble(tmp / "project")),
         playbook="apply.yml",
         inventory=inventory,
         quiet=True,
