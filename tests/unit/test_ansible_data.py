@@ -19,6 +19,10 @@ def hostile(marker: Path) -> dict[str, object]:
         pipe: {"attrs": {"acl": [f"{{% if lookup('pipe', 'touch {marker}') %}}{{% endif %}}", "~*"]}},
         "plain": 'é\u202e\n\t"quoted" \\ back \U0001f600',
         "numbers": [0, 1.5, True, False, None],
+        # strings a tagged scalar would lose: `!unsafe "15"` was the int 15, "" None, "*" a load error
+        "looks_typed": ["15", "1.5", "0x1f", "true", "yes", "null", "~", "", "2001-01-01", "<<"],
+        "one_character": ["*", "&", "!", "=", "-", "?", ":", "|", ">", "@", "%", "{", "}", "#"],
+        "*": {"&": "=", "15": "", "true": ["null"]},
     }
 
 
@@ -59,6 +63,6 @@ def test_an_existing_file_is_never_overwritten_or_followed(tmp_path: Path) -> No
 
 
 def test_only_json_like_data_is_accepted() -> None:
-    assert unsafe_yaml({"k": ["v", 1]}) == '{!unsafe "k": [!unsafe "v", 1]}'
+    assert unsafe_yaml({"k": ["v", 1]}) == '!unsafe {"k": !unsafe ["v", 1]}'
     with pytest.raises(TypeError):
         unsafe_yaml({"k": object()})
