@@ -235,13 +235,15 @@ class MysqlUser(_Report):
 
 
 class MysqlReport(_Report):
-    """observe_mysql(): package, unit, svcctl's config file and, while it runs, databases and users."""
+    """observe_mysql(): package, unit, svcctl's config file, the server's own bind-address and, while it runs,
+    databases and users."""
 
     installed: bool
     package_version: MariadbPackage | None = None
     active: bool = False
     enabled: bool = False
     conf: MysqlConf | None = None
+    bind_base: MysqlWord | None = None  # bind-address without svcctl's file ("" none); absent in older reports
     server: MysqlServer | None = None
     databases: Annotated[list[MysqlDatabase], Field(max_length=MAX_ITEMS)] = Field(default_factory=list)
     users: Annotated[list[MysqlUser], Field(max_length=MAX_ITEMS)] = Field(default_factory=list)

@@ -5,6 +5,13 @@ at the loopback hosts (tunnels arrive there) plus one netmask host per client ne
 contract's attributes, instances keep `storage_mb` (and `connections` while no user carries it) in the
 database comment, and bindings report `connections` and `hosts` so that a change of either reaches the
 users.
+
+The engine's `bind_address` is what the server listens on. svcctl never narrows what a server it found
+listens on: it widens a loopback-only server to 0.0.0.0 (svcctl's 60-svcctl.cnf, read after the server's own
+files) while the node declares client networks, and otherwise leaves the address the server's own option
+files give (observed as `listen_base`, never diffed, while svcctl's file hides it). A change of
+`bind_address` restarts mariadb, so its connections drop once; no other engine change does (besides the
+first install).
 """
 
 from __future__ import annotations
@@ -35,6 +42,13 @@ from svcctl.state import Attrs, Kind, Resource
 
 ENGINE = "mysql"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+WIDENED = "0.0.0.0"  # noqa: S104  (a value svcctl writes into MariaDB's file, not a socket it binds)
+"""The bind-address svcctl's file sets to open a loopback-only server to the node's client networks."""
+DEBIAN_BIND = "127.0.0.1"
+"""What Debian's 50-server.cnf sets: the server's own address where svcctl cannot read it (not installed yet,
+an older report)."""
+EVERY_ADDRESS = "*"
+"""`bind_address` of a server no option file sets one for: MariaDB's default, every IPv4 and IPv6 address."""
 SYSTEM_USERS = frozenset({"root", "mysql", "mariadb.sys"})
 """Accounts the Debian package creates: the engine's own, never reported as unmanaged objects."""
 
@@ -82,6 +96,7 @@ class MysqlDriver:
                     "running": bool(raw.get("active")),
                     "enabled": bool(raw.get("enabled")),
                     "client_networks": observed_client_networks(raw),
+                    **observed_bind(raw),
                 },
             )
         ]
@@ -130,6 +145,10 @@ class MysqlDriver:
             placed,
             lambda node: {"running": True, "enabled": True, "client_networks": list(env.nodes[node].client_networks)},
         )
+        for engine in (r for r in out if r.kind is Kind.ENGINE):
+            # every environment's networks count (the engine's client_networks include the others' claims)
+            own = server_own_bind(ctx.observed.get(engine.address))
+            engine.attrs["bind_address"] = desired_bind(own, list(engine.attrs["client_networks"]))
         return out
 
     def secrets_for(self, resource: Resource, password_for: PasswordFor) -> dict[str, Secret]:
@@ -160,18 +179,77 @@ def major_minor(package_version: str) -> str:
 def observed_client_networks(raw: Mapping[str, Any]) -> list[str]:
     """Networks the server is open to: [] when it listens on loopback only (or not at all).
 
-    When it listens beyond loopback, the networks svcctl wrote into its config file say for whom; a server
-    opened by someone else reports 0.0.0.0/0, so the diff closes it again.
+    When it listens beyond loopback, the networks svcctl wrote into its config file say for whom ([] when the
+    server's own configuration opened it: not svcctl's to close); a server svcctl's file opened with no
+    network noted reports 0.0.0.0/0, so the diff closes it again.
     """
     conf = raw.get("conf") or {}
     server = raw.get("server")
     if server is not None:
         addresses = [str(a) for a in server.get("listening", [])]
     else:
-        addresses = [str(conf["bind_address"])] if conf.get("bind_address") else []
+        addresses = [a.strip() for a in _effective_bind(raw).split(",") if a.strip()]
     if all(_is_loopback(a) for a in addresses):
         return []
-    return sorted(str(n) for n in conf.get("client_networks") or []) or ["0.0.0.0/0"]
+    noted = sorted(str(n) for n in conf.get("client_networks") or [])
+    if noted or beyond_loopback(_own_bind(raw)):
+        return noted
+    return ["0.0.0.0/0"]
+
+
+def observed_bind(raw: Mapping[str, Any]) -> Attrs:
+    """The engine's `bind_address` (what it listens on: the live value while it runs, else what its files
+    give) and, only when that is not the server's own address (svcctl's file sets it), `listen_base`."""
+    effective, own = _effective_bind(raw), _own_bind(raw)
+    return {"bind_address": effective} if own == effective else {"bind_address": effective, "listen_base": own}
+
+
+def server_own_bind(observed: Resource | None) -> str:
+    """The address a server listens on by its own configuration, from its observed engine; Debian's default
+    for a node without one (its package is not installed yet)."""
+    if observed is None or not observed.attrs.get("installed"):
+        return DEBIAN_BIND
+    return str(observed.attrs.get("listen_base") or observed.attrs.get("bind_address") or DEBIAN_BIND)
+
+
+def desired_bind(own: str, client_networks: list[str]) -> str:
+    """What the server should listen on: its own address when that already reaches beyond loopback (never
+    narrowed), else 0.0.0.0 while client networks are declared (svcctl widens), else its own address."""
+    if beyond_loopback(own) or not client_networks:
+        return own
+    return WIDENED
+
+
+def beyond_loopback(bind: str) -> bool:
+    """Whether a bind-address (one address, a comma list, `*`, a host name) lets anything beyond loopback in."""
+    return any(not _is_loopback(a.strip()) for a in bind.split(",") if a.strip()) or not bind.strip(", ")
+
+
+def _svcctl_bind(raw: Mapping[str, Any]) -> str | None:
+    """The bind-address svcctl's own file sets, if it sets one."""
+    return str((raw.get("conf") or {}).get("bind_address") or "") or None
+
+
+def _files_bind(raw: Mapping[str, Any]) -> str | None:
+    """The bind-address the server's own option files give (without svcctl's), or None when not reported."""
+    base = raw.get("bind_base")
+    return None if base is None else (str(base) or EVERY_ADDRESS)
+
+
+def _effective_bind(raw: Mapping[str, Any]) -> str:
+    """What the server listens on: @@bind_address while it runs, else what it would start with."""
+    server = raw.get("server")
+    if server is not None:
+        return str(server.get("bind_address") or EVERY_ADDRESS)
+    return _svcctl_bind(raw) or _files_bind(raw) or DEBIAN_BIND
+
+
+def _own_bind(raw: Mapping[str, Any]) -> str:
+    """The server's own address: what it listens on unless svcctl's file sets one, which hides it; then what
+    its own files give (Debian's default where an older report does not say)."""
+    if _svcctl_bind(raw) is None:
+        return _effective_bind(raw)
+    return _files_bind(raw) or DEBIAN_BIND
 
 
 def _is_loopback(address: str) -> bool:

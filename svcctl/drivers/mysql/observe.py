@@ -1,7 +1,10 @@
 # --- mysql (MariaDB) -------------------------------------------------------------------------------------
-# Reads only: package, unit, svcctl's config file, and (when the server runs) databases, users and the
-# grants of svcctl's users, as root over the unix socket.  Verifiers are printed for sv_* users only.
+# Reads only: package, unit, svcctl's config file, the bind-address the server's own option files give, and
+# (when the server runs) databases, users and the grants of svcctl's users, as root over the unix socket.
+# Verifiers are printed for sv_* users only.
 import ipaddress
+import os
+import stat
 
 from svcctl.drivers.host.observe_header import installed_version, unit_state
 from svcctl.hostlib.run import sh
@@ -9,6 +12,14 @@ from svcctl.hostlib.run import sh
 _MYSQL_CONF = "/etc/mysql/mariadb.conf.d/60-svcctl.cnf"
 _MYSQL_SOCKET = "/run/mysqld/mysqld.sock"
 _MYSQL_SYSTEM_DBS = ("information_schema", "mysql", "performance_schema", "sys")
+_MYSQL_OPTION_FILES = ("/etc/my.cnf", "/etc/mysql/my.cnf")
+"""The option files mariadbd reads on Debian, in order (`mariadbd --help --verbose`); root's ~/.my.cnf is not
+the server's, and Debian's /etc/mysql/my.cnf includes conf.d/ and mariadb.conf.d/."""
+_MYSQL_SERVER_GROUPS = ("mysqld", "server", "mariadb", "mariadbd", "client-server", "galera")
+"""The option groups mariadbd reads (sql/mysqld.cc, load_default_groups; galera in Debian's wsrep build), besides
+the version-suffixed mysqld-X.Y, mariadb-X.Y and mariadbd-X.Y."""
+_MYSQL_INCLUDE_DEPTH = 10
+"""How deep MariaDB follows !include and !includedir (mysys/my_default.c); deeper directives are skipped."""
 
 
 def _mysql_query(sql):
@@ -69,6 +80,119 @@ def _mysql_conf():
     return conf
 
 
+def mysql_server_groups(series):
+    """The option groups mariadbd of a series ("10.11") reads, lower-case (MariaDB matches them without case)."""
+    groups = set(_MYSQL_SERVER_GROUPS)
+    if series:
+        groups.update(f"{name}-{series}" for name in ("mysqld", "mariadb", "mariadbd"))
+    return groups
+
+
+def _mysql_option_value(line):
+    """One option line's (name with `-` for `_`, value) as MariaDB reads it: a `#` outside quotes ends the
+    line, the value loses its outer spaces and one pair of enclosing quotes; value None without `=`."""
+    quote, escape, cut = "", False, len(line)
+    for i, char in enumerate(line):
+        if char in "'\"" and not escape:
+            quote = char if not quote else ("" if quote == char else quote)
+        if not quote and char == "#":
+            cut = i
+            break
+        escape = bool(quote) and char == "\\" and not escape
+    name, sep, value = line[:cut].partition("=")
+    value = value.strip()
+    if len(value) > 1 and value[0] in "'\"" and value[-1] == value[0]:
+        value = value[1:-1]
+    return name.strip().replace("_", "-"), value if sep else None
+
+
+def mysql_option_values(read, listdir, option, groups, files=_MYSQL_OPTION_FILES, skip=()):
+    """Every value `option` ("bind-address") gets in `groups`, in the order mariadbd reads them: each of `files`,
+    following `!include FILE` and `!includedir DIR` (its *.cnf files in name order) where they stand.
+
+    `read(path)` gives a file's text (None when it is missing or MariaDB would ignore it), `listdir(path)` a
+    directory's names (None when missing); paths in `skip` are not read. Pure over those two, so tests feed it
+    texts. Options may be spelt with `_` or `-` and prefixed `loose-`; groups match without case; an option
+    before any group (which MariaDB refuses) counts for none.
+    """
+    found = []
+    skipped = {os.path.normpath(p) for p in skip}
+
+    def visit(path, depth):
+        text = read(path) if os.path.normpath(path) not in skipped else None
+        if text is None:
+            return
+        group = None
+        for raw in text.splitlines():
+            line = raw.strip()
+            if not line or line[0] in "#;":
+                continue
+            if line[0] == "!":
+                words = line[1:].split(None, 1)
+                if depth >= _MYSQL_INCLUDE_DEPTH or len(words) < 2:
+                    continue
+                directive, target = words[0], words[1].strip()
+                if directive == "include":
+                    visit(target, depth + 1)
+                elif directive == "includedir":
+                    names = listdir(target) or []
+                    for name in sorted(n for n in names if os.path.splitext(n)[1] == ".cnf"):
+                        visit(os.path.join(target, name), depth + 1)
+                continue
+            if line[0] == "[":
+                end = line.find("]")
+                group = line[1:end].strip().lower() if end > 0 else None
+                continue
+            if group not in groups:
+                continue
+            name, value = _mysql_option_value(line)
+            if name.startswith("loose-"):
+                name = name[len("loose-") :]
+            if name == option and value is not None:
+                found.append(value)
+
+    for path in files:
+        visit(path, 0)
+    return found
+
+
+def mysql_bind_base(read, listdir, series):
+    """The bind-address the server's own option files give, without svcctl's file: the last one read, spaces
+    dropped around commas; "" when none sets it (MariaDB's default: every address; Debian's 50-server.cnf
+    sets 127.0.0.1)."""
+    values = mysql_option_values(read, listdir, "bind-address", mysql_server_groups(series), skip=(_MYSQL_CONF,))
+    if not values:
+        return ""
+    return ",".join("".join(part.split()) for part in values[-1].split(","))
+
+
+def _mysql_read_option_file(path):
+    """An option file's text, or None when it is missing, not a regular file, unreadable, or world-writable
+    (which MariaDB ignores)."""
+    try:
+        with open(path, errors="replace") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if not stat.S_ISREG(mode) or mode & stat.S_IWOTH:
+                return None
+            return f.read(1 << 20)
+    except OSError:
+        return None
+
+
+def _mysql_list_dir(path):
+    """A directory's entry names, or None when it cannot be listed."""
+    try:
+        return os.listdir(path)
+    except OSError:
+        return None
+
+
+def _mysql_series(package):
+    """ "1:10.11.19-0+deb12u1" -> "10.11" (the suffix of the server's version groups)."""
+    upstream = (package or "").split(":", 1)[-1].split("-", 1)[0]
+    return ".".join(upstream.split(".")[:2])
+
+
 def _mysql_listening(port):
     """Addresses with a TCP socket listening on `port`, from /proc/net/tcp and tcp6."""
     found = set()
@@ -105,11 +229,15 @@ def observe_mysql():
         "active": unit["active"],
         "enabled": unit["enabled"],
         "conf": _mysql_conf(),
+        "bind_base": None,
         "server": None,
         "databases": [],
         "users": [],
     }
-    if package is None or not unit["active"]:
+    if package is None:
+        return out
+    out["bind_base"] = mysql_bind_base(_mysql_read_option_file, _mysql_list_dir, _mysql_series(package))
+    if not unit["active"]:
         return out
     system = ", ".join(_mysql_quote(d) for d in _MYSQL_SYSTEM_DBS)
     rows = _mysql_query(
