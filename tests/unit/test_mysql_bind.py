@@ -134,6 +134,13 @@ def test_version_groups_follow_the_installed_series() -> None:
     assert base(files, "10.5") == "10.0.0.5"
     assert base(files, "10.11") == "127.0.0.1"
     assert mysql_server_groups("") == {"mysqld", "server", "mariadb", "mariadbd", "client-server", "galera"}
+    # as `mariadbd --help --verbose` lists them on Debian 11, 12 and 13
+    common = ["mysqld", "server", "mariadb", "mariadbd", "client-server", "galera"]
+    assert mysql_server_groups("10.5") == {*common, "mysqld-10.5", "mariadb-10.5", "mariadbd-10.5"}
+    assert mysql_server_groups("10.11") == {*common, "mysqld-10.11", "mariadb-10.11", "mariadbd-10.11"}
+    eleven = {*common, "mysqld-11.8", "mariadb-11.8", "mariadb-11", "mariadbd-11.8", "mariadbd-11"}
+    assert mysql_server_groups("11.8") == eleven
+    assert base(debian(**{"90-mine.cnf": "[mariadbd-11]\nbind-address = 10.0.0.5\n"}), "11.8") == "10.0.0.5"
 
 
 def test_the_last_setting_wins_within_a_file_and_across_groups() -> None:

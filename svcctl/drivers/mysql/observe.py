@@ -17,7 +17,8 @@ _MYSQL_OPTION_FILES = ("/etc/my.cnf", "/etc/mysql/my.cnf")
 the server's, and Debian's /etc/mysql/my.cnf includes conf.d/ and mariadb.conf.d/."""
 _MYSQL_SERVER_GROUPS = ("mysqld", "server", "mariadb", "mariadbd", "client-server", "galera")
 """The option groups mariadbd reads (sql/mysqld.cc, load_default_groups; galera in Debian's wsrep build), besides
-the version-suffixed mysqld-X.Y, mariadb-X.Y and mariadbd-X.Y."""
+the version-suffixed mysqld-X.Y, mariadb-X.Y and mariadbd-X.Y, and from 11 on mariadb-X and mariadbd-X (as
+`mariadbd --help --verbose` lists them on Debian 11, 12 and 13)."""
 _MYSQL_INCLUDE_DEPTH = 10
 """How deep MariaDB follows !include and !includedir (mysys/my_default.c); deeper directives are skipped."""
 
@@ -85,6 +86,9 @@ def mysql_server_groups(series):
     groups = set(_MYSQL_SERVER_GROUPS)
     if series:
         groups.update(f"{name}-{series}" for name in ("mysqld", "mariadb", "mariadbd"))
+    major = series.split(".")[0]
+    if major.isdigit() and int(major) >= 11:
+        groups.update(f"{name}-{major}" for name in ("mariadb", "mariadbd"))
     return groups
 
 
