@@ -208,6 +208,63 @@ def plan(
         raise typer.Exit(2)
 
 
+class ImportFormat(StrEnum):
+    """import output formats."""
+
+    yaml = "yaml"
+    json = "json"
+
+
+@app.command(
+    "import",
+    help=(
+        "Print the nodes' unmanaged databases as instances that adopt them, ready to paste into the environment's "
+        "instances (like Terraform's plan -generate-config-out). Changes nothing.\n\n"
+        "Observes the environment's nodes as plan does (one SSH round trip each, the same SSH settings and host "
+        "keys; no key needed). Offered: each PostgreSQL and MariaDB database no environment's registry records "
+        "and the environment does not declare yet, as an instance named after it (_ as -), pinned to its node, "
+        "at the version the node runs, with the smallest plan offering that version whose storage_mb holds the "
+        "database's size (else the largest, with a comment saying it is over quota). Whatever cannot be "
+        "offered is a comment saying why: a name that cannot be an instance's, no plan for the engine or "
+        "version, a node without room, a Redis server (not supported yet), and so on.\n\n"
+        'Exit 0 with entries, 0 with the comment "nothing to import" when there are none, 1 on error.'
+    ),
+    epilog="Examples:  svcctl import prod   |   svcctl import prod --node db-3 --out prod/adopted.yaml",
+)
+def import_(
+    path: PathArg = Path(),
+    node: Annotated[
+        list[str] | None,
+        typer.Option("--node", help="Scan only this node (repeatable); default: every node.", show_default=False),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the YAML to this file (atomically) instead of stdout; never replaced."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="With --out: replace the file if it exists.")] = False,
+    output: Annotated[ImportFormat, typer.Option("--output", "-o", help="yaml, or json.")] = ImportFormat.yaml,
+    parallel: Annotated[int, typer.Option("--parallel", min=1, max=64, help="Nodes observed at once.")] = 8,
+    accept_new_host_keys: AcceptNewHostKeys = False,
+) -> None:
+    """Print the nodes' unmanaged databases as instances that adopt them; changes nothing."""
+    from svcctl.model.loader import load_environment
+    from svcctl.plan.import_scan import narrowed, scan, write_new
+    from svcctl.plan.importing import importable, render_json, render_yaml, summary
+    from svcctl.plan.observe import ObserveOptions
+
+    env = load_environment(path)
+    scanned = narrowed(env, node or ())
+    options = ObserveOptions(accept_new_host_keys=accept_new_host_keys, max_parallel=parallel)
+    result = importable(env, scan(scanned, options, _progress()), scanned.nodes)
+    text = render_json(result) if output is ImportFormat.json else render_yaml(result)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        write_new(out, text, force=force)
+        print(f"Wrote {out}.", file=sys.stderr)
+    print(summary(result), file=sys.stderr)
+
+
 @app.command()
 def apply(
     path: Annotated[
