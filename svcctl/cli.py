@@ -235,11 +235,15 @@ def import_(
     path: PathArg = Path(),
     node: Annotated[
         list[str] | None,
-        typer.Option("--node", help="Scan only this node (repeatable); default: every node.", show_default=False),
+        typer.Option(
+            "--node", help="Scan only this node (repeatable); default: every node.", metavar="NAME", show_default=False
+        ),
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Write the YAML to this file (atomically) instead of stdout; never replaced."),
+        typer.Option(
+            "--out", help="Write the YAML to this file (atomically) instead of stdout; never replaced.", metavar="FILE"
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="With --out: replace the file if it exists.")] = False,
     output: Annotated[ImportFormat, typer.Option("--output", "-o", help="yaml, or json.")] = ImportFormat.yaml,
