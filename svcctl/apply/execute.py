@@ -121,6 +121,7 @@ PLAYBOOK_ACTIONS: dict[Action, PlaybookAction] = {
     Action.UPDATE: "update",
     Action.REPLACE: "replace",  # only when nothing is observed to delete first
     Action.DELETE: "delete",
+    Action.ADOPT: "update",  # recorded first like any change, then brought to what the plan showed in place
 }
 
 
@@ -452,8 +453,10 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
             say("Apply ran, but the nodes have not converged; still planned:\n" + render_text(after.plan))
             return 1
         add, change, destroy = plan.counts()
+        adopted = f"{plan.adoptions} adopted, " if plan.adoptions else ""
         say(
-            f"Apply complete! Resources: {add} added, {change} changed, {destroy} destroyed. Verified: no changes left."
+            f"Apply complete! Resources: {adopted}{add} added, {change} changed, {destroy} destroyed. "
+            "Verified: no changes left."
         )
         kept = sorted(c.address for c in after.plan.changes if retiring(c))
         if kept:

@@ -133,6 +133,14 @@ def binding_password(resource: Resource, password_for: PasswordFor) -> dict[str,
     return {"password": password_for(binding_purpose(app, instance, rotation))}
 
 
+def is_adopted(ctx: DesiredContext, name: str) -> bool:
+    """Whether instance `name` is an adopted database: its YAML says `adopt:`, or its record says it was
+    adopted, for good (removing `adopt:` later never turns it into one svcctl may drop)."""
+    observed = ctx.observed.get(f"instance.{name}")
+    recorded = observed is not None and observed.attrs.get("adopted") is True
+    return ctx.env.instances[name].adopt is not None or recorded
+
+
 def placed_instances(ctx: DesiredContext, engine: str) -> list[tuple[str, str]]:
     """(instance, node) for each placed instance of this engine, in name order."""
     env = ctx.env

@@ -47,8 +47,10 @@ def mark_ownership(
         attrs = dict(res.attrs)
         if res.kind is Kind.ENGINE and "client_networks" in attrs:
             attrs["claimed_networks"] = _own_claim(record, environment)  # registry-only attribute
-        if res.kind is Kind.INSTANCE and record is not None and "protect" in record.get("attrs", {}):
-            attrs["protect"] = record["attrs"]["protect"]  # registry-only attribute
+        if res.kind is Kind.INSTANCE and record is not None:
+            for registry_only in ("protect", "adopted"):  # what the record alone knows of an instance
+                if registry_only in record.get("attrs", {}):
+                    attrs[registry_only] = record["attrs"][registry_only]
         out.append(
             res.model_copy(
                 update={

@@ -191,6 +191,9 @@ class PgCluster(_Report):
     start: Literal["auto", "manual", "disabled"]
     unit: Unit
     hba: Annotated[list[Annotated[list[Text], Field(max_length=64)]], Field(max_length=MAX_ITEMS)] | None = None
+    hba_block: Annotated[list[Annotated[list[Text], Field(max_length=64)]], Field(max_length=MAX_ITEMS)] | None = None
+    hba_legacy: bool = False  # pg_hba.conf is the whole file svcctl wrote before it had markers
+    listen_base: Text | None = None  # listen_addresses without svcctl's drop-in
     settings: PgSettings = Field(default_factory=PgSettings)
     databases: Annotated[list[PgDatabase], Field(max_length=MAX_ITEMS)] = Field(default_factory=list)
     roles: Annotated[list[PgRole], Field(max_length=MAX_ITEMS)] = Field(default_factory=list)

@@ -7,5 +7,6 @@ exists once:
 
 - `registry`: the ownership record on each node, its format, its lock discipline, and its command line;
 - `verifiers`: the stored forms of a password (SCRAM-SHA-256, MariaDB's native hash, a Redis ACL digest);
-- `run`: running a command without a shell.
+- `run`: running a command without a shell;
+- `marked`: svcctl's own block of lines in a file that is otherwise the user's.
 """

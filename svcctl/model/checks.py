@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from svcctl.errors import Problem
-from svcctl.model.names import name_problem
-from svcctl.model.spec import SQL_ENGINES, Environment, Location
+from svcctl.model.names import name_problem, sql_ident
+from svcctl.model.spec import SQL_ENGINES, Environment, Instance, Location
 
 UNKNOWN_FILE = "<environment>"
 
@@ -134,6 +134,8 @@ def _check_instances(env: Environment, add: _Add) -> None:
                     f"{here}.node",
                     here,
                 )
+        if instance.adopt is not None:
+            _check_adopt(name, instance, engine, add)
         if instance.placement is not None and instance.placement.labels:
             wanted = instance.placement.labels
             if not any(_has_labels(env.nodes[node].labels, wanted) for node in runners):
@@ -143,6 +145,25 @@ def _check_instances(env: Environment, add: _Add) -> None:
                     f"{here}.placement",
                     here,
                 )
+
+
+def _check_adopt(name: str, instance: Instance, engine: str, add: _Add) -> None:
+    """An adopting instance names its node and a database its own name maps to, of an engine with databases."""
+    here = f"instance.{name}.adopt"
+    assert instance.adopt is not None
+    database = instance.adopt.database
+    if engine not in SQL_ENGINES:
+        add(f"instance {name}: adopt takes over a database (PostgreSQL, MariaDB); a {engine} instance has none", here)
+    if instance.node is None:
+        add(f"instance {name}: adopts database {database}, so it needs node: (the node that holds {database})", here)
+    if sql_ident(name) != database:
+        add(
+            f"instance {name}: adopts database {database}, but svcctl names instance {name}'s database "
+            f"{sql_ident(name)}; name the instance {database.replace('_', '-')} (instance names map to their "
+            "database, - as _)",
+            f"{here}.database",
+            here,
+        )
 
 
 def _check_bindings(env: Environment, add: _Add) -> None:

@@ -21,6 +21,7 @@ from svcctl.model.types import (
     Cidr,
     EnvironmentName,
     Host,
+    Identifier,
     JumpHost,
     Labels,
     LocalPath,
@@ -149,6 +150,15 @@ class Placement(_Model):
     labels: Labels = Field(default_factory=dict, description="Labels the node must have (all of them, same values).")
 
 
+class Adopt(_Model):
+    """An existing database this instance takes over, data, users and all, instead of creating one."""
+
+    database: Identifier = Field(
+        description="The database on the instance's node (its node: is required). Its name is the instance's "
+        "name with - as _ (instance legacy-orders adopts legacy_orders)."
+    )
+
+
 class Instance(_Model):
     """A database (or Redis server) the environment wants to exist."""
 
@@ -160,6 +170,12 @@ class Instance(_Model):
     )
     protect: bool = Field(
         True, description="Never destroyed by apply while true (the default), even with --allow-destroy."
+    )
+    adopt: Adopt | None = Field(
+        None,
+        description="Take over an existing database on the pinned node instead of creating one: apply records it "
+        "as this environment's without touching its data, users or grants; removing it later releases it "
+        "(svcctl forgets it, the database stays). PostgreSQL and MariaDB.",
     )
 
     @model_validator(mode="after")

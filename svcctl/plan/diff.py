@@ -30,7 +30,7 @@ VERSIONS: dict[Kind, str] = {Kind.INSTANCE: "major_version", Kind.ENGINE: "versi
 because its version changed, and upgrades are not made yet), so a difference is a plan error."""
 
 RESTARTING: dict[Kind, set[str]] = {
-    Kind.ENGINE: {"listen", "client_networks", "version"},
+    Kind.ENGINE: {"listen", "listen_addresses", "bind_address", "version"},  # what the server binds to
     Kind.INSTANCE: {"memory_mb", "eviction", "port", "bind"},  # Redis instances are processes
 }
 """Attributes whose in-place update restarts a service (and so drops its connections)."""
@@ -38,7 +38,7 @@ RESTARTING: dict[Kind, set[str]] = {
 SENSITIVE = {"password", "credentials"}
 """Attribute names whose values never leave the diff; names ending in `_password` are sensitive too."""
 
-OBSERVED_ONLY = {"size_mb", "missing", "hidden_by"}
+OBSERVED_ONLY = {"size_mb", "missing", "hidden_by", "listen_base", "owner_superuser"}
 """Attributes drivers report for information; never diffed."""
 
 KIND_ORDER: tuple[Kind, ...] = (Kind.ENGINE, Kind.INSTANCE, Kind.BINDING, Kind.SESSION)
@@ -75,13 +75,21 @@ def diff(desired: State, observed: State, *, protected: Collection[str] = (), en
         if have is None:
             assert want is not None
             shadow = shadows.get((want.kind, want.name, want.node))
-            if shadow is not None:
+            if shadow is not None and _adopts(want):
+                errors.append(_adopt_elsewhere(want, shadow))
+            elif shadow is not None:
                 errors.append(_collision(shadow))
+            elif _adopts(want):
+                errors.append(_nothing_to_adopt(want))
             else:
                 changes.append(_create(want))
         elif not have.managed:
             if want is None:
                 unmanaged.append(f"{address} on {have.node}" + (f" (environment {have.owner})" if have.owner else ""))
+            elif _adopts(want) and have.owner is None:
+                adoption, problem = _adopt(want, have)
+                changes.append(adoption)
+                errors += [problem] if problem else []
             else:
                 errors.append(_collision(have))
         elif want is None and have.attrs.get("hidden_by"):
@@ -124,6 +132,51 @@ def _is_missing(r: Resource) -> bool:
     return r.attrs.get("missing") is True
 
 
+def _adopts(want: Resource) -> bool:
+    """Whether the YAML says this instance takes over an existing object (`adopt:`)."""
+    return want.kind is Kind.INSTANCE and want.attrs.get("adopted") is True
+
+
+def _adopt(want: Resource, have: Resource) -> tuple[Change, str | None]:
+    """The adoption of an unmanaged object, with every attribute change it implies, and why it must not
+    happen (None when it may): svcctl's readwrite bindings act as a database's owner, so never as a superuser."""
+    live, target = _diffable(have), _diffable(want)
+    attrs = [_attr(k, live.get(k), target.get(k)) for k in _differing(live, target)]
+    change = Change(
+        action=Action.ADOPT,
+        address=want.address,
+        kind=want.kind,
+        node=want.node,
+        engine=want.engine,
+        attrs=attrs,
+        reason="exists; svcctl records it as this environment's and keeps its data, users and grants",
+    )
+    owner = have.attrs.get("owner")
+    if have.attrs.get("owner_superuser") is True:
+        return change, (
+            f"{want.address} cannot be adopted: its database is owned by the superuser {owner}, and svcctl's "
+            "readwrite bindings act as the database's owner. Give the database an owner of its own first "
+            f"(ALTER DATABASE {have.attrs.get('database')} OWNER TO a role that is not a superuser), then plan again"
+        )
+    return change, None
+
+
+def _nothing_to_adopt(want: Resource) -> str:
+    database = want.attrs.get("database")
+    return (
+        f"{want.address} adopts database {database} on {want.node}, but {want.node} has no such database "
+        f"(or its engine is not running); create it there, pin the instance to the node that has it, or remove "
+        "adopt: to let svcctl create a new one"
+    )
+
+
+def _adopt_elsewhere(want: Resource, shadow: Resource) -> str:
+    return (
+        f"{want.address} adopts database {want.attrs.get('database')} on {want.node}, but {shadow.node} holds it "
+        f"({shadow.engine}); pin the instance to node {shadow.node}"
+    )
+
+
 def _is_protected(have: Resource, protected: Collection[str], want: Resource | None = None) -> bool:
     """Protected by the caller's list, by the host's record of the last apply, or (replace) by the YAML."""
     recorded = have.recorded or {}
@@ -132,13 +185,18 @@ def _is_protected(have: Resource, protected: Collection[str], want: Resource | N
 
 
 def _collision(have: Resource) -> str:
-    if have.kind is Kind.INSTANCE:
+    if have.kind is Kind.INSTANCE and have.attrs.get("database"):
+        fix = (
+            f"adopt it (adopt: {{database: {have.attrs['database']}}} on the instance), rename the instance in "
+            f"the YAML, or remove the object from {have.node}"
+        )
+    elif have.kind is Kind.INSTANCE:
         fix = f"rename the instance in the YAML or remove the object from {have.node}"
     else:
         fix = f"remove the object from {have.node} or stop declaring it there"
     return (
         f"{have.address} exists on {have.node} but svcctl did not create it; {fix} "
-        "(svcctl never adopts or overwrites what it did not create)"
+        "(svcctl never takes over or overwrites what it did not create unless the YAML says so)"
     )
 
 
@@ -189,6 +247,16 @@ def _create(want: Resource, cause: Cause = Cause.CONFIG, reason: str | None = No
 
 def _delete(have: Resource) -> Change:
     missing = _is_missing(have)
+    if have.attrs.get("adopted") is True and not missing:  # svcctl did not make it, so it never drops it
+        return Change(
+            action=Action.DELETE,
+            address=have.address,
+            kind=have.kind,
+            node=have.node,
+            engine=have.engine,
+            attrs=[_attr("adopted", True, None)],
+            reason="adopted and no longer declared: released, svcctl forgets it; the database and its data stay",
+        )
     return Change(
         action=Action.DELETE,
         address=have.address,

@@ -30,6 +30,7 @@ _VERB = {
     Action.UPDATE: "will be updated in-place",
     Action.REPLACE: "must be replaced",
     Action.DELETE: "will be destroyed",
+    Action.ADOPT: "will be adopted",
 }
 _GREEN, _YELLOW, _RED, _BOLD, _RESET = "\x1b[32m", "\x1b[33m", "\x1b[31m", "\x1b[1m", "\x1b[0m"
 _COLORED = {
@@ -37,8 +38,9 @@ _COLORED = {
     "~": f"{_YELLOW}~{_RESET}",
     "-": f"{_RED}-{_RESET}",
     "-/+": f"{_RED}-{_RESET}/{_GREEN}+{_RESET}",
+    "<=": f"{_GREEN}<={_RESET}",
 }
-_DIFF_MARK = {"+": "+", "-": "-", "~": "!", "-/+": "!"}
+_DIFF_MARK = {"+": "+", "-": "-", "~": "!", "-/+": "!", "<=": "+"}
 
 
 class _Line(NamedTuple):
@@ -133,7 +135,8 @@ def _blocks(plan: Plan) -> list[list[_Line]]:
 
 def _summary(plan: Plan) -> str:
     add, change, destroy = plan.counts()
-    return f"{add} to add, {change} to change, {destroy} to destroy"
+    adopt = f"{plan.adoptions} to adopt, " if plan.adoptions else ""
+    return f"{adopt}{add} to add, {change} to change, {destroy} to destroy"
 
 
 # -- text ---------------------------------------------------------------------------------------------------
@@ -198,7 +201,7 @@ def render_json(plan: Plan) -> str:
     doc = {
         "format_version": plan.format_version,
         "environment": plan.environment,
-        "summary": {"add": add, "change": change, "destroy": destroy},
+        "summary": {"add": add, "change": change, "destroy": destroy, "adopt": plan.adoptions},
         "changes": [_json_change(c) for c in plan.changes],
         "drift": [c.address for c in plan.drift],
         "unmanaged": plan.unmanaged,

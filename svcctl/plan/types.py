@@ -19,11 +19,12 @@ class Action(StrEnum):
     UPDATE = "update"
     REPLACE = "replace"
     DELETE = "delete"
+    ADOPT = "adopt"  # an existing object becomes this environment's, as Terraform's import
 
     @property
     def symbol(self) -> str:
-        """`+`, `~`, `-/+` or `-`."""
-        return {"create": "+", "update": "~", "replace": "-/+", "delete": "-"}[self.value]
+        """`+`, `~`, `-/+`, `-`, or `<=` for an adoption (brought in as it is)."""
+        return {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "adopt": "<="}[self.value]
 
 
 class Cause(StrEnum):
@@ -85,11 +86,18 @@ class Plan(BaseModel):
         return bool(self.changes)
 
     def counts(self) -> tuple[int, int, int]:
-        """(to add, to change, to destroy); a replace counts as one add and one destroy, as in Terraform."""
+        """(to add, to change, to destroy); a replace counts as one add and one destroy, as in Terraform.
+        Adoptions are counted apart (`adoptions`); a release (an adopted instance no longer declared) is
+        a destroy that keeps the data, counted as one."""
         add = sum(c.action in (Action.CREATE, Action.REPLACE) for c in self.changes)
         change = sum(c.action is Action.UPDATE for c in self.changes)
         destroy = sum(c.action in (Action.DELETE, Action.REPLACE) for c in self.changes)
         return add, change, destroy
+
+    @property
+    def adoptions(self) -> int:
+        """How many existing objects this plan adopts."""
+        return sum(c.action is Action.ADOPT for c in self.changes)
 
     @property
     def config_changes(self) -> list[Change]:

@@ -80,8 +80,9 @@ def recorded(lab: Lab, address: str) -> bool:
 
 def destroy_all(env: Env) -> None:
     """Remove everything the environment made, through svcctl: every instance is unprotected first (an apply
-    that changes the registry only; `protect` defaults to true), then nothing is declared and apply runs with
-    --allow-destroy. The next plan must be empty. An environment that never wrote its YAML made nothing."""
+    that changes the registry only; `protect` defaults to true), then no instance or binding is declared (its
+    nodes still are) and apply runs with --allow-destroy. The next plan must be empty. An environment that
+    never wrote its YAML made nothing. The environment is one file, svcctl.yaml, as every e2e test writes it."""
     yaml_file = env.path / "svcctl.yaml"
     if not yaml_file.exists():
         return
@@ -95,7 +96,13 @@ def destroy_all(env: Env) -> None:
             yaml.dump(doc, out)
         res = apply(env)
         assert res.returncode == 0, res.stdout + res.stderr
-    env.write("instances: {}\n")
+    # Nothing declared, in the environment's own file: its nodes stay (a test of other hosts than the shared
+    # ones must reach those hosts to destroy what it made there).
+    doc["instances"] = {}
+    if "bindings" in doc:
+        doc["bindings"] = []
+    with yaml_file.open("w") as out:
+        yaml.dump(doc, out)
     res = apply(env, "--allow-destroy")
     assert res.returncode == 0, res.stdout + res.stderr
     assert_converged(env)

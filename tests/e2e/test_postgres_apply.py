@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import secrets
 import shlex
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,21 +23,23 @@ from typing import Any
 import ansible_runner
 import pytest
 
+from svcctl.apply import project
 from svcctl.apply.contract import ChangeVars, PlaybookAction
 from svcctl.apply.execute import change_vars, steps
 from svcctl.apply.runner import write_host_programs
 from svcctl.drivers.base import binding_user as user_name
 from svcctl.drivers.hostprograms import observe_program
-from svcctl.drivers.postgres.driver import DRIVER, owner_role
+from svcctl.drivers.postgres.driver import DRIVER, hba_rules, owner_role
 from svcctl.model.names import sql_ident
 from svcctl.secrets import binding_password
 from svcctl.state import Kind, Resource
-from tests.conftest import REPO, Lab
+from tests.conftest import Lab
 
 HOST = "lab-2"
 UNIT = "postgresql@15-main"
 DUMP_DIR = "/var/backups/svcctl"
-ENGINE_ATTRS = {"installed": True, "version": "15", "running": True, "enabled": True, "client_networks": []}
+ENGINE_ATTRS = {"installed": True, "version": "15", "running": True, "enabled": True, "client_networks": [],
+                "pg_hba": hba_rules([]), "listen_addresses": "localhost"}  # fmt: skip
 
 
 @dataclass
@@ -157,9 +158,9 @@ class Pg:
         return self.apply([change], {})
 
     def apply(self, changes: list[ChangeVars], secrets_: dict[str, Any]) -> Run:
-        """Run playbooks/apply.yml on HOST with these changes, as svcctl apply does."""
+        """Run apply.yml on HOST with these changes, in the project svcctl apply assembles."""
         data = self.tmp / f"run{len(self.runs)}"
-        shutil.copytree(REPO / "playbooks", data / "project")
+        project.assemble(data / "project")
         events: list[dict[str, Any]] = []
 
         def on_event(event: dict[str, Any]) -> bool:
@@ -293,7 +294,9 @@ def _cleanup(pg: Pg) -> None:
 
 
 def test_engine_create_starts_and_enables_the_cluster(pg: Pg) -> None:
-    assert pg.observe()[f"engine.{HOST}.postgres"].attrs == ENGINE_ATTRS
+    observed = dict(pg.observe()[f"engine.{HOST}.postgres"].attrs)
+    assert observed.pop("listen_base") == "localhost"  # Debian's default: svcctl's drop-in sets nothing
+    assert observed == ENGINE_ATTRS
     res = pg.lab.ssh(HOST, f"systemctl is-active {UNIT}; systemctl is-enabled {UNIT}")
     assert res.stdout.split() == ["active", "enabled"]
 

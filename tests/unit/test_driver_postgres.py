@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from svcctl.drivers.base import DesiredContext
-from svcctl.drivers.postgres.driver import DRIVER, observed_client_networks
+from svcctl.drivers.postgres.driver import DRIVER, hba_rules, listen_addresses, observed_client_networks
 from svcctl.model.loader import load_environment
 from svcctl.model.spec import Environment
 from svcctl.secrets import Secret, derive_password
@@ -133,7 +133,47 @@ def test_a_database_whose_owner_lost_the_grants_reads_custom() -> None:
     ],
 )
 def test_client_networks_are_what_the_server_admits(listen: str, hba: list[list[str]], expected: list[str]) -> None:
-    assert observed_client_networks({"settings": {"listen_addresses": listen}, "hba": hba}) == expected
+    """Of a whole pg_hba.conf svcctl wrote before it had markers (legacy), every line is svcctl's."""
+    legacy = {"settings": {"listen_addresses": listen}, "hba": hba, "hba_block": hba, "hba_legacy": True}
+    assert observed_client_networks(legacy) == expected
+
+
+def test_client_networks_come_from_svcctls_block_only_never_from_the_users_lines() -> None:
+    users = [["host", "legacy_orders", "legacy_app", "10.50.0.0/16", "scram-sha-256"]]
+    ours = [["local", "all", "postgres", "peer", "map=svcctl"],
+            ["host", "all", "+svcctl_clients", "127.0.0.1/32", "scram-sha-256"],
+            ["host", "all", "+svcctl_clients", "10.211.37.0/24", "scram-sha-256"]]  # fmt: skip
+    listening = {"listen_addresses": "*"}
+    assert observed_client_networks({"settings": listening, "hba": users + ours, "hba_block": ours}) == [
+        "10.211.37.0/24"
+    ]
+    # a server the user opened, svcctl's block without networks: svcctl opened nothing
+    assert observed_client_networks({"settings": listening, "hba": users + ours[:2], "hba_block": ours[:2]}) == []
+    assert observed_client_networks({"settings": listening, "hba": users, "hba_block": None}) == []
+
+
+@pytest.mark.parametrize(
+    ("base", "networks", "expected"),
+    [
+        ("localhost", [], "localhost"),
+        ("localhost", ["10.0.0.0/24"], "*"),
+        ("127.0.0.1,::1", ["10.0.0.0/24"], "*"),
+        ("*", [], "*"),  # never narrowed: the server's own setting
+        ("10.0.0.5", [], "10.0.0.5"),
+        ("10.0.0.5", ["10.0.0.0/24"], "10.0.0.5"),  # it already listens beyond loopback, as its owner chose
+    ],
+)
+def test_listen_addresses_are_widened_never_narrowed(base: str, networks: list[str], expected: str) -> None:
+    assert listen_addresses(base, networks) == expected
+
+
+def test_svcctls_rules_name_only_svcctls_users() -> None:
+    assert hba_rules(["10.211.37.0/24"]) == [
+        "local all postgres peer map=svcctl",
+        "host all +svcctl_clients 127.0.0.1/32 scram-sha-256",
+        "host all +svcctl_clients ::1/128 scram-sha-256",
+        "host all +svcctl_clients 10.211.37.0/24 scram-sha-256",
+    ]
 
 
 def _lab_env() -> Environment:
@@ -186,6 +226,13 @@ def test_desired_for_the_lab_example() -> None:
                 "enabled": True,
                 "client_networks": ["10.211.37.0/24"],
                 "claimed_networks": ["10.211.37.0/24"],
+                "pg_hba": [
+                    "local all postgres peer map=svcctl",
+                    "host all +svcctl_clients 127.0.0.1/32 scram-sha-256",
+                    "host all +svcctl_clients ::1/128 scram-sha-256",
+                    "host all +svcctl_clients 10.211.37.0/24 scram-sha-256",
+                ],
+                "listen_addresses": "*",  # nothing observed: Debian's default, localhost, widened
             },
         },
     ]
@@ -214,8 +261,14 @@ def test_desired_with_rotation_readonly_and_client_networks_matches_what_parse_r
         live = {k: v for k, v in have.attrs.items() if k != "size_mb"}
         if want.address == "binding.report.rec-orders":
             assert live == {**want.attrs, "credentials": "stale"}
-        else:  # claimed_networks is registry-only: ownership adds it to what the engine reports
-            assert live == {k: v for k, v in want.attrs.items() if k != "claimed_networks"}, want.address
+        elif want.kind is Kind.ENGINE:  # claimed_networks is registry-only: ownership adds it to the engine's report
+            # recorded when svcctl wrote pg_hba.conf whole: the plan turns those lines into svcctl's block
+            assert live.pop("pg_hba") == [rule.replace("+svcctl_clients", "all") for rule in want.attrs["pg_hba"]]
+            assert live.pop("listen_base") is None
+            skip = ("claimed_networks", "pg_hba")
+            assert live == {k: v for k, v in want.attrs.items() if k not in skip}, want.address
+        else:
+            assert live == want.attrs, want.address
     assert sorted(r.address for r in desired) == [
         "binding.report.rec-orders",
         "binding.web.rec-orders",

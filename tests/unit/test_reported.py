@@ -350,6 +350,7 @@ def test_an_hba_line_with_a_scope_id_is_no_client_network() -> None:
         "settings": {"listen_addresses": "*"},
         "hba": [["host", "all", "all", "fe80::%eth0/64", "scram-sha-256"], ["host", "all", "all", "10.0.0.0/8", "md5"]],
     }
+    cluster["hba_block"], cluster["hba_legacy"] = cluster["hba"], True  # svcctl's whole file, before markers
     assert observed_client_networks(cluster) == ["10.0.0.0/8"]
 
 

@@ -30,6 +30,7 @@ from svcctl.drivers.base import (
     binding_purpose,
     desired_bindings,
     desired_engines,
+    is_adopted,
     name_of,
     parse_binding_user,
     placed_instances,
@@ -127,6 +128,7 @@ class MysqlDriver:
                     "database": sql_ident(name),
                     "connections": env.plan_of(name).connections,
                     "storage_mb": env.plan_of(name).storage_mb,
+                    **({"adopted": True} if is_adopted(ctx, name) else {}),
                 },
             )
             for name, node in placed

@@ -22,6 +22,7 @@ from svcctl.drivers.base import (
     binding_purpose,
     desired_bindings,
     desired_engines,
+    is_adopted,
     name_of,
     parse_binding_user,
     placed_instances,
@@ -41,6 +42,9 @@ CUSTOM_ROLE = "custom"
 """Observed role of a user whose privileges are neither svcctl role (so the diff puts them back)."""
 COMMENT_PREFIX = "svcctl"
 """Database comments svcctl writes: `svcctl storage_mb=512` (an absent value left out)."""
+CLIENTS_ROLE = "svcctl_clients"
+"""The NOLOGIN role every svcctl user (bindings, tunnel sessions) is a member of: svcctl's pg_hba.conf rules
+name `+svcctl_clients`, so they never match, and never change how, a user svcctl did not make logs in."""
 ANYWHERE = "0.0.0.0/0"
 """What client_networks says for a server listening beyond localhost without a network svcctl can name."""
 
@@ -82,13 +86,17 @@ class PostgresDriver:
                     "running": bool(unit.get("active")),
                     "enabled": bool(unit.get("enabled")),
                     "client_networks": observed_client_networks(cluster) if cluster else [],
+                    "pg_hba": _rule_lines((cluster or {}).get("hba_block") or []),
+                    "listen_addresses": _listen(cluster),
+                    "listen_base": (cluster or {}).get("listen_base"),
                 },
             )
         ]
         if cluster is None or not cluster.get("running"):
             return out
         databases = {str(d["name"]): d for d in cluster.get("databases", []) if d["name"] not in SYSTEM_DATABASES}
-        out += [_instance(node, version, db) for _, db in sorted(databases.items())]
+        superusers = {str(r["name"]) for r in cluster.get("roles", []) if r.get("superuser")}
+        out += [_instance(node, version, db, superusers) for _, db in sorted(databases.items())]
         roles = [r for r in cluster.get("roles", []) if r["name"] not in SYSTEM_ROLES and r["login"]]
         out += _bindings(node, roles, databases, password_for)
         return out
@@ -110,6 +118,7 @@ class PostgresDriver:
                     "owner": owner_role(name),
                     "connections": env.plan_of(name).connections,
                     "storage_mb": env.plan_of(name).storage_mb,
+                    **adoption(ctx, name),
                 },
             )
             for name, node in placed
@@ -121,6 +130,12 @@ class PostgresDriver:
             placed,
             lambda node: {"running": True, "enabled": True, "client_networks": list(env.nodes[node].client_networks)},
         )
+        for engine in (r for r in out if r.kind is Kind.ENGINE):
+            observed = ctx.observed.get(engine.address)
+            base = str((observed.attrs.get("listen_base") if observed else None) or "localhost")
+            networks = list(engine.attrs["client_networks"])
+            engine.attrs["pg_hba"] = hba_rules(networks)
+            engine.attrs["listen_addresses"] = listen_addresses(base, networks)
         return out
 
     def secrets_for(self, resource: Resource, password_for: PasswordFor) -> dict[str, Secret]:
@@ -128,28 +143,69 @@ class PostgresDriver:
         return binding_password(resource, password_for)
 
 
+def adoption(ctx: DesiredContext, name: str) -> Attrs:
+    """An adopted instance's attributes: `adopted`, and the owner the database already has, which it keeps."""
+    if not is_adopted(ctx, name):
+        return {}
+    observed = ctx.observed.get(f"instance.{name}")
+    owner = observed.attrs.get("owner") if observed is not None else None
+    return {"adopted": True, **({"owner": str(owner)} if owner else {})}
+
+
 def owner_role(instance: str) -> str:
     """The NOLOGIN role owning an instance's database (and, through readwrite users, its tables)."""
     return f"{sql_ident(instance)}_owner"
 
 
+def hba_rules(networks: Iterable[str]) -> list[str]:
+    """svcctl's block in pg_hba.conf, line by line: root's local login as postgres (pg_ident map `svcctl`),
+    then scram-sha-256 for svcctl's users only (`+svcctl_clients`) from localhost and each client network."""
+    rules = [["local", "all", "postgres", "peer", "map=svcctl"]]
+    sources = ("127.0.0.1/32", "::1/128", *networks)
+    rules += [["host", "all", f"+{CLIENTS_ROLE}", source, "scram-sha-256"] for source in sources]
+    return _rule_lines(rules)
+
+
+def listen_addresses(base: str, networks: list[str]) -> str:
+    """What the server should listen on: as its own files say (`base`), widened to every address when svcctl's
+    clients come from a network and the server listens on loopback only; never narrowed."""
+    if networks and all(_is_loopback(a.strip()) for a in base.split(",") if a.strip()):
+        return "*"
+    return base
+
+
+def _listen(cluster: Mapping[str, Any] | None) -> str | None:
+    """The listen_addresses the cluster runs with (or would start with); None without a cluster."""
+    if cluster is None:
+        return None
+    return str((cluster.get("settings") or {}).get("listen_addresses") or cluster.get("listen_base") or "localhost")
+
+
+def _rule_lines(rules: Iterable[list[str]]) -> list[str]:
+    """pg_hba token lists as the lines svcctl writes (words one space apart): observed and desired compare as text."""
+    return [" ".join(rule) for rule in rules]
+
+
 def observed_client_networks(cluster: Mapping[str, Any]) -> list[str]:
     """Networks the cluster admits: [] when it listens on localhost only.
 
-    Listening beyond localhost, the non-loopback `host*` lines of pg_hba.conf say for whom; a server
-    opened without any such line reports 0.0.0.0/0, so the diff closes it again.
+    Listening beyond localhost, the non-loopback `host*` lines of svcctl's block in pg_hba.conf say for whom
+    (of a whole file svcctl wrote before it had markers, all its lines). The user's own lines are the user's:
+    they open nothing svcctl declares. A block without network lines reports [].
     """
     listen = str((cluster.get("settings") or {}).get("listen_addresses", "localhost"))
     if all(_is_loopback(a.strip()) for a in listen.split(",") if a.strip()):
         return []
     networks: set[str] = set()
-    for line in cluster.get("hba") or []:
+    for line in cluster.get("hba_block") or []:
         if not line or not str(line[0]).startswith("host") or len(line) < 5:
             continue
         network = _hba_network(line[3], line[4])
         if network is not None and not ipaddress.ip_network(network).is_loopback:
             networks.add(network)
-    return sorted(networks) or [ANYWHERE]
+    if cluster.get("hba_legacy"):
+        return sorted(networks) or [ANYWHERE]
+    return sorted(networks)
 
 
 def _hba_network(address: str, mask: str) -> str | None:
@@ -208,9 +264,10 @@ def _acl(entries: Iterable[str] | None) -> dict[str, str]:
     return out
 
 
-def _instance(node: str, version: str, db: Mapping[str, Any]) -> Resource:
+def _instance(node: str, version: str, db: Mapping[str, Any], superusers: set[str]) -> Resource:
     ident = str(db["name"])
     name = name_of(ident)
+    owned_by_superuser = {"owner_superuser": True} if db["owner"] in superusers else {}  # never adoptable
     return Resource(
         kind=Kind.INSTANCE,
         name=name if name is not None else f"{node}.{ENGINE}:{ident}",
@@ -224,6 +281,7 @@ def _instance(node: str, version: str, db: Mapping[str, Any]) -> Resource:
             "connections": _limit(int(db["connlimit"])),
             "storage_mb": parse_comment(db.get("comment")).get("storage_mb"),
             "size_mb": math.ceil(int(db["size"]) / 1048576),
+            **owned_by_superuser,
         },
     )
 
@@ -234,14 +292,15 @@ def _role(role: Mapping[str, Any], db: Mapping[str, Any]) -> str:
     if "c" not in _acl(db.get("acl")).get(user, ""):
         return CUSTOM_ROLE
     schema = set(_acl(db.get("public_acl")).get(user, ""))
-    acts_as_owner = owner in role.get("member_of", []) and f"role={owner}" in (role.get("config") or [])
+    member_of = [m for m in role.get("member_of", []) if m != CLIENTS_ROLE]  # every svcctl user is one
+    acts_as_owner = owner in member_of and f"role={owner}" in (role.get("config") or [])
     if acts_as_owner and {"U", "C"} <= schema:
         return "readwrite"
     reads_future = any(
         d["role"] == owner and d["schema"] == "public" and d["type"] == "r" and "r" in _acl(d["acl"]).get(user, "")
         for d in db.get("default_acl", [])
     )
-    if not role.get("member_of") and not role.get("config") and schema == {"U"} and reads_future:
+    if not member_of and not role.get("config") and schema == {"U"} and reads_future:
         return "readonly"
     return CUSTOM_ROLE
 

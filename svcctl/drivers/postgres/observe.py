@@ -10,6 +10,7 @@ import socket as _pg_socket
 from typing import Any
 
 from svcctl.drivers.host.observe_header import installed_packages, unit_states
+from svcctl.hostlib.marked import MarkerError, block_lines
 from svcctl.hostlib.run import sh
 
 PG_CLUSTER_SQL = r"""
@@ -106,14 +107,28 @@ def _pg_all_grants(databases, port, psql="psql"):
     return found
 
 
+PG_SVCCTL_CONF = "conf.d/svcctl.conf"  # svcctl's drop-in, relative to the cluster's configuration directory
+PG_HBA_LEGACY = "# Managed by svcctl ("  # the first line of the whole file svcctl wrote before it had markers
+
+
+def _pg_rules(lines):
+    """pg_hba.conf lines as token lists, comments and blank lines dropped."""
+    return [line.split("#", 1)[0].split() for line in lines if line.split("#", 1)[0].strip()]
+
+
 def _pg_hba(path):
-    """pg_hba.conf as token lists, comments and blank lines dropped."""
+    """(every rule, svcctl's block's rules or None, whether svcctl wrote the whole file), as token lists;
+    (None, None, False) when it cannot be read. Markers that do not pair are an error: the plan stops there."""
     try:
         with open(path) as f:
-            lines = f.read().splitlines()
+            text = f.read()
     except OSError:
-        return None
-    return [line.split("#", 1)[0].split() for line in lines if line.split("#", 1)[0].strip()]
+        return None, None, False
+    try:
+        block = block_lines(text, PG_HBA_LEGACY)
+    except MarkerError as exc:
+        raise RuntimeError(f"{path}: {exc}; fix the svcctl markers by hand") from None
+    return _pg_rules(text.splitlines()), None if block is None else _pg_rules(block), text.startswith(PG_HBA_LEGACY)
 
 
 def _pg_packages():
@@ -138,8 +153,9 @@ _PG_CONF_SIMPLE = _pg_re.compile(
 )
 
 
-def _pg_read_conf(path, depth=0):
-    """A postgresql.conf-style file as {name: value}, includes merged in order; {} if it cannot be read."""
+def _pg_read_conf(path, depth=0, skip=None):
+    """A postgresql.conf-style file as {name: value}, includes merged in order; {} if it cannot be read.
+    `skip`: a file to leave out wherever it is included (svcctl's own drop-in, to see the server without it)."""
     conf: dict[str, str] = {}
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -155,13 +171,14 @@ def _pg_read_conf(path, depth=0):
             directory = os.path.join(parent, m[1])
             if depth < 10 and os.path.isdir(directory):
                 for name in sorted(os.listdir(directory)):
-                    if not name.startswith(".") and name.endswith(".conf"):
-                        conf.update(_pg_read_conf(os.path.join(directory, name), depth + 1))
+                    included = os.path.join(directory, name)
+                    if not name.startswith(".") and name.endswith(".conf") and included != skip:
+                        conf.update(_pg_read_conf(included, depth + 1, skip))
             continue
         m = _PG_CONF_INCLUDE.match(line)
         if m:
-            if depth < 10:
-                conf.update(_pg_read_conf(os.path.join(parent, m[1]), depth + 1))
+            if depth < 10 and os.path.join(parent, m[1]) != skip:
+                conf.update(_pg_read_conf(os.path.join(parent, m[1]), depth + 1, skip))
             continue
         m = _PG_CONF_STRING.match(line)
         if m:
@@ -242,6 +259,11 @@ def _pg_clusters():
             auto = _pg_read_conf(f"{data_dir or f'/var/lib/postgresql/{version}/{name}'}/postgresql.auto.conf")
             config.update({k: v for k, v in auto.items() if k != "data_directory"})
             port = int(config.get("port") or 5432)
+            # listen_addresses as the server's own files set it, without svcctl's drop-in (postgresql.auto.conf,
+            # written by the user's own SQL, counts: it is theirs too); svcctl widens it, never narrows it.
+            base = _pg_read_conf(conf_path, skip=f"{confdir}/{PG_SVCCTL_CONF}")
+            base.update(auto)
+            listen_base = base.get("listen_addresses", "localhost")
             clusters.append(
                 {
                     "version": version,
@@ -250,6 +272,7 @@ def _pg_clusters():
                     "running": _pg_running(config, port),
                     "start": _pg_start_conf(confdir),
                     "config": config,
+                    "listen_base": listen_base,
                 }
             )
     return clusters
@@ -282,6 +305,7 @@ def observe_postgres():
     for c in clusters:
         version, name = c["version"], c["cluster"]
         config = c["config"]
+        hba, hba_block, legacy = _pg_hba(config.get("hba_file") or f"/etc/postgresql/{version}/{name}/pg_hba.conf")
         cluster = {
             "version": version,
             "name": name,
@@ -289,7 +313,10 @@ def observe_postgres():
             "running": c["running"],
             "start": c["start"],
             "unit": units[f"postgresql@{version}-{name}.service"],
-            "hba": _pg_hba(config.get("hba_file") or f"/etc/postgresql/{version}/{name}/pg_hba.conf"),
+            "hba": hba,
+            "hba_block": hba_block,
+            "hba_legacy": legacy,
+            "listen_base": c["listen_base"],
             "settings": {k: config[k] for k in ("listen_addresses", "password_encryption") if k in config},
         }
         if cluster["running"]:

@@ -3,6 +3,8 @@
 from svcctl.drivers.host.session_header import _text, fail, ident, run
 from svcctl.hostlib.verifiers import scram_verifier
 
+PG_CLIENTS_ROLE = "svcctl_clients"  # the engine change creates it (tasks/postgres.yml)
+
 
 def pg_ident(name):
     """A PostgreSQL quoted identifier ("name"); only checked identifiers, so it means what the bare name does."""
@@ -42,15 +44,21 @@ def psql(sql, database="postgres"):
     return run(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-p", pg_port(), "-d", database], stdin=sql, user="postgres")
 
 
-def pg_create_sql(user, database, verifier, expires_at, role):
-    """[(database to run in, SQL)] creating a session user: login, connect, and the role's privileges."""
-    u, owner = pg_ident(user), pg_ident(database + "_owner")
+def pg_create_sql(user, database, verifier, expires_at, role, owner=None):
+    """[(database to run in, SQL)] creating a session user: login, connect, and the role's privileges; a
+    readwrite one acts as the database's `owner` (svcctl's `<database>_owner`, an adopted database's own)."""
+    owner_name = ident(owner or database + "_owner")
+    u, owner = pg_ident(user), pg_ident(owner_name)
+    clients = pg_ident(PG_CLIENTS_ROLE)
     sql = (
+        f"DO $svcctl$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {pg_literal(PG_CLIENTS_ROLE)}) "
+        f"THEN CREATE ROLE {clients} NOLOGIN; END IF; END $svcctl$;\n"
         f"CREATE ROLE {u} LOGIN PASSWORD {pg_literal(verifier)} VALID UNTIL {pg_literal(expires_at)} "
         f"CONNECTION LIMIT 16;\nGRANT CONNECT, TEMPORARY ON DATABASE {pg_ident(database)} TO {u};\n"
+        f"GRANT {clients} TO {u};\n"  # svcctl's pg_hba.conf rules name only its members
     )
     if role == "readwrite":
-        sql += f"GRANT {owner} TO {u};\nALTER ROLE {u} SET role = {pg_literal(ident(database + '_owner'))};\n"
+        sql += f"GRANT {owner} TO {u};\nALTER ROLE {u} SET role = {pg_literal(owner_name)};\n"
         return [("postgres", sql)]
     grants = (
         f"GRANT USAGE ON SCHEMA public TO {u};\nGRANT SELECT ON ALL TABLES IN SCHEMA public TO {u};\n"
@@ -71,20 +79,33 @@ def pg_terminate_sql(user):
     return f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = {pg_literal(ident(user))};"
 
 
-def pg_reassign_sql(user, database):
-    """Run in the database: what the user owns goes to the instance's owner role, then its grants go."""
+def pg_owner_sql(database):
+    """The owner of `database`, by name (one line)."""
+    return f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = {pg_literal(ident(database))};"
+
+
+def pg_reassign_sql(user, database, owner=None):
+    """Run in the database: what the user owns goes to the database's owner, then its grants go."""
     u = pg_ident(user)
-    return f"REASSIGN OWNED BY {u} TO {pg_ident(database + '_owner')};\nDROP OWNED BY {u};\n"
+    return f"REASSIGN OWNED BY {u} TO {pg_ident(owner or database + '_owner')};\nDROP OWNED BY {u};\n"
 
 
 def pg_drop_role_sql(user):
     return f"DROP ROLE IF EXISTS {pg_ident(user)};"
 
 
+def pg_owner(database):
+    """The database's owner as the server says (checked like any identifier), or None if there is none."""
+    owner = psql(pg_owner_sql(database)).strip()
+    return ident(owner) if owner else None
+
+
 def pg_create(req):
     verifier = scram_verifier(req["password"])
     attrs = req["attrs"]
-    for database, sql in pg_create_sql(req["user"], req["database"], verifier, attrs["expires_at"], attrs["role"]):
+    owner = pg_owner(req["database"])
+    steps = pg_create_sql(req["user"], req["database"], verifier, attrs["expires_at"], attrs["role"], owner)
+    for database, sql in steps:
         psql(sql, database)
 
 
@@ -95,5 +116,5 @@ def pg_drop(req):
         return
     psql(pg_terminate_sql(user))
     if found[1] != "0":
-        psql(pg_reassign_sql(user, db), db)
+        psql(pg_reassign_sql(user, db, pg_owner(db)), db)
     psql(pg_drop_role_sql(user))

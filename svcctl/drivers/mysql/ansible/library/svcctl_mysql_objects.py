@@ -159,6 +159,8 @@ class Objects:
         if attrs.get("connections"):
             comment += f" connections={int(attrs['connections'])}"
         now = self.database_comment(db)
+        if now is None and attrs.get("adopted"):
+            raise Failed(f"database {db} is gone: there is nothing to adopt; plan again")
         if now is None:
             self.act(f"create database {db}", f"CREATE DATABASE {ident(db)} CHARACTER SET utf8mb4")
             now = ""
@@ -181,6 +183,9 @@ class Objects:
 
     def instance_delete(self, change, reports):
         db = change["names"]["database"]
+        if (change.get("old") or {}).get("adopted") or change["attrs"].get("adopted"):
+            reports.append(f"{change['address']} released: svcctl forgot it; database {db} and its data stay")
+            return
         if self.database_comment(db) is None:
             return
         path = self.dump(change, db)

@@ -44,6 +44,7 @@ svcctl_reports: {description: "where each deleted instance was dumped", type: li
 """
 
 DEFAULT_ROLE = "readwrite"
+CLIENTS_ROLE = "svcctl_clients"  # every svcctl user is a member: svcctl's pg_hba.conf rules name only it
 
 
 class Objects:
@@ -154,6 +155,8 @@ class Objects:
         limit = attrs.get("connections")
         limit = -1 if limit is None else int(limit)
         comment = "svcctl" if attrs.get("storage_mb") is None else f"svcctl storage_mb={int(attrs['storage_mb'])}"
+        if attrs.get("adopted"):
+            return self.adopted(db, limit, comment)
         role = self.role(owner)
         if role is None:
             self.act(f"create role {owner}", self.stmt("CREATE ROLE {} NOLOGIN", owner))
@@ -178,8 +181,23 @@ class Objects:
         if "" in self.db_grantees(db):
             self.act(f"database {db}: revoke PUBLIC", self.stmt("REVOKE ALL ON DATABASE {} FROM PUBLIC", db))
 
+    def adopted(self, db, limit, comment):
+        """An adopted database: only what the plan showed (its connection limit, svcctl's comment); its owner,
+        its grants (PUBLIC's included) and its data stay as they were, so no client loses access."""
+        found = self.database(db)
+        if found is None:
+            self.module.fail_json(msg=f"database {db} is gone: there is nothing to adopt; plan again")
+        if found[1] != limit:
+            self.act(f"database {db}: connection limit {limit}",
+                     self.stmt("ALTER DATABASE {} CONNECTION LIMIT {limit}", db, limit=limit))  # fmt: skip
+        if found[2] != comment:
+            self.act(f"database {db}: comment", self.stmt("COMMENT ON DATABASE {} IS {c}", db, c=comment))
+
     def instance_delete(self, change, reports):
         db, owner = change["names"]["database"], change["names"]["owner"]
+        if (change.get("old") or {}).get("adopted") or change["attrs"].get("adopted"):
+            reports.append(f"{change['address']} released: svcctl forgot it; database {db} and its data stay")
+            return
         if self.database(db) is not None:
             path = self.dump(change, db)
             reports.append(f"{change['address']} dumped to {path}")
@@ -217,7 +235,10 @@ class Objects:
 
     def binding(self, change, secret):
         attrs = change["attrs"]
-        user, db, owner = change["names"]["user"], change["names"]["database"], change["names"]["owner"]
+        user, db = change["names"]["user"], change["names"]["database"]
+        found = self.database(db)
+        # A readwrite binding acts as its database's owner: svcctl's owner role, or an adopted database's own.
+        owner = found[0] if found is not None else change["names"]["owner"]
         rw = attrs.get("role", DEFAULT_ROLE) == "readwrite"
         limit = attrs.get("connections")
         limit = -1 if limit is None else int(limit)
@@ -241,6 +262,10 @@ class Objects:
             if not scram_matches(password, role[3]):
                 self.act(f"role {user}: password",
                          self.stmt("ALTER ROLE {} PASSWORD {pw}", user, pw=scram_verifier(password)))  # fmt: skip
+        if not self.member(user, CLIENTS_ROLE):
+            if self.role(CLIENTS_ROLE) is None:
+                self.act(f"create role {CLIENTS_ROLE}", self.stmt("CREATE ROLE {} NOLOGIN", CLIENTS_ROLE))
+            self.act(f"grant {CLIENTS_ROLE} to {user}", self.stmt("GRANT {} TO {}", CLIENTS_ROLE, user))
         config = list(role[2] or [])
         wanted = [f"role={owner}"] if rw else []
         if config != wanted:
@@ -306,12 +331,14 @@ class Objects:
             )  # fmt: skip
 
     def binding_delete(self, change):
-        user, db, owner = change["names"]["user"], change["names"]["database"], change["names"]["owner"]
+        user, db = change["names"]["user"], change["names"]["database"]
         if self.role(user) is None:
             return
         self.act(f"end the sessions of {user}", self.stmt(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {u}", u=user))  # fmt: skip
-        if self.database(db) is not None:
+        found = self.database(db)
+        if found is not None:
+            owner = found[0]  # what the user made goes to the database's owner (an adopted one's own)
             if self.role(owner) is not None:
                 self.act(
                     f"{db}: what {user} owns goes to {owner}", self.stmt("REASSIGN OWNED BY {} TO {}", user, owner), db
