@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal
+from typing import Any
 
 from svcctl.plan.declared import DeclaredChange, DeclaredDiff, FieldChange
 from svcctl.plan.escape import for_terminal, markdown_code
+from svcctl.plan.render import SENSITIVE_VALUE, Format
 from svcctl.plan.types import Action
 
-Format = Literal["text", "json", "markdown"]
-
-SENSITIVE_VALUE = "(sensitive value)"
 NO_CHANGES = "No declared changes: both sides declare the same environment."
 RISKY_TITLE = "Risky changes:"
 QUOTA_TITLE = "Quota changes:"
