@@ -3,9 +3,10 @@
 #
 # Why a module of its own: the community.postgresql modules run one remote process per object and task
 # (an instance took 3, a binding 5 to 7), so ten instances took 5x as long as one.  This module makes the
-# same objects, with the same grants, in order, over one connection; each step is checked before it is
-# done, so a second run changes nothing and check mode reports what would change.  Names are svcctl's SQL
-# identifiers (the loader allows [a-z0-9_] only) and still go through psycopg2.sql.Identifier.
+# same objects, with the same grants, in order, over at most two connections (`Connections`: the maintenance
+# database's and the one it is working in); each step is checked before it is done, so a second run
+# changes nothing and check mode reports what would change.  Names are svcctl's SQL identifiers (the loader
+# allows [a-z0-9_] only) and still go through psycopg2.sql.Identifier.
 from __future__ import annotations
 
 import os
@@ -41,14 +42,49 @@ options:
 RETURN = r"""
 results: {description: "per change: address, action, changed and what was done", type: list}
 svcctl_reports: {description: "where each deleted instance was dumped", type: list}
+connections_peak: {description: "the most connections the run held open at once (at most 2)", type: int}
 """
 
 DEFAULT_ROLE = "readwrite"
 CLIENTS_ROLE = "svcctl_clients"  # every svcctl user is a member: svcctl's pg_hba.conf rules name only it
 
 
+class Connections:
+    """At most two open connections whatever the number of objects: one to the maintenance database, and
+    one to the database being worked in, closed before the next one is opened.
+
+    One connection per database kept open to the end (as before) ran a node out of slots on a first apply of
+    many instances (`too many clients already`); these two fit in the superuser's reserved slots, so a module
+    run takes none of the applications'.
+    """
+
+    def __init__(self, connect, maintenance="postgres"):
+        self._connect = connect  # database name -> an open connection
+        self.maintenance = maintenance
+        self._open = {}  # database -> connection: the maintenance one and at most one other
+        self.peak = 0  # the most connections open at once (returned, and checked by the tests)
+
+    def get(self, database):
+        """An open connection to `database`, closing the previous working database's first."""
+        if database not in self._open:
+            for other in [d for d in self._open if d != self.maintenance]:
+                self.close(other)
+            self._open[database] = self._connect(database)
+            self.peak = max(self.peak, len(self._open))
+        return self._open[database]
+
+    def close(self, database):
+        c = self._open.pop(database, None)
+        if c is not None:
+            c.close()
+
+    def close_all(self):
+        for name in list(self._open):
+            self.close(name)
+
+
 class Objects:
-    """One connection per database, opened on first use; every step checks, then acts (unless checking)."""
+    """Every step checks, then acts (unless checking), over at most two connections (`Connections`)."""
 
     def __init__(self, module):
         import psycopg2
@@ -58,31 +94,30 @@ class Objects:
         self.psycopg2 = psycopg2
         self.sql = sql
         self.check = module.check_mode
-        self._conns = {}
+        self.conns = Connections(self._connect)
         self.did = []
 
     # --- plumbing -----------------------------------------------------------------------------------------
 
+    def _connect(self, database):
+        c = self.psycopg2.connect(
+            dbname=database,
+            user="postgres",
+            host=self.module.params["login_unix_socket"],
+            port=self.module.params["port"],
+            application_name="svcctl apply",
+        )
+        c.autocommit = True
+        return c
+
     def conn(self, database="postgres"):
-        if database not in self._conns:
-            c = self.psycopg2.connect(
-                dbname=database,
-                user="postgres",
-                host=self.module.params["login_unix_socket"],
-                port=self.module.params["port"],
-            )
-            c.autocommit = True
-            self._conns[database] = c
-        return self._conns[database]
+        return self.conns.get(database)
 
     def close(self, database):
-        c = self._conns.pop(database, None)
-        if c is not None:
-            c.close()
+        self.conns.close(database)
 
     def close_all(self):
-        for name in list(self._conns):
-            self.close(name)
+        self.conns.close_all()
 
     def query(self, statement, args=None, database="postgres"):
         with self.conn(database).cursor() as cur:
@@ -410,7 +445,12 @@ def main():
         )
     finally:
         objects.close_all()
-    module.exit_json(changed=any(r["changed"] for r in results), results=results, svcctl_reports=reports)
+    module.exit_json(
+        changed=any(r["changed"] for r in results),
+        results=results,
+        svcctl_reports=reports,
+        connections_peak=objects.conns.peak,
+    )
 
 
 if __name__ == "__main__":
