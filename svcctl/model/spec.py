@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema, 
 
 from svcctl.errors import SvcctlError
 from svcctl.model.names import NAME_MAX, NAME_MIN, NAME_PATTERN
+from svcctl.model.schedule import Schedule
 from svcctl.model.types import (
     ENVIRONMENT_PATTERN,
     AppName,
@@ -131,6 +132,18 @@ class Service(_Model):
     )
 
 
+class Backup(_Model):
+    """Scheduled dumps of an instance on its node, kept in /var/backups/svcctl/<instance>/ (docs/backups.md)."""
+
+    schedule: Schedule = Field(
+        "daily",
+        description="When to dump: a systemd OnCalendar expression svcctl accepts: hourly, daily, weekly, monthly, "
+        "quarterly, semiannually, yearly, or [WEEKDAYS] [DATE] [TIME] such as 'Mon..Fri 02:30' or '*-*-* 03:00:00'. "
+        "Default daily.",
+    )
+    keep: int = Field(7, ge=1, le=365, strict=True, description="How many dumps to keep, 1 to 365. Default 7.")
+
+
 class ServicePlan(_Model):
     """A size of a service: quotas the instance gets and placement reserves."""
 
@@ -142,6 +155,9 @@ class ServicePlan(_Model):
         "noeviction", description="Redis maxmemory-policy; redis plans only. Default noeviction."
     )
     description: Text | None = Field(None, description="Free text shown to people choosing a plan.")
+    backup: Backup | None = Field(
+        None, description="Scheduled dumps of every instance of this plan; an instance's own backup: replaces it."
+    )
 
 
 class Placement(_Model):
@@ -176,6 +192,9 @@ class Instance(_Model):
         description="Take over an existing database on the pinned node instead of creating one: apply records it "
         "as this environment's without touching its data, users or grants; removing it later releases it "
         "(svcctl forgets it, the database stays). PostgreSQL and MariaDB.",
+    )
+    backup: Backup | None = Field(
+        None, description="Scheduled dumps of this instance, replacing its plan's backup: (docs/backups.md)."
     )
 
     @model_validator(mode="after")
@@ -302,6 +321,11 @@ class Environment(_Model):
         if declared is not None:
             return declared
         return max(self.service_of(instance).versions, key=version_key)
+
+    def backup_of(self, instance: str) -> Backup | None:
+        """The instance's backup schedule: its own `backup:`, else its plan's, else None (no backups)."""
+        own = self.instances[instance].backup
+        return own if own is not None else self.plan_of(instance).backup
 
     def bindings_of_instance(self, instance: str) -> list[Binding]:
         """Bindings on one instance, in declaration order."""
