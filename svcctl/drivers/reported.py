@@ -128,6 +128,9 @@ PgMajor = Annotated[str, Field(pattern=r"^[0-9]{1,4}$")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Count = Annotated[int, Field(ge=0, le=_BIG)]
 ConnLimit = Annotated[int, Field(ge=-1, le=2**31 - 1)]
+MAX_CLIENTS = 1_000_000
+"""Most client connections a node may report for one database or instance (each engine's limit is far lower)."""
+Clients = Annotated[int, Field(ge=0, le=MAX_CLIENTS)]
 MariadbPackage = Annotated[PackageVersion, AfterValidator(_series(major_minor))]
 RedisPackage = Annotated[PackageVersion, AfterValidator(_series(major_of))]
 Sha256 = Annotated[str, AfterValidator(_sha256)]
@@ -165,6 +168,7 @@ class PgDatabase(_Report):
     acl: Annotated[list[Text], Field(max_length=MAX_ITEMS)] | None = None
     public_acl: Annotated[list[Text], Field(max_length=MAX_ITEMS)] | None = None
     default_acl: Annotated[list[PgDefaultAcl], Field(max_length=MAX_ITEMS)] = Field(default_factory=list)
+    clients: Clients | None = None  # client connections to it now (absent in older reports)
 
 
 class PgRole(_Report):
@@ -226,6 +230,7 @@ class MysqlDatabase(_Report):
     charset: Token | None = None
     comment: Comment | None = None
     size_bytes: Count
+    clients: Clients | None = None  # client connections using it now (absent in older reports)
 
 
 class MysqlUser(_Report):
@@ -292,6 +297,7 @@ class RedisInstance(_Report):
     acl: RedisAcl | None = None
     users: Annotated[list[RedisUser], Field(max_length=MAX_ITEMS)] = Field(default_factory=list)
     unit: Unit
+    clients: Clients | None = None  # established connections to its port, while it runs (absent in older reports)
 
 
 class RedisReport(_Report):

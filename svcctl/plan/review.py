@@ -25,8 +25,9 @@ SECTIONS = {"nodes": "node", "services": "service", "plans": "plan", "instances"
 LOCAL_PATHS = {"node": ("identity_file", "ssh_config", "known_hosts"), "app": ("manifest",)}
 """The fields holding a path on this machine (the loader resolved them to absolute paths)."""
 
-MEASURED = frozenset({"size_mb"})
-"""Observed attributes that change by themselves and decide no change (quota warnings only): not pinned."""
+MEASURED = frozenset({"size_mb", "connections_in_use"})
+"""Observed attributes that change by themselves and decide no change (quota warnings, `svcctl status`): not
+pinned, so a database growing or a client connecting leaves a saved plan valid."""
 
 NAME = "environment"
 
@@ -80,7 +81,7 @@ def pinned(observed: State, desired: State, changing: Collection[str]) -> State:
     """The part of the observed state a plan rests on: whatever its changes act on (the addresses `changing`,
     an engine only then), this environment's own objects, and whatever sits at an address it declares or is
     named like one of its objects (look-alikes on other nodes block creates); without measurements such as
-    `size_mb`.
+    `size_mb` and `connections_in_use`.
 
     Of a shared engine's registry record only the networks other environments claim count (they are part of
     the engine's desired state); which environment recorded it last does not. So another environment's apply

@@ -300,8 +300,16 @@ def _instance(node: str, version: str, db: Mapping[str, Any], user_limits: set[i
             "connections": connections,
             "storage_mb": noted.get("storage_mb"),
             "size_mb": math.ceil(int(db["size_bytes"]) / 1048576),
+            **_in_use(db),
         },
     )
+
+
+def _in_use(db: Mapping[str, Any]) -> Attrs:
+    """`connections_in_use` (observed only: never diffed or pinned), when the report counts the database's
+    client connections."""
+    clients = db.get("clients")
+    return {} if clients is None else {"connections_in_use": int(clients)}
 
 
 def _unanimous(values: set[int | None]) -> Any:

@@ -1,6 +1,7 @@
 # --- mysql (MariaDB) -------------------------------------------------------------------------------------
 # Reads only: package, unit, svcctl's config file, the bind-address the server's own option files give, and
-# (when the server runs) databases, users and the grants of svcctl's users, as root over the unix socket.
+# (when the server runs) databases with their client connections, users and the grants of svcctl's users, as
+# root over the unix socket.
 # Verifiers are printed for sv_* users only.
 import ipaddress
 import os
@@ -253,13 +254,18 @@ def observe_mysql():
         " GROUP BY s.SCHEMA_NAME, s.DEFAULT_CHARACTER_SET_NAME, s.SCHEMA_COMMENT;"
         "SELECT 'user', User, Host, plugin, IF(User LIKE 'sv\\_%', authentication_string, NULL),"
         " max_user_connections FROM mysql.user;"
+        # client connections per database (this client's own has none selected)
+        "SELECT 'clients', DB, COUNT(*) FROM information_schema.PROCESSLIST WHERE DB IS NOT NULL"
+        " AND COMMAND <> 'Daemon' GROUP BY DB;"
     )
-    server, databases, users = {}, [], []
+    server, databases, users, clients = {}, [], [], {}
     for row in rows:
         if row[0] == "server":
             server = {"version": row[1], "port": int(row[2]), "bind_address": row[3]}
         elif row[0] == "database":
             databases.append({"name": row[1], "charset": row[2], "comment": row[3], "size_bytes": int(row[4])})
+        elif row[0] == "clients":
+            clients[row[1]] = int(row[2])
         elif row[0] == "user":
             users.append(
                 {
@@ -291,6 +297,8 @@ def observe_mysql():
                 current["grants"].append(grant)
     server["listening"] = _mysql_listening(server["port"])
     out["server"] = server
+    for db in databases:
+        db["clients"] = clients.get(db["name"], 0)
     out["databases"] = sorted(databases, key=lambda d: d["name"])
     out["users"] = sorted(users, key=lambda u: (u["user"], u["host"]))
     return out

@@ -264,6 +264,13 @@ def _acl(entries: Iterable[str] | None) -> dict[str, str]:
     return out
 
 
+def _in_use(db: Mapping[str, Any]) -> Attrs:
+    """`connections_in_use` (observed only: never diffed or pinned), when the report counts the database's
+    client connections."""
+    clients = db.get("clients")
+    return {} if clients is None else {"connections_in_use": int(clients)}
+
+
 def _instance(node: str, version: str, db: Mapping[str, Any], superusers: set[str]) -> Resource:
     ident = str(db["name"])
     name = name_of(ident)
@@ -282,6 +289,7 @@ def _instance(node: str, version: str, db: Mapping[str, Any], superusers: set[st
             "storage_mb": parse_comment(db.get("comment")).get("storage_mb"),
             "size_mb": math.ceil(int(db["size"]) / 1048576),
             **owned_by_superuser,
+            **_in_use(db),
         },
     )
 

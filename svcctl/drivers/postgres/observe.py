@@ -1,7 +1,8 @@
 # PostgreSQL: packages, Debian clusters (read from /etc/postgresql as pg_lsclusters reads them), their units,
 # settings and pg_hba, and, for running clusters, databases, roles (SCRAM verifiers of sv_* roles only) and
-# the grants that tell readwrite from readonly.  Read-only; one psql call for the cluster and one that
-# visits every database.
+# the grants that tell readwrite from readonly, and each database's client connections (pg_stat_activity's
+# client backends; this script's own are to `postgres`).  Read-only; one psql call for the cluster and one
+# that visits every database.
 
 import json
 import os
@@ -20,7 +21,9 @@ SELECT json_build_object(
   'databases', (SELECT coalesce(json_agg(json_build_object(
       'name', d.datname, 'owner', pg_get_userbyid(d.datdba), 'connlimit', d.datconnlimit,
       'size', pg_database_size(d.oid), 'comment', shobj_description(d.oid, 'pg_database'),
-      'acl', d.datacl::text[]) ORDER BY d.datname), '[]'::json)
+      'acl', d.datacl::text[],
+      'clients', (SELECT count(*) FROM pg_stat_activity a
+                  WHERE a.datid = d.oid AND a.backend_type = 'client backend')) ORDER BY d.datname), '[]'::json)
     FROM pg_database d WHERE NOT d.datistemplate),
   'roles', (SELECT coalesce(json_agg(json_build_object(
       'name', r.rolname, 'login', r.rolcanlogin, 'superuser', r.rolsuper, 'connlimit', r.rolconnlimit,

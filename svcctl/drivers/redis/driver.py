@@ -158,6 +158,8 @@ class RedisDriver:
                 "running": bool(unit.get("active")),
                 "enabled": bool(unit.get("enabled")),
             }
+            if inst.get("clients") is not None:  # observed only: never diffed or pinned
+                attrs["connections_in_use"] = int(inst["clients"])
             out.append(Resource(kind=Kind.INSTANCE, name=name, node=node, engine=ENGINE, attrs=attrs))
             out += self._users(node, name, inst.get("users", []), password_for, major)
         return out

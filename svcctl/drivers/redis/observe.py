@@ -1,5 +1,6 @@
 # Redis: the package, the stock unit, and each `redis-server@NAME` instance read from its files on disk
-# (/etc/redis/redis-NAME.conf and its aclfile), so a stopped instance is observed too.  Reads only.
+# (/etc/redis/redis-NAME.conf and its aclfile), so a stopped instance is observed too, and each running one's
+# client connections (established TCP connections to its port).  Reads only.
 # Helpers are `_redis_*`: the footer calls every global named observe_*, and snippets share one module.
 import glob as _redis_glob
 import shlex as _redis_shlex
@@ -96,6 +97,26 @@ def _redis_listen():
     return sorted({ln.split()[3] for ln in out.splitlines() if '"redis-server"' in ln and len(ln.split()) > 3})
 
 
+def _redis_clients(ports):
+    """Established TCP connections to each of `ports` (a redis instance's clients), from /proc/net/tcp and tcp6:
+    the servers themselves need the admin's password, which this script never reads."""
+    counts = dict.fromkeys(ports, 0)
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != "01":  # 01: ESTABLISHED
+                continue
+            port = int(fields[1].rsplit(":", 1)[-1], 16)
+            if port in counts:
+                counts[port] += 1
+    return counts
+
+
 def observe_redis():
     """Package, stock unit, listeners and every template instance with its ACL users (files, not server)."""
     version = installed_version("redis-server")
@@ -115,6 +136,14 @@ def observe_redis():
         inst = _redis_instance(path)
         inst["unit"] = units[f"redis-server@{name}.service"]
         instances[name] = inst
+    ports = {}
+    for name, inst in instances.items():
+        port = inst["config"].get("port", "6379")
+        if inst["unit"]["active"] and port.isascii() and port.isdigit():
+            ports[name] = int(port)
+    clients = _redis_clients(set(ports.values())) if ports else {}
+    for name, port in ports.items():
+        instances[name]["clients"] = clients[port]
     running = any(u["active"] for u in units.values())
     return {
         "installed": version is not None,
