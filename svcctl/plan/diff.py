@@ -38,7 +38,7 @@ RESTARTING: dict[Kind, set[str]] = {
 SENSITIVE = {"password", "credentials"}
 """Attribute names whose values never leave the diff; names ending in `_password` are sensitive too."""
 
-OBSERVED_ONLY = {"size_mb", "missing", "hidden_by", "listen_base", "owner_superuser"}
+OBSERVED_ONLY = {"size_mb", "connections_in_use", "missing", "hidden_by", "listen_base", "owner_superuser"}
 """Attributes drivers report for information; never diffed."""
 
 KIND_ORDER: tuple[Kind, ...] = (Kind.ENGINE, Kind.INSTANCE, Kind.BINDING, Kind.SESSION)
