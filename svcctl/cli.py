@@ -269,6 +269,54 @@ def import_(
     print(summary(result), file=sys.stderr)
 
 
+class StatusFormat(StrEnum):
+    """status output formats."""
+
+    text = "text"
+    json = "json"
+
+
+@app.command(
+    help=(
+        "Show the health of the environment's nodes and instances, for people and monitoring jobs. Changes "
+        "nothing.\n\n"
+        "Observes the nodes as plan does (one SSH round trip each, the same SSH settings and host keys), but a "
+        "node that cannot be observed is shown as unreachable rather than stopping the command. Per node: "
+        "reachable, release, engines (version, running). Per instance: node, engine and version, state (up: "
+        "its engine's unit active and its database or server present; down, missing, or unknown), size against "
+        "its plan's storage_mb, connections in use against its plan's connections, each binding's credentials "
+        "(current, stale, missing) and the last backup.\n\n"
+        "Exit 0: healthy; 3: degraded (a node unreachable, an instance down, missing or over quota, a "
+        "binding's credentials stale or missing, the last backup failed or overdue); 1: error (the YAML, the "
+        "key). JSON: docs/status-json.md."
+    ),
+    epilog="Examples:  svcctl status prod   |   svcctl status prod -o json | jq '.problems[]'",
+)
+def status(
+    path: PathArg = Path(),
+    output: Annotated[StatusFormat, typer.Option("--output", "-o", help="text, or json.")] = StatusFormat.text,
+    parallel: Annotated[int, typer.Option("--parallel", min=1, max=64, help="Nodes observed at once.")] = 8,
+    accept_new_host_keys: AcceptNewHostKeys = False,
+) -> None:
+    """Show the health of the environment's nodes and instances; exit 3 when degraded."""
+    from datetime import UTC, datetime
+
+    from svcctl.model.loader import load_environment
+    from svcctl.plan.observe import ObserveOptions
+    from svcctl.plan.planner import password_source
+    from svcctl.plan.status import build_status
+    from svcctl.plan.status_render import render as render_status
+    from svcctl.plan.status_scan import scan
+    from svcctl.secrets import load_key
+
+    env = load_environment(path)
+    options = ObserveOptions(accept_new_host_keys=accept_new_host_keys, max_parallel=parallel)
+    scanned = scan(env, password_source(load_key(env.name)), options, _progress())
+    result = build_status(env, scanned.state, scanned.releases, scanned.failures, datetime.now(UTC))
+    typer.echo(render_status(result, output.value), nl=False)
+    raise typer.Exit(result.exit_code)
+
+
 @app.command()
 def apply(
     path: Annotated[
