@@ -181,13 +181,27 @@ def desired_engines(
         versions.setdefault(node, []).append(ctx.env.version_of(name))
     out = []
     for node, wanted in sorted(versions.items()):
-        attrs = {"installed": True, "version": max(wanted, key=version_key), **extra(node)}
+        observed = ctx.observed.get(f"engine.{node}.{engine}")
+        attrs = {"installed": True, "version": max(wanted, key=version_key), **extra(node), **installed_by(observed)}
         if "client_networks" in attrs:
             own = list(attrs["client_networks"])
             attrs["client_networks"] = shared_networks(own, ctx.observed.get(f"engine.{node}.{engine}"))
             attrs["claimed_networks"] = own  # registry-only: this environment's claim, kept in the engine's record
         out.append(Resource(kind=Kind.ENGINE, name=f"{node}.{engine}", node=node, engine=engine, attrs=attrs))
     return out
+
+
+def installed_by(observed: Resource | None) -> Attrs:
+    """Who installed an engine, as its record keeps it (registry-only): `svcctl` when this apply installs it,
+    `existing` when it was there before svcctl recorded it (a server svcctl did not set up). A record an older
+    svcctl wrote does not say: then nothing is claimed."""
+    recorded = (observed.recorded or {}) if observed is not None else {}
+    if "installed_by" in recorded:
+        return {"installed_by": recorded["installed_by"]}
+    if observed is not None and observed.recorded is not None:
+        return {}
+    installed = observed is not None and observed.attrs.get("installed") is True
+    return {"installed_by": "existing" if installed else "svcctl"}
 
 
 def shared_networks(own: list[str], observed: Resource | None) -> list[str]:

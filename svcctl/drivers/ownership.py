@@ -47,6 +47,8 @@ def mark_ownership(
         attrs = dict(res.attrs)
         if res.kind is Kind.ENGINE and "client_networks" in attrs:
             attrs["claimed_networks"] = _own_claim(record, environment)  # registry-only attribute
+        if res.kind is Kind.ENGINE and record is not None and "installed_by" in record.get("attrs", {}):
+            attrs["installed_by"] = record["attrs"]["installed_by"]  # registry-only: who installed it
         if res.kind is Kind.INSTANCE and record is not None:
             for registry_only in ("protect", "adopted"):  # what the record alone knows of an instance
                 if registry_only in record.get("attrs", {}):
@@ -73,7 +75,7 @@ def mark_ownership(
         attrs = dict(record.get("attrs", {}))
         engine = str(attrs.get("engine") or name.rsplit(".", 1)[-1])
         seen_as: dict[str, Any] = {"missing": True}
-        if kind is not Kind.ENGINE and engine in stopped:
+        if kind not in (Kind.ENGINE, Kind.BACKUP) and engine in stopped:  # unit files show whatever runs
             seen_as["hidden_by"] = stopped[engine]
         out.append(Resource(kind=kind, name=name, node=node, engine=engine, attrs=seen_as, recorded=attrs))
     return out

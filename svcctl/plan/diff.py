@@ -41,7 +41,7 @@ SENSITIVE = {"password", "credentials"}
 OBSERVED_ONLY = {"size_mb", "connections_in_use", "missing", "hidden_by", "listen_base", "owner_superuser"}
 """Attributes drivers report for information; never diffed."""
 
-KIND_ORDER: tuple[Kind, ...] = (Kind.ENGINE, Kind.INSTANCE, Kind.BINDING, Kind.SESSION)
+KIND_ORDER: tuple[Kind, ...] = (Kind.ENGINE, Kind.INSTANCE, Kind.BACKUP, Kind.BINDING, Kind.SESSION)
 """Apply order for creates, updates and replaces; deletes run in the reverse order."""
 
 DELETED_OUTSIDE = "deleted outside svcctl"
@@ -122,7 +122,7 @@ def diff(desired: State, observed: State, *, protected: Collection[str] = (), en
         environment=environment,
         changes=sorted(changes, key=_apply_order),
         unmanaged=unmanaged,
-        warnings=_quota_warnings(observed),
+        warnings=_quota_warnings(observed) + _restart_warnings(changes, desired),
         errors=errors,
         fingerprint=fingerprint(observed),
     )
@@ -378,6 +378,22 @@ def _quota_warnings(observed: State) -> list[str]:
         if r.kind is Kind.INSTANCE and _is_number(size) and _is_number(quota) and size > quota:
             warnings.append(f"{r.address} on {r.node} uses {size} MB of its {quota} MB quota (over quota)")
     return warnings
+
+
+def _restart_warnings(changes: list[Change], desired: State) -> list[str]:
+    """A restart of an engine svcctl did not install: said apart, since it drops the connections of clients
+    that are not svcctl's."""
+    out = []
+    for c in changes:
+        want = desired.get(c.address)
+        if c.restarts_service and c.kind is Kind.ENGINE and want is not None:
+            if want.attrs.get("installed_by") == "existing":
+                fields = ", ".join(a.field for a in c.attrs if a.field in RESTARTING[Kind.ENGINE])
+                out.append(
+                    f"{c.address} was not installed by svcctl, and this apply restarts it ({fields} changes): "
+                    "every client connected to it now loses its connection"
+                )
+    return out
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:

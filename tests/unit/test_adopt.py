@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from svcctl.drivers.base import DesiredContext
+from svcctl.drivers.base import DesiredContext, installed_by
 from svcctl.drivers.ownership import mark_ownership
 from svcctl.drivers.postgres.driver import DRIVER
 from svcctl.errors import InvalidEnvironment
 from svcctl.model.loader import load_environment
+from svcctl.plan.diff import diff
 from svcctl.plan.render import render_json, render_text
 from svcctl.plan.types import Action, AttrChange, Change, Plan
 from svcctl.state import Kind, Resource, State
@@ -117,3 +118,40 @@ def test_the_plan_says_will_be_adopted_and_counts_it_apart() -> None:
     assert '<= resource "instance" "legacy-orders" {' in text
     assert "Plan: 1 to adopt, 0 to add, 0 to change, 0 to destroy." in text
     assert '"adopt": 1' in render_json(plan) and '"action": "adopt"' in render_json(plan)
+
+
+def _engine(installed: bool, recorded: dict[str, object] | None) -> Resource:
+    return Resource(kind=Kind.ENGINE, name="lab-2.postgres", node="lab-2", engine="postgres",
+                    attrs={"installed": installed}, recorded=recorded)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("observed", "expected"),
+    [
+        (None, {"installed_by": "svcctl"}),  # a new node: this apply installs it
+        (_engine(False, None), {"installed_by": "svcctl"}),
+        (_engine(True, None), {"installed_by": "existing"}),  # a server svcctl did not set up
+        (_engine(True, {"installed_by": "existing"}), {"installed_by": "existing"}),  # kept for good
+        (_engine(True, {"installed_by": "svcctl"}), {"installed_by": "svcctl"}),
+        (_engine(True, {"version": "15"}), {}),  # an older svcctl's record does not say: nothing claimed
+    ],
+)
+def test_the_registry_keeps_who_installed_an_engine(observed: Resource | None, expected: dict[str, str]) -> None:
+    assert installed_by(observed) == expected
+
+
+def test_restarting_an_engine_svcctl_did_not_install_is_a_warning_of_its_own() -> None:
+    want = Resource(kind=Kind.ENGINE, name="lab-2.postgres", node="lab-2", engine="postgres",
+                    attrs={"installed": True, "listen_addresses": "*", "installed_by": "existing"})  # fmt: skip
+    have = want.model_copy(update={"attrs": {"installed": True, "listen_addresses": "localhost"},
+                                   "recorded": {"installed_by": "existing"}})  # fmt: skip
+    plan = diff(State.of([want]), State.of([have]))
+    [change] = plan.changes
+    assert change.restarts_service
+    assert plan.warnings == [
+        "engine.lab-2.postgres was not installed by svcctl, and this apply restarts it (listen_addresses changes): "
+        "every client connected to it now loses its connection"
+    ]
+    ours = diff(State.of([want.model_copy(update={"attrs": {**want.attrs, "installed_by": "svcctl"}})]),
+                State.of([have]))  # fmt: skip
+    assert ours.warnings == []

@@ -119,7 +119,7 @@ def test_desired_places_engine_instances_and_bindings() -> None:
             "credentials": "current", "connections": 20, "hosts": ["127.0.0.1", "localhost"]}},
         {**base, "kind": "engine", "name": "db-1.mysql", "attrs": {
             "installed": True, "version": "10.11", "running": True, "enabled": True, "client_networks": [],
-            "claimed_networks": [], "bind_address": "127.0.0.1"}},
+            "claimed_networks": [], "bind_address": "127.0.0.1", "installed_by": "svcctl"}},
     ]  # fmt: skip
 
 
@@ -159,7 +159,7 @@ def test_desired_for_the_lab_example() -> None:
                                    "hosts": ["10.211.37.0/255.255.255.0", "127.0.0.1", "localhost"]},
         "engine.lab-2.mysql": {"installed": True, "version": "10.11", "running": True, "enabled": True,
                                "client_networks": ["10.211.37.0/24"], "claimed_networks": ["10.211.37.0/24"],
-                               "bind_address": "0.0.0.0"},
+                               "bind_address": "0.0.0.0", "installed_by": "svcctl"},
     }  # fmt: skip
 
 

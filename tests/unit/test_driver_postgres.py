@@ -233,6 +233,7 @@ def test_desired_for_the_lab_example() -> None:
                     "host all +svcctl_clients 10.211.37.0/24 scram-sha-256",
                 ],
                 "listen_addresses": "*",  # nothing observed: Debian's default, localhost, widened
+                "installed_by": "svcctl",  # nothing observed: this apply installs it
             },
         },
     ]
@@ -265,7 +266,8 @@ def test_desired_with_rotation_readonly_and_client_networks_matches_what_parse_r
             # recorded when svcctl wrote pg_hba.conf whole: the plan turns those lines into svcctl's block
             assert live.pop("pg_hba") == [rule.replace("+svcctl_clients", "all") for rule in want.attrs["pg_hba"]]
             assert live.pop("listen_base") is None
-            skip = ("claimed_networks", "pg_hba")
+            assert want.attrs["installed_by"] == "svcctl"  # registry-only, as claimed_networks
+            skip = ("claimed_networks", "pg_hba", "installed_by")
             assert live == {k: v for k, v in want.attrs.items() if k not in skip}, want.address
         else:
             assert live == want.attrs, want.address

@@ -176,7 +176,7 @@ def test_desired_for_the_lab_example() -> None:
                       "credentials": "current"},
         },
         {"kind": "engine", "name": "lab-2.redis", "node": "lab-2", "engine": "redis",
-         "attrs": {"installed": True, "version": "7"}},
+         "attrs": {"installed": True, "version": "7", "installed_by": "svcctl"}},
     ]  # fmt: skip
 
 
@@ -207,8 +207,8 @@ def test_desired_keeps_ports_and_allocates_the_lowest_free_ones_by_name() -> Non
                               "credentials": "current"},
         "binding.jobs.beta": {"engine": "redis", "role": "readwrite", "rotation": 0, "user": "sv_jobs_beta_r0",
                               "credentials": "current"},
-        "engine.db-1.redis": {"installed": True, "version": "7"},
-        "engine.db-2.redis": {"installed": True, "version": "7"},
+        "engine.db-1.redis": {"installed": True, "version": "7", "installed_by": "svcctl"},
+        "engine.db-2.redis": {"installed": True, "version": "7", "installed_by": "svcctl"},
     }  # fmt: skip
     got_again = DRIVER.desired(DesiredContext(env=env, placement=placement, observed=observed))
     assert got_again == got
@@ -258,6 +258,8 @@ def test_desired_matches_what_parse_reports_for_the_recorded_instance() -> None:
     observed = State.of(DRIVER.parse("db-2", data["raw"], password_source(bytes.fromhex(data["key_hex"]))))
     want = DRIVER.desired(DesiredContext(env=env, placement={"rec-cache": "db-2"}, observed=observed))
     for r in want:
+        if r.kind is Kind.ENGINE:  # installed, and no record (a recording has no registry): not svcctl's doing
+            assert r.attrs.pop("installed_by") == "existing"
         assert observed.get(r.address) == r, r.address
 
 
