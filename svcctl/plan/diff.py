@@ -386,13 +386,13 @@ def _restart_warnings(changes: list[Change], desired: State) -> list[str]:
     out = []
     for c in changes:
         want = desired.get(c.address)
-        if c.restarts_service and c.kind is Kind.ENGINE and want is not None:
-            if want.attrs.get("installed_by") == "existing":
-                fields = ", ".join(a.field for a in c.attrs if a.field in RESTARTING[Kind.ENGINE])
-                out.append(
-                    f"{c.address} was not installed by svcctl, and this apply restarts it ({fields} changes): "
-                    "every client connected to it now loses its connection"
-                )
+        theirs = want is not None and want.attrs.get("installed_by") == "existing"
+        if c.restarts_service and c.kind is Kind.ENGINE and theirs:
+            fields = ", ".join(a.field for a in c.attrs if a.field in RESTARTING[Kind.ENGINE])
+            out.append(
+                f"{c.address} was not installed by svcctl, and this apply restarts it ({fields} changes): "
+                "every client connected to it now loses its connection"
+            )
     return out
 
 
