@@ -367,7 +367,7 @@ def by_address(resources: list[Resource]) -> dict[str, Resource]:
 
 
 def live_attrs(r: Resource) -> dict[str, Any]:
-    return {k: v for k, v in r.attrs.items() if k != "size_mb"}
+    return {k: v for k, v in r.attrs.items() if k not in ("size_mb", "connections_in_use")}  # measured, observed only
 
 
 def test_create_then_observe_gives_the_desired_attrs(world: World) -> None:

@@ -1,8 +1,8 @@
 # PostgreSQL: packages, Debian clusters (read from /etc/postgresql as pg_lsclusters reads them), their units,
 # settings and pg_hba, and, for running clusters, databases, roles (SCRAM verifiers of sv_* roles only) and
 # the grants that tell readwrite from readonly, and each database's client connections (pg_stat_activity's
-# client backends; this script's own are to `postgres`).  Read-only; one psql call for the cluster and one
-# that visits every database.
+# client backends but observe's own).  Read-only; one psql call for the cluster and one that visits every
+# database.
 
 import json
 import os
@@ -23,7 +23,8 @@ SELECT json_build_object(
       'size', pg_database_size(d.oid), 'comment', shobj_description(d.oid, 'pg_database'),
       'acl', d.datacl::text[],
       'clients', (SELECT count(*) FROM pg_stat_activity a
-                  WHERE a.datid = d.oid AND a.backend_type = 'client backend')) ORDER BY d.datname), '[]'::json)
+                  WHERE a.datid = d.oid AND a.backend_type = 'client backend'
+                    AND a.application_name IS DISTINCT FROM 'svcctl-observe')) ORDER BY d.datname), '[]'::json)
     FROM pg_database d WHERE NOT d.datistemplate),
   'roles', (SELECT coalesce(json_agg(json_build_object(
       'name', r.rolname, 'login', r.rolcanlogin, 'superuser', r.rolsuper, 'connlimit', r.rolconnlimit,
@@ -46,6 +47,9 @@ SELECT json_build_object(
 """
 
 PG_SYSTEM_DATABASES = ("postgres",)
+PG_OBSERVER = "svcctl-observe"
+"""The application_name of observe's visits to each database, which the client counts above leave out (another
+svcctl's observation of the node is no client of an instance)."""
 
 
 def _pg_psql(version):
@@ -82,6 +86,7 @@ def _pg_all_grants(databases, port, psql="psql"):
         script = []
         for i, name in enumerate(todo):
             conninfo = "dbname='" + name.replace("\\", "\\\\").replace("'", "\\'") + f"' port={int(port)}"
+            conninfo += f" application_name={PG_OBSERVER}"
             script += [f"\\echo @@svcctl {i}", f"\\connect {_pg_meta_arg(conninfo)}", PG_DATABASE_SQL.strip() + ";"]
         rc, out, err = sh(
             [psql, "-XAtq", "-v", "ON_ERROR_STOP=1", "-p", str(port), "-d", "postgres", "-f", "-"],
