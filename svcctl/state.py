@@ -26,6 +26,7 @@ class Kind(StrEnum):
     INSTANCE = "instance"
     BINDING = "binding"
     SESSION = "session"  # a temporary tunnel user
+    BACKUP = "backup"  # an instance's scheduled dumps: its timer and service on the node
 
 
 class Resource(BaseModel):

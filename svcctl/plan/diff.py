@@ -40,6 +40,7 @@ SENSITIVE = {"password", "credentials"}
 
 OBSERVED_ONLY = {"size_mb", "connections_in_use", "missing", "hidden_by", "listen_base", "owner_superuser"}
 """Attributes drivers report for information; never diffed."""
+OBSERVED_ONLY |= {"backups", "latest"}  # a backup schedule's count of good backups on the node, and the newest
 
 KIND_ORDER: tuple[Kind, ...] = (Kind.ENGINE, Kind.INSTANCE, Kind.BACKUP, Kind.BINDING, Kind.SESSION)
 """Apply order for creates, updates and replaces; deletes run in the reverse order."""
