@@ -53,7 +53,7 @@ class OneStep(TypedDict):
 
 @final
 class BatchStep(TypedDict):
-    """Consecutive PostgreSQL or MariaDB instance and binding changes, made by one module run."""
+    """Consecutive instance and binding changes of one engine, made by one module run."""
 
     batch: Literal[True]
     engine: str

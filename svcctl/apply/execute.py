@@ -167,7 +167,14 @@ def hostvars(planned: Planned, password_for: PasswordFor) -> dict[str, NodeVars]
     return out
 
 
-BATCHED = {("postgres", "instance"), ("postgres", "binding"), ("mysql", "instance"), ("mysql", "binding")}
+BATCHED = {
+    ("postgres", "instance"),
+    ("postgres", "binding"),
+    ("mysql", "instance"),
+    ("mysql", "binding"),
+    ("redis", "instance"),
+    ("redis", "binding"),
+}
 """(engine, kind) of the changes one module run makes together (its ansible/library/svcctl_<engine>_objects.py)."""
 
 

@@ -66,12 +66,22 @@ class Run:
 
     @property
     def reports(self) -> list[str]:
-        """`svcctl: ...` messages of debug tasks (where a dump went)."""
+        """`svcctl: ...` messages of debug tasks (where a dump went), one or a list per task."""
         out = []
         for d in self.results():
             msg = d.get("res", {}).get("msg")
-            if isinstance(msg, str) and msg.startswith("svcctl: "):
-                out.append(msg)
+            for m in msg if isinstance(msg, list) else [msg]:
+                if isinstance(m, str) and m.startswith("svcctl: "):
+                    out.append(m)
+        return out
+
+    @property
+    def did(self) -> dict[str, list[str]]:
+        """What the objects module did, per address it changed (its `What Redis did` report)."""
+        out: dict[str, list[str]] = {}
+        for d in self.results():
+            if d.get("task") == "What Redis did":
+                out.update({r["address"]: r["did"] for r in d["res"]["msg"]})
         return out
 
 
@@ -251,7 +261,7 @@ def test_create_observe_use_drift_rotate_and_delete_an_instance_with_two_binding
     assert engine and inst and rw and ro
     creates = [change("create", r) for r in (engine, inst, rw, ro)]
     run = redis.apply(creates, [engine, inst, rw, ro])
-    assert "Enable and start the instance" in run.changed_tasks
+    assert f"start redis-server@{instance}.service" in run.did[inst.address]
 
     # What the snippet sees is exactly what was asked for.
     observed = redis.observed()
@@ -299,10 +309,7 @@ def test_create_observe_use_drift_rotate_and_delete_an_instance_with_two_binding
     drifted = redis.observed().get(rw.address)
     assert drifted is not None and drifted.attrs["credentials"] == "stale"
     fix = redis.apply([change("update", rw, drifted)], [rw])
-    assert fix.changed_tasks == [
-        "The binding's user in the ACL file",
-        "Load the ACL file into the running instance (ACL LOAD)",
-    ]
+    assert fix.did == {rw.address: [f"user {rw_user} in /etc/redis/users-{instance}.acl", "ACL LOAD"]}
     assert redis.observed().get(rw.address) == rw
     assert main_pid(redis, instance) == pid
     assert redis.cli(port, rw_user, rw_pw, "GET", "k1") == "v1"

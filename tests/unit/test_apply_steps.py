@@ -1,4 +1,4 @@
-"""apply's steps: consecutive PostgreSQL or MySQL instance and binding changes become one step, order is kept."""
+"""apply's steps: consecutive instance and binding changes of one engine become one step, order is kept."""
 
 from __future__ import annotations
 
@@ -45,32 +45,37 @@ def test_other_engines_and_sessions_split_the_batches_and_order_is_kept() -> Non
         ["session.s1"],
         ["binding.app.a"],
     ]
-    assert [s.get("batch", False) for s in out] == [True, False, True, False, True]
+    assert [s.get("batch", False) for s in out] == [True, True, True, False, True]  # redis: a batch of its own
     assert out[0]["label"] == "2 delete (instances, bindings)"
     # every change appears exactly once, in its original order
     flat = [a for s in out for a in addresses(s)]
     assert flat == [c["address"] for c in changes]
 
 
-def test_mysql_objects_batch_too_but_never_with_postgres_and_redis_stays_one_change_per_step() -> None:
+def test_mysql_and_redis_objects_batch_too_but_never_with_another_engine() -> None:
     changes = [
         change("create", "instance", "mysql", "m"),
         change("create", "binding", "mysql", "app.m"),
         change("create", "instance", "postgres", "p"),
         change("delete", "binding", "mysql", "old.m"),
         change("create", "instance", "redis", "r1"),
+        change("create", "instance", "redis", "r2"),
         change("create", "binding", "redis", "app.r1"),
+        change("create", "engine", "redis", "n.redis"),
+        change("delete", "binding", "redis", "app.r2"),
     ]
     out = steps(changes)
-    assert [s.get("batch", False) for s in out] == [True, True, True, False, False]
-    assert [s.get("engine") for s in out[:3]] == ["mysql", "postgres", "mysql"]
+    assert [s.get("batch", False) for s in out] == [True, True, True, True, False, True]
+    assert [s.get("engine") for s in out] == ["mysql", "postgres", "mysql", "redis", None, "redis"]
     assert [addresses(s) for s in out] == [
         ["instance.m", "binding.app.m"],
         ["instance.p"],
         ["binding.old.m"],
-        ["instance.r1"],
-        ["binding.app.r1"],
+        ["instance.r1", "instance.r2", "binding.app.r1"],
+        ["engine.n.redis"],
+        ["binding.app.r2"],
     ]
     assert out[0]["label"] == "2 create (instances, bindings)"
-    assert out[3]["label"] == "create instance.r1"
+    assert out[3]["label"] == "3 create (instances, bindings)"
+    assert out[4]["label"] == "create engine.n.redis"
     assert steps([]) == []
