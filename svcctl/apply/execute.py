@@ -29,7 +29,7 @@ from svcctl.apply.contract import (
 )
 from svcctl.apply.lock import locked
 from svcctl.apply.manifests import BoundService, git_tracked_warning, update_manifest
-from svcctl.drivers import drivers, sessions
+from svcctl.drivers import backups, drivers, sessions
 from svcctl.drivers.base import PasswordFor
 from svcctl.errors import InvalidEnvironment, SvcctlError
 from svcctl.model.loader import display_path, load_environment
@@ -158,6 +158,8 @@ def hostvars(planned: Planned, password_for: PasswordFor) -> dict[str, NodeVars]
         if res is not None:
             if res.kind is Kind.SESSION:
                 secrets = sessions.secrets_for(res, password_for)
+            elif res.kind is Kind.BACKUP:
+                secrets = backups.secrets_for(res, password_for)
             else:
                 secrets = by_driver[res.engine].secrets_for(res, password_for)
             if secrets:

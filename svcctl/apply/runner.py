@@ -24,7 +24,13 @@ from ansible_runner.interface import init_runner
 
 from svcctl.apply import project
 from svcctl.apply.ansible_data import write_unsafe
-from svcctl.drivers.hostprograms import HOSTLIB_MODULES, hostlib_source, registry_program, session_program
+from svcctl.drivers.hostprograms import (
+    HOSTLIB_MODULES,
+    backup_program,
+    hostlib_source,
+    registry_program,
+    session_program,
+)
 from svcctl.secrets import scrubbed_environ
 from svcctl.ssh import ResolvedTarget
 from svcctl.ssh.openssh import openssh_options
@@ -120,6 +126,7 @@ def write_host_programs(private: Path) -> Path:
     library.mkdir(parents=True, exist_ok=True)
     (programs / "svcctl-registry.py").write_text(registry_program())
     (programs / "svcctl-session.py").write_text(session_program())
+    (programs / "svcctl-backup.py").write_text(backup_program())
     for module in ("__init__", *HOSTLIB_MODULES):
         (library / f"{module}.py").write_text(hostlib_source(module))
     return programs

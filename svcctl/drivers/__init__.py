@@ -22,4 +22,5 @@ def observe_script() -> str:
     release fragment (the node's OS release and what its package sources offer each engine)."""
     fragments = [(f"{engine}/observe.py", d.snippet()) for engine, d in drivers().items()]
     fragments.append(("observe_release.py", script_source("observe_release.py")))
+    fragments.append(("observe_backups.py", script_source("observe_backups.py")))
     return observe_program(fragments)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from importlib import resources
 
 HOSTLIB = "svcctl.hostlib"
-HOSTLIB_MODULES = ("registry", "verifiers", "run", "redis_acl", "marked")
+HOSTLIB_MODULES = ("registry", "verifiers", "run", "redis_acl", "marked", "backups")
 ENGINES = ("postgres", "mysql", "redis")  # each one folder, svcctl/drivers/<engine>/
 SHARED_PARTS = "svcctl.drivers.host"
 ENGINE_PARTS = ("observe", "session")  # svcctl/drivers/<engine>/<part>.py
@@ -122,4 +122,9 @@ def observe_program(fragments: Sequence[tuple[str, str]]) -> str:
     """The observe script: the header, each engine's fragment ((label, source)), the footer."""
     parts = [("observe_header.py", script_source("observe_header.py")), *fragments]
     parts.append(("observe_footer.py", script_source("observe_footer.py")))
-    return bundle(["run", "registry", "verifiers", "marked"], parts)
+    return bundle(["run", "registry", "verifiers", "marked", "backups"], parts)
+
+
+def backup_program() -> str:
+    """svcctl-backup.py: what each instance's backup service runs (`run`), and what `svcctl backups` asks (`list`)."""
+    return bundle(["backups"], [("backup_main.py", script_source("backup_main.py"))])

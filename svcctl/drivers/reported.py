@@ -27,7 +27,7 @@ from svcctl.drivers.base import Observed
 from svcctl.drivers.mysql.driver import major_minor
 from svcctl.drivers.redis.driver import major_of
 from svcctl.errors import SvcctlError
-from svcctl.model.names import NAME_MAX
+from svcctl.model.names import NAME_MAX, NAME_PATTERN
 from svcctl.model.types import (
     Cidr,
     EnvironmentName,
@@ -645,6 +645,50 @@ def release_report(node: str, data: Any) -> dict[str, Any]:
     return checked.model_dump(exclude_unset=False)
 
 
+# --- the backups fragment -----------------------------------------------------------------------------------
+
+BACKUPS = "backups"
+"""Where the footer files observe_backups()'s output: engines["backups"] (svcctl.drivers.backups parses it)."""
+
+
+InstanceName = Annotated[str, Field(pattern=NAME_PATTERN, max_length=NAME_MAX)]
+
+
+class TimerState(_Report):
+    """A backup timer's state, as systemctl show says it."""
+
+    active: bool
+    enabled: bool
+
+
+class BackupSchedule(_Report):
+    """One instance's backup configuration and timer, as svcctl wrote them (None where unreadable)."""
+
+    engine: Literal["postgres", "mysql", "redis"] | None = None
+    keep: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    schedule: Annotated[Text, Field(max_length=256)] | None = None
+    port: Port | None = None
+    timer: TimerState
+    count: Count = 0
+    latest: Annotated[str, Field(pattern=r"^[0-9]{8}T[0-9]{6}Z$")] | None = None
+
+
+class BackupsReport(_Report):
+    """observe_backups(): each instance with a backup configuration on the node."""
+
+    instances: Annotated[dict[InstanceName, BackupSchedule], Field(max_length=MAX_ITEMS)] = Field(default_factory=dict)
+
+
+def backups_report(node: str, data: Any) -> dict[str, Any]:
+    """The backups fragment's output (or its error), checked against its schema."""
+    model: type[_Report] = EngineError if isinstance(data, dict) and "error" in data else BackupsReport
+    try:
+        checked = model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidReport(node, "backups data", _problem(exc)) from None
+    return checked.model_dump(exclude_unset=False)
+
+
 def observation(node: str, doc: Mapping[str, Any]) -> Observed:
     """A node's whole observe document, checked: its registry, each engine's output (or error), and the
     release fragment's, which rides along as engines["release"] (absent: no offer data for the node)."""
@@ -654,6 +698,8 @@ def observation(node: str, doc: Mapping[str, Any]) -> Observed:
     checked = {engine: engine_report(node, engine, data) for engine, data in engines.items() if engine in ENGINES}
     if RELEASE in engines:
         checked[RELEASE] = release_report(node, engines[RELEASE])
+    if BACKUPS in engines:
+        checked[BACKUPS] = backups_report(node, engines[BACKUPS])
     return Observed(  # engines svcctl does not know, like any unknown field, are dropped unread
         node=node,
         engines=checked,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from svcctl.drivers import drivers, sessions
+from svcctl.drivers import backups, drivers, sessions
 from svcctl.drivers.base import DesiredContext
 from svcctl.model.spec import Environment
 from svcctl.state import Kind, Resource, State
@@ -19,6 +19,7 @@ def desired_state(env: Environment, placement: Mapping[str, str], observed: Stat
             if res.kind is Kind.INSTANCE and res.name in env.instances:
                 res = res.model_copy(update={"attrs": {**res.attrs, "protect": env.instances[res.name].protect}})
             out.append(res)
+    out += backups.desired(env, placement, {r.name: r for r in out if r.kind is Kind.INSTANCE})
     # A live tunnel's temporary user stays until it expires; an expired one (a crashed tunnel's) is deleted.
     out += [
         r

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from svcctl.drivers import drivers, observe_script, reported, sessions
+from svcctl.drivers import backups, drivers, observe_script, reported, sessions
 from svcctl.drivers.base import Observed, PasswordFor
 from svcctl.drivers.ownership import mark_ownership, merge_nodes
 from svcctl.errors import SvcctlError
@@ -72,7 +72,16 @@ def parse_node(raw: Observed, environment: str, password_for: PasswordFor) -> li
         if "error" in data:
             raise SvcctlError(f"observing {engine} failed on the node: {quoted(str(data['error']), 400)}")
         live += driver.parse(raw.node, data, password_for)
+    live += _backups(raw)
     return sessions.with_records(mark_ownership(raw.node, sessions.lift(live), raw.registry, environment))
+
+
+def _backups(raw: Observed) -> list[Resource]:
+    """The node's backup schedules; the fragment's error fails the node, as an engine's does."""
+    report = raw.engines.get(reported.BACKUPS)
+    if isinstance(report, Mapping) and "error" in report:
+        raise SvcctlError(f"observing backups failed on the node: {quoted(str(report['error']), 400)}")
+    return backups.parse(raw.node, report if isinstance(report, Mapping) else None)
 
 
 @dataclass(frozen=True)

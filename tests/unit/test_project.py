@@ -25,7 +25,7 @@ def assembled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_project_has_the_shared_plays_and_every_engines_files(assembled: Path) -> None:
     files = sorted(str(p.relative_to(assembled)) for p in assembled.rglob("*") if p.is_file())
-    expected = ["apply.yml", "tasks/change.yml", "tasks/session.yml"]
+    expected = ["apply.yml", "tasks/backup.yml", "tasks/change.yml", "tasks/session.yml"]
     for engine in ENGINES:
         folder = REPO / "svcctl" / "drivers" / engine / "ansible"
         expected += [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.suffix != ".pyc"]
@@ -38,6 +38,7 @@ def test_every_file_a_play_names_is_in_the_project(assembled: Path) -> None:
     session.yml; tasks name templates and modules. Each must exist once merged."""
     for engine in ENGINES:
         assert (assembled / "tasks" / f"{engine}.yml").is_file()
+        assert (assembled / "tasks" / f"{engine}_backup.yml").is_file()
     modules = {p.stem for p in (assembled / "library").glob("*.py")}
     for engine in sorted({engine for engine, _ in BATCHED}):  # engines whose objects one module run makes
         assert (assembled / "tasks" / f"{engine}_objects.yml").is_file()

@@ -1,0 +1,226 @@
+# svcctl backup program (svcctl-backup.py): dump one instance into /var/backups/svcctl/<instance>/, as root.
+#
+#     svcctl-backup.py run INSTANCE    (what svcctl-backup-INSTANCE.service runs): dump, checksum, result, keep N
+#     svcctl-backup.py list INSTANCE   each backup's result, as JSON (what `svcctl backups` reads)
+#
+# PostgreSQL: pg_dump -Fc as the postgres user over the socket; MariaDB: mariadb-dump --single-transaction as
+# root over the socket; Redis: BGSAVE over 127.0.0.1 (the admin password read from a root-only file and sent
+# on the socket, never on a command line), waited for, then a copy of the RDB. A dump is written to a hidden
+# temporary file and renamed once complete, then its .sha256 and last its .json result. Python 3.9+, stdlib.
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+from svcctl.hostlib.backups import (
+    CONFIG_DIR,
+    EXTENSIONS,
+    instance_dir,
+    list_backups,
+    read_config,
+    to_prune,
+)
+
+DUMP_TIMEOUT = 6 * 3600
+BGSAVE_TIMEOUT = 3600
+
+
+class BackupFailed(Exception):
+    """The dump could not be made; its message goes into the result document."""
+
+
+def _stream(argv, path, user=None, timeout=DUMP_TIMEOUT):
+    """Run argv (as `user` through runuser) with its stdout written to `path`; raise BackupFailed on failure."""
+    words = ["runuser", "-u", user, "--", *argv] if user else list(argv)
+    with open(path, "wb") as out:
+        try:
+            done = subprocess.run(
+                words, stdout=out, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=timeout, cwd="/"
+            )
+        except FileNotFoundError as exc:
+            raise BackupFailed(f"{words[0]} is not installed: {exc}") from None
+        except subprocess.TimeoutExpired:
+            raise BackupFailed(f"{argv[0]} did not finish within {timeout} s") from None
+    if done.returncode != 0:
+        tail = done.stderr.decode("utf-8", "replace").strip()[-400:]
+        raise BackupFailed(f"{argv[0]} exited with {done.returncode}: {tail}")
+
+
+def dump_postgres(config, path):
+    """pg_dump -Fc of the instance's database, as the postgres user over the local socket."""
+    _stream(["pg_dump", "-Fc", "--", config["database"]], path, user="postgres")
+
+
+def dump_mysql(config, path):
+    """mariadb-dump of the instance's database in one consistent snapshot, as root over the socket."""
+    _stream(["mariadb-dump", "--single-transaction", "--routines", "--triggers", "--", config["database"]], path)
+
+
+def _resp(words):
+    """One RESP command (a list of bytes)."""
+    out = b"*%d\r\n" % len(words)
+    for w in words:
+        out += b"$%d\r\n%s\r\n" % (len(w), w)
+    return out
+
+
+def _reply(f):
+    """Read one RESP reply from a socket file: str, int, None, a list, or RedisError's message as BackupFailed."""
+    line = f.readline()
+    if not line.endswith(b"\r\n"):
+        raise BackupFailed("Redis closed the connection")
+    kind, body = line[:1], line[1:-2]
+    if kind == b"+":
+        return body.decode()
+    if kind == b"-":
+        raise BackupFailed(f"Redis answered {body.decode('utf-8', 'replace')[:200]}")
+    if kind == b":":
+        return int(body)
+    if kind == b"$":
+        size = int(body)
+        if size < 0:
+            return None
+        data = f.read(size + 2)
+        return data[:-2].decode("utf-8", "replace")
+    if kind == b"*":
+        count = int(body)
+        return None if count < 0 else [_reply(f) for _ in range(count)]
+    raise BackupFailed("Redis sent an unreadable reply")
+
+
+def _redis_ask(f, sock, *words):
+    sock.sendall(_resp([w.encode() for w in words]))
+    return _reply(f)
+
+
+def _redis_info(f, sock):
+    text = _redis_ask(f, sock, "INFO", "persistence") or ""
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def dump_redis(config, path, auth_dir=CONFIG_DIR):
+    """BGSAVE (waited for), then a copy of the RDB it wrote; the admin password goes over the socket only."""
+    with open(os.path.join(auth_dir, f"{config['instance']}.auth"), encoding="utf-8") as secret:
+        password = secret.read().strip()
+    with socket.create_connection(("127.0.0.1", int(config["port"])), timeout=60) as sock:
+        f = sock.makefile("rb")
+        _redis_ask(f, sock, "AUTH", "default", password)
+        before = _redis_ask(f, sock, "LASTSAVE")
+        try:
+            _redis_ask(f, sock, "BGSAVE")
+        except BackupFailed as exc:
+            if "in progress" not in str(exc):
+                raise
+        deadline = time.monotonic() + BGSAVE_TIMEOUT
+        while True:
+            info = _redis_info(f, sock)
+            if info.get("rdb_bgsave_in_progress") == "0" and _redis_ask(f, sock, "LASTSAVE") > before:
+                break
+            if time.monotonic() > deadline:
+                raise BackupFailed(f"BGSAVE did not finish within {BGSAVE_TIMEOUT} s")
+            time.sleep(0.2)
+        if info.get("rdb_last_bgsave_status") != "ok":
+            raise BackupFailed(f"BGSAVE failed: rdb_last_bgsave_status is {info.get('rdb_last_bgsave_status')}")
+        directory = _redis_ask(f, sock, "CONFIG", "GET", "dir")[1]
+        filename = _redis_ask(f, sock, "CONFIG", "GET", "dbfilename")[1]
+    shutil.copyfile(os.path.join(directory, filename), path)
+
+
+DUMPS = {"postgres": dump_postgres, "mysql": dump_mysql, "redis": dump_redis}
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write(path, text):
+    """Write a small file atomically (temp file, fsync, rename), root-only."""
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def run(instance):
+    """Make one backup of `instance`, record its result, prune to `keep`; return 0 if it succeeded."""
+    config = read_config(instance)
+    if config is None or config.get("engine") not in DUMPS:
+        print(f"svcctl-backup: no backup is configured for {instance}", file=sys.stderr)
+        return 2
+    directory = instance_dir(instance)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+    started = _now()
+    ident = started.strftime("%Y%m%dT%H%M%SZ")
+    while os.path.exists(os.path.join(directory, f"{ident}.json")):  # two in one second
+        time.sleep(1)
+        started = _now()
+        ident = started.strftime("%Y%m%dT%H%M%SZ")
+    name = f"{ident}.{EXTENSIONS[config['engine']]}"
+    final = os.path.join(directory, name)
+    tmp = os.path.join(directory, f".{name}.tmp")
+    result = {"id": ident, "instance": instance, "engine": config["engine"], "file": name,
+              "started_at": started.isoformat(timespec="seconds")}  # fmt: skip
+    old_umask = os.umask(0o077)
+    try:
+        DUMPS[config["engine"]](config, tmp)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, final)
+        digest = _sha256(final)
+        _write(os.path.join(directory, f"{ident}.sha256"), f"{digest}  {name}\n")
+        result.update(result="ok", size=os.path.getsize(final), sha256=digest)
+    except (BackupFailed, OSError, KeyError, ValueError, TypeError, IndexError) as exc:
+        result.update(result="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+        for leftover in (tmp, final):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+    finally:
+        os.umask(old_umask)
+    result["finished_at"] = _now().isoformat(timespec="seconds")
+    _write(os.path.join(directory, f"{ident}.json"), json.dumps(result, sort_keys=True) + "\n")
+    keep = config.get("keep")
+    if isinstance(keep, int) and not isinstance(keep, bool) and keep >= 1:
+        for old in to_prune(list_backups(instance), keep):
+            for suffix in (".json", ".sha256", *(f".{ext}" for ext in EXTENSIONS.values())):
+                path = os.path.join(directory, old + suffix)
+                if os.path.exists(path):
+                    os.unlink(path)
+    print(json.dumps(result, sort_keys=True))
+    return 0 if result["result"] == "ok" else 1
+
+
+def main():
+    verb, instance = [*sys.argv[1:3], "", ""][:2]
+    try:
+        instance_dir(instance)
+    except ValueError as exc:
+        print(f"svcctl-backup: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if verb == "run":
+        sys.exit(run(instance))
+    if verb == "list":
+        json.dump({"backups": list_backups(instance), "configured": read_config(instance) is not None},
+                  sys.stdout, sort_keys=True)  # fmt: skip
+        return
+    print(f"svcctl-backup: unknown verb {verb!r}; use run or list", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Scheduled backups on a node: where they live, how they are named, listed and pruned (one rule for all).
+
+    /etc/svcctl/backup/<instance>.json     what apply configured: {"engine", "instance", "keep", "database"
+                                           (PostgreSQL, MariaDB) | "port" (Redis)}; root, 0600
+    /etc/svcctl/backup/<instance>.auth     Redis only: the instance's admin password, read by the dump; 0600
+    /etc/systemd/system/svcctl-backup-<instance>.{service,timer}   the unit pair apply writes
+    /var/backups/svcctl/<instance>/<id>.<ext>      one dump (ext: dump, sql, rdb), root, 0600
+    /var/backups/svcctl/<instance>/<id>.sha256     its checksum, as sha256sum writes it
+    /var/backups/svcctl/<instance>/<id>.json       its result: {"id", "result": ok|failed, "size", "sha256", ...}
+
+An id is the dump's start, UTC, `20261201T153000Z`. The backup program (`svcctl-backup.py`), the observe
+fragment and the controller's checks all read these names from here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+CONFIG_DIR = "/etc/svcctl/backup"
+BACKUP_ROOT = "/var/backups/svcctl"
+UNIT_PREFIX = "svcctl-backup-"
+EXTENSIONS = {"postgres": "dump", "mysql": "sql", "redis": "rdb"}
+ID_PATTERN = r"[0-9]{8}T[0-9]{6}Z"
+_ID = re.compile(ID_PATTERN)
+_INSTANCE = re.compile(r"[a-z](?:-?[a-z0-9])+")
+
+
+def unit_name(instance: str, suffix: str) -> str:
+    """`svcctl-backup-<instance>.<suffix>` (service or timer)."""
+    return f"{UNIT_PREFIX}{instance}.{suffix}"
+
+
+def instance_dir(instance: str, root: str = BACKUP_ROOT) -> str:
+    """Where an instance's backups are kept; refuses a name svcctl would not make (it becomes a path)."""
+    if not _INSTANCE.fullmatch(instance) or len(instance) > 24:
+        raise ValueError(f"not an instance name: {instance!r}")
+    return os.path.join(root, instance)
+
+
+def is_backup_id(value: object) -> bool:
+    """Whether `value` is a backup id (`20261201T153000Z`)."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+def read_config(instance: str, config_dir: str = CONFIG_DIR) -> dict[str, Any] | None:
+    """The instance's backup configuration as apply wrote it, or None if there is none (or it is unreadable)."""
+    path = os.path.join(config_dir, f"{instance}.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def configured(config_dir: str = CONFIG_DIR) -> list[str]:
+    """The instances that have a backup configuration, by name."""
+    try:
+        names = os.listdir(config_dir)
+    except OSError:
+        return []
+    found = [n[: -len(".json")] for n in names if n.endswith(".json")]
+    return sorted(n for n in found if _INSTANCE.fullmatch(n))
+
+
+def list_backups(instance: str, root: str = BACKUP_ROOT) -> list[dict[str, Any]]:
+    """Each backup's result document, oldest first; a dump with no result yet (one being made) is left out."""
+    directory = instance_dir(instance, root)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    out = []
+    for name in sorted(names):
+        ident = name[: -len(".json")]
+        if not name.endswith(".json") or not is_backup_id(ident):
+            continue
+        try:
+            with open(os.path.join(directory, name), encoding="utf-8") as f:
+                doc = json.load(f)
+        except (OSError, ValueError):
+            doc = {"result": "unreadable"}
+        if isinstance(doc, dict):
+            doc["id"] = ident
+            out.append(doc)
+    return out
+
+
+def to_prune(backups: list[dict[str, Any]], keep: int) -> list[str]:
+    """The ids to delete so that the newest `keep` good backups stay, and no failure older than the oldest
+    of them (a failure newer than every good one stays, to be seen)."""
+    good = [b["id"] for b in backups if b.get("result") == "ok"]
+    kept = set(good[-keep:]) if keep > 0 else set()
+    oldest = min(kept) if kept else None
+    out = []
+    for b in backups:
+        ident = b["id"]
+        if ident in kept:
+            continue
+        if b.get("result") == "ok" or (oldest is not None and ident < oldest):
+            out.append(ident)
+    return out
