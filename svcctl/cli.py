@@ -490,6 +490,70 @@ def tunnel(
     raise typer.Exit(tunnel_main(opts, _STARTED))
 
 
+@app.command(
+    epilog="Examples:  svcctl backup orders-db   |   svcctl backup orders-db --env environments/prod",
+)
+def backup(
+    instance: Annotated[str, typer.Argument(help="The instance to back up.", show_default=False, metavar="INSTANCE")],
+    env_path: Annotated[
+        Path, typer.Option("--env", help="Environment file or directory (default: the current directory).")
+    ] = Path(),
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the dump.")] = 3600,
+) -> None:
+    """Take a backup of an instance now, through its own backup service (as its timer does); exit 1 if it fails."""
+    from svcctl.plan.escape import for_terminal
+    from svcctl.tunnel.backups import human_size, take_backup
+
+    located, entry = take_backup(env_path, instance, timeout)
+    if entry.result != "ok":
+        print(f"Backup {entry.id} of {instance} on {located.node} failed: {for_terminal(entry.error or '')}")
+        raise typer.Exit(1)
+    print(f"Backup {entry.id} of {instance} on {located.node}: ok, {human_size(entry.size)}, sha256 {entry.sha256}")
+
+
+@app.command(
+    epilog=(
+        "Examples:  svcctl backups orders-db   |   svcctl backups orders-db -o json   |   "
+        "svcctl backups pull orders-db ./dumps   |   svcctl backups pull orders-db ./dumps --id 20261201T030000Z"
+    ),
+)
+def backups(
+    words: Annotated[
+        list[str],
+        typer.Argument(help="INSTANCE, or pull INSTANCE DIR.", show_default=False, metavar="[pull] INSTANCE [DIR]"),
+    ],
+    env_path: Annotated[
+        Path, typer.Option("--env", help="Environment file or directory (default: the current directory).")
+    ] = Path(),
+    output: Annotated[str, typer.Option("-o", "--output", help="text or json (listing only).")] = "text",
+    backup_id: Annotated[
+        str, typer.Option("--id", help="pull: the backup's id, or latest (the newest good one).")
+    ] = "latest",
+    force: Annotated[bool, typer.Option("--force", help="pull: replace a file of the same name in DIR.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="pull: seconds the copy may take.")] = 3600,
+) -> None:
+    """List an instance's backups (time, size, checksum, result), or pull one here, checksum verified."""
+    from svcctl.tunnel.backups import entry_json, list_backups, pull_backup, render_list
+
+    if words[:1] == ["pull"]:
+        if len(words) != 3:
+            raise SvcctlError("usage: svcctl backups pull INSTANCE DIR [--id ID|latest] [--force] [--env PATH]")
+        path = pull_backup(env_path, words[1], Path(words[2]), backup_id, force, timeout)
+        print(f"Copied backup of {words[1]} to {path} (sha256 verified).")
+        return
+    if len(words) != 1 or force or backup_id != "latest":
+        raise SvcctlError("usage: svcctl backups INSTANCE [-o text|json] [--env PATH] (--id and --force are for pull)")
+    if output not in ("text", "json"):
+        raise SvcctlError(f"-o {output!r}: use text or json")
+    located, entries = list_backups(env_path, words[0])
+    if output == "json":
+        doc = {"instance": located.instance, "node": located.node, "engine": located.engine,
+               "backups": [entry_json(e) for e in entries]}  # fmt: skip
+        print(json.dumps(doc, indent=2))
+    else:
+        print("\n".join(render_list(located, entries)))
+
+
 key_app = typer.Typer(help="Manage the environment's key (passwords are derived from it; keep it out of Git).")
 app.add_typer(key_app, name="key")
 
