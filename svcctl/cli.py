@@ -171,7 +171,15 @@ def plan(
     ),
     out: Annotated[Path | None, typer.Option("--out", help="Also save the plan here, for `svcctl apply FILE`.")] = None,
     detailed_exitcode: Annotated[
-        bool, typer.Option("--detailed-exitcode", help="Exit 0: no changes, 1: error, 2: changes (drift).")
+        bool, typer.Option("--detailed-exitcode", help="Exit 0: no changes, 1: error, 2: changes of any kind.")
+    ] = False,
+    drift_exitcode: Annotated[
+        bool,
+        typer.Option(
+            "--drift-exitcode",
+            help="For a scheduled drift check: exit 0: nothing planned, 1: error, 2: drift (something changed "
+            "outside svcctl, whatever else is planned), 3: no drift, only YAML changes not applied yet.",
+        ),
     ] = False,
     parallel: Annotated[int, typer.Option("--parallel", min=1, max=64, help="Nodes observed at once.")] = 8,
     target: Targets = None,
@@ -204,6 +212,8 @@ def plan(
         print(f"Saved the plan to {out}; apply exactly it with: svcctl apply {out}{where}", file=sys.stderr)
     if planned.plan.errors:
         raise typer.Exit(1)
+    if drift_exitcode and planned.plan.has_changes:
+        raise typer.Exit(2 if planned.plan.drift else 3)
     if detailed_exitcode and planned.plan.has_changes:
         raise typer.Exit(2)
 

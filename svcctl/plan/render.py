@@ -201,7 +201,14 @@ def render_json(plan: Plan) -> str:
     doc = {
         "format_version": plan.format_version,
         "environment": plan.environment,
-        "summary": {"add": add, "change": change, "destroy": destroy, "adopt": plan.adoptions},
+        "summary": {
+            "add": add,
+            "change": change,
+            "destroy": destroy,
+            "adopt": plan.adoptions,
+            "drift": len(plan.drift),
+            "config": len(plan.config_changes),
+        },
         "changes": [_json_change(c) for c in plan.changes],
         "drift": [c.address for c in plan.drift],
         "unmanaged": plan.unmanaged,

@@ -55,6 +55,8 @@ def drift_of(env: Env) -> dict[str, dict[str, Any]]:
     assert code == 2 and doc["errors"] == [], doc
     changes = {c["address"]: c for c in doc["changes"]}
     assert sorted(doc["drift"]) == sorted(changes), doc  # nothing but drift: the YAML did not change
+    assert (doc["summary"]["drift"], doc["summary"]["config"]) == (len(changes), 0)
+    assert env.run("plan", ".", "--drift-exitcode").returncode == 2  # a scheduled check: drift
     return changes
 
 
@@ -101,6 +103,23 @@ def redis_as_binding(lab: Lab, env: Env, port: int, *command: str) -> str:
         stdin=password(f"binding/{env.app()}/{env.rd()}/0") + "\n",
     )
     return (res.stdout + res.stderr).strip()
+
+
+def test_a_yaml_change_not_applied_yet_is_no_drift(env: Env) -> None:
+    yaml = env.path / "svcctl.yaml"
+    applied = yaml.read_text()
+    assert env.run("plan", ".", "--drift-exitcode").returncode == 0
+    edited = f"  {env.pg()}: {{plan: pg-small, node: lab-1, protect: false}}\n"
+    assert edited in applied
+    yaml.write_text(applied.replace(edited, edited.replace("protect: false", "protect: true")))
+    try:
+        code, doc = plan_json(env)
+        assert code == 2 and doc["drift"] == [] and doc["summary"]["drift"] == 0, doc
+        assert doc["summary"]["config"] == len(doc["changes"]) == 1, doc
+        assert env.run("plan", ".", "--drift-exitcode").returncode == 3  # a change, but none of it drift
+    finally:
+        yaml.write_text(applied)
+    assert env.run("plan", ".", "--drift-exitcode").returncode == 0
 
 
 def test_a_dropped_binding_user_is_recreated(lab: Lab, env: Env) -> None:

@@ -204,7 +204,7 @@ def test_json_document() -> None:
     ]
     assert doc["format_version"] == 1
     assert doc["environment"] == "staging"
-    assert doc["summary"] == {"add": 4, "change": 4, "destroy": 2, "adopt": 0}
+    assert doc["summary"] == {"add": 4, "change": 4, "destroy": 2, "adopt": 0, "drift": 3, "config": 6}
     assert doc["drift"] == ["instance.audit", "instance.sessions", "binding.web.reports"]
     assert doc["unmanaged"] == ["instance.legacy on db-1"]
     assert doc["warnings"] == ["instance.reports on db-1 uses 612 MB of its 512 MB quota (over quota)"]
@@ -237,7 +237,7 @@ def test_json_document() -> None:
 
 def test_json_no_changes() -> None:
     doc = json.loads(render_json(EMPTY))
-    assert doc["summary"] == {"add": 0, "change": 0, "destroy": 0, "adopt": 0}
+    assert doc["summary"] == {"add": 0, "change": 0, "destroy": 0, "adopt": 0, "drift": 0, "config": 0}
     assert doc["changes"] == doc["drift"] == doc["errors"] == []
 
 
