@@ -1,18 +1,23 @@
 """How long `svcctl apply` takes on one lab host: a first apply of 1 vs N instances, a converged apply vs a plan.
 
-Each run makes two environments with this run's unique names on one host (PostgreSQL, one app bound to
-every instance) and times, as whole CLI commands in fresh processes:
+Each run makes two environments with this run's unique names on one host (PostgreSQL, or Redis with
+`--engine redis`; one app bound to every instance) and times, as whole CLI commands in fresh processes:
   - the first `svcctl apply --auto-approve` of 1 instance + 1 binding, and of N instances + N bindings
     (the engine is installed and running already: a warm-up environment is applied, untimed, before each
     run, so this measures instances, not apt or an engine start);
   - on the N-instance environment, converged: `svcctl plan` (the baseline) and `svcctl apply --auto-approve`
     with nothing to do (which must run no playbook at all).
 Targets (the issue): first apply of N within 2x of 1; a converged apply within 1.2x of a plan.
+`--also DIR` times the first applies of another tree too (a `git worktree` of an older commit), in the
+same runs, interleaved with this tree's and in alternating order, on the same host: a before/after. Each
+tree runs its own svcctl (`python -m svcctl` in that tree) and its own Ansible files (SVCCTL_PLAYBOOKS:
+the tree's playbooks/ and engines' ansible/ merged, as `svcctl.apply.project` merges them), so neither
+borrows the installed checkout's.
 Afterwards every instance is deleted through svcctl (declared `protect: false`, `--allow-destroy`), the dumps
 that deleting made are removed, and an engine record our environments wrote into the host's registry is put
 back as it was, under the host's apply lock.
 
-    .venv/bin/python benchmarks/apply.py [--host lab-1] [--runs 3] [--instances 10]
+    .venv/bin/python benchmarks/apply.py [--host lab-1] [--runs 3] [--instances 10] [--engine redis] [--also DIR]
 """
 
 from __future__ import annotations
@@ -38,12 +43,34 @@ LOCK_WAIT = 600  # seconds to wait, in total, for another engineer's apply to re
 DUMP_DIR = "/var/backups/svcctl"
 
 
+ENGINES = {
+    # engine: (service and plan lines, the dumps a delete leaves)
+    "postgres": ("postgres: {engine: postgres, versions: ['15']}", "small: {service: postgres, storage_mb: 64, "
+                 "connections: 5}", "*.pgc"),
+    "redis": ("redis: {engine: redis, versions: ['7']}", "small: {service: redis, memory_mb: 16, eviction: "
+              "allkeys-lru, connections: 20}", "*.rdb"),
+}  # fmt: skip
+
+
+def merged_project(tree: Path, into: Path) -> Path:
+    """A tree's whole Ansible project (playbooks/ plus each engine's ansible/), as svcctl.apply.project merges it."""
+    parts = [tree / "playbooks", *sorted(tree.glob("svcctl/drivers/*/ansible"))]
+    for part in parts:
+        for file in part.rglob("*"):
+            if file.is_file() and file.name != "__init__.py" and "__pycache__" not in file.parts:
+                target = into / file.relative_to(part)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(file.read_bytes())
+    return into
+
+
 class Bench:
     """The environments of one benchmark, the CLI run in them, and their clean-up."""
 
-    def __init__(self, host: str, work: Path) -> None:
+    def __init__(self, host: str, work: Path, engine: str = "postgres") -> None:
         self.host = host
         self.work = work
+        self.engine = engine
         self.created: list[Path] = []
         self.instances: list[str] = []
         self.env = {
@@ -51,6 +78,14 @@ class Bench:
             "SVCCTL_KEY": base64.b64encode(os.urandom(32)).decode(),
             "PATH": f"{Path(PY).parent}:{os.environ['PATH']}",
         }
+        self.trees: dict[Path, dict[str, str]] = {}  # tree -> its environment variables
+
+    def tree_env(self, tree: Path) -> dict[str, str]:
+        """The environment that runs `tree`'s svcctl with `tree`'s own Ansible files."""
+        if tree not in self.trees:
+            project = merged_project(tree, self.work / f"project-{len(self.trees)}")
+            self.trees[tree] = {**self.env, "SVCCTL_PLAYBOOKS": str(project)}
+        return self.trees[tree]
 
     def environment(self, token: str, count: int) -> Path:
         """An environment `ba<token>` on the host: `count` PostgreSQL instances, one app bound to each."""
@@ -64,6 +99,7 @@ class Bench:
 
     def write(self, path: Path, names: list[str]) -> None:
         app = path.name
+        service, plan, _ = ENGINES[self.engine]
         instances = "".join(f"  {n}: {{plan: small, node: {self.host}, protect: false}}\n" for n in names)
         bindings = "".join(f"  - {{app: {app}, instance: {n}}}\n" for n in names)
         body = (
@@ -73,20 +109,20 @@ class Bench:
         )
         (path / "svcctl.yaml").write_text(
             f"nodes:\n  {self.host}:\n    host: {self.host}\n    ssh_config: {LAB}/ssh_config\n"
-            "    engines: [postgres]\n    capacity: {memory_mb: 65536, storage_mb: 1000000}\n"
-            "services:\n  postgres: {engine: postgres, versions: ['15']}\n"
-            f"plans:\n  small: {{service: postgres, storage_mb: 64, connections: 5}}\n{body}environment: {app}\n"
+            f"    engines: [{self.engine}]\n    capacity: {{memory_mb: 65536, storage_mb: 1000000}}\n"
+            f"services:\n  {service}\nplans:\n  {plan}\n{body}environment: {app}\n"
         )
 
-    def svcctl(self, path: Path, *args: str, ok: tuple[int, ...] = (0,), expect: str = "") -> float:
-        """Seconds one CLI command took (its output must hold `expect`); waits, untimed, while another apply
-        holds the host's lock."""
+    def svcctl(self, path: Path, *args: str, ok: tuple[int, ...] = (0,), expect: str = "", tree: Path = REPO) -> float:
+        """Seconds one CLI command of `tree`'s svcctl took (its output must hold `expect`); waits, untimed,
+        while another apply holds the host's lock."""
         deadline = time.monotonic() + LOCK_WAIT
         while True:
             t0 = time.perf_counter()
             res = subprocess.run(
-                [PY, "-m", "svcctl", *args, str(path)], capture_output=True, text=True, env=self.env, check=False
-            )
+                [PY, "-m", "svcctl", *args, str(path)], capture_output=True, text=True, env=self.tree_env(tree),
+                check=False, cwd=tree,  # `-m svcctl` finds the tree's package first
+            )  # fmt: skip
             elapsed = time.perf_counter() - t0
             if res.returncode in ok and expect in res.stdout:
                 return elapsed
@@ -97,8 +133,8 @@ class Bench:
             raise SystemExit(f"svcctl {' '.join(args)} {path} exited {res.returncode}:\n{res.stdout[-3000:]}\n"
                              f"{res.stderr[-3000:]}")  # fmt: skip
 
-    def apply(self, path: Path, *extra: str) -> float:
-        return self.svcctl(path, "apply", "--auto-approve", *extra)
+    def apply(self, path: Path, *extra: str, tree: Path = REPO) -> float:
+        return self.svcctl(path, "apply", "--auto-approve", *extra, tree=tree)
 
     def delete(self, path: Path) -> None:
         """Delete the environment's instances through svcctl (they are dumped first, as always)."""
@@ -147,9 +183,10 @@ class Bench:
         for path in list(self.created):
             self.delete(path)
         if self.instances:
-            files = " ".join(shlex.quote(f"{DUMP_DIR}/{n}-") + "*.pgc" for n in self.instances)
+            dumps = ENGINES[self.engine][2]
+            files = " ".join(shlex.quote(f"{DUMP_DIR}/{n}-") + dumps for n in self.instances)
             self.ssh(f"sudo -n sh -c {shlex.quote('rm -f ' + files)}")
-        self.restore_record(f"engine.{self.host}.postgres", engine_before)
+        self.restore_record(f"engine.{self.host}.{self.engine}", engine_before)
 
 
 def median(xs: list[float]) -> float:
@@ -161,48 +198,73 @@ def main() -> None:
     p.add_argument("--host", default="lab-1")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--instances", type=int, default=10)
+    p.add_argument("--engine", choices=sorted(ENGINES), default="postgres")
+    p.add_argument("--also", type=Path, help="another svcctl tree whose first applies are timed too, interleaved")
     a = p.parse_args()
     if not 1 <= a.runs <= 20 or not 2 <= a.instances <= 50:
         raise SystemExit("--runs is 1-20 and --instances 2-50")
     os.environ.setdefault("PATH", "")
-    bench = Bench(a.host, Path(tempfile.mkdtemp(prefix="svcctl-bench-apply-")))
+    bench = Bench(a.host, Path(tempfile.mkdtemp(prefix="svcctl-bench-apply-")), a.engine)
     os.environ["SVCCTL_KEY"] = bench.env["SVCCTL_KEY"]
-    engine_before = bench.registry_record(f"engine.{a.host}.postgres")
-    first1: list[float] = []
-    firstn: list[float] = []
+    engine_before = bench.registry_record(f"engine.{a.host}.{a.engine}")
+    trees = [REPO] if a.also is None else [REPO, a.also.resolve()]
+    first1: dict[Path, list[float]] = {t: [] for t in trees}
+    firstn: dict[Path, list[float]] = {t: [] for t in trees}
     plans: list[float] = []
     converged: list[float] = []
     try:
         warm = bench.environment(secrets.token_hex(3), 1)
-        print(f"warm-up apply on {a.host} (installs and starts PostgreSQL if needed) ...", file=sys.stderr, flush=True)
+        print(f"warm-up apply on {a.host} (installs and starts {a.engine} if needed) ...", file=sys.stderr, flush=True)
         bench.apply(warm)
         for run in range(a.runs):
             bench.apply(warm)  # untimed: starts the engine again if another user of the lab stopped it
-            one = bench.environment(secrets.token_hex(3), 1)
-            many = bench.environment(secrets.token_hex(3), a.instances)
-            first1.append(bench.apply(one))
-            firstn.append(bench.apply(many))
-            # interleaved, and the order alternates, so drift on the machine hits both sides alike
-            for step in ("plan", "apply") if run % 2 == 0 else ("apply", "plan"):
-                if step == "plan":
-                    plans.append(bench.svcctl(many, "plan", "--detailed-exitcode"))  # 2 would mean not converged
-                else:  # nothing to do: no playbook, no "Apply complete"
-                    converged.append(bench.svcctl(many, "apply", "--auto-approve", expect="No changes."))
-            figures = f"first apply 1: {first1[-1]:.1f}s, {a.instances}: {firstn[-1]:.1f}s; "
-            figures += f"plan {plans[-1]:.1f}s, converged apply {converged[-1]:.1f}s"
-            print(f"run {run + 1}/{a.runs}: {figures}", file=sys.stderr, flush=True)
-            bench.delete(one)
-            bench.delete(many)
+            # interleaved, and the order alternates, so drift on the machine hits both trees alike
+            for tree in trees if run % 2 == 0 else trees[::-1]:
+                one = bench.environment(secrets.token_hex(3), 1)
+                many = bench.environment(secrets.token_hex(3), a.instances)
+                first1[tree].append(bench.apply(one, tree=tree))
+                firstn[tree].append(bench.apply(many, tree=tree))
+                if tree == REPO:
+                    for step in ("plan", "apply") if run % 2 == 0 else ("apply", "plan"):
+                        if step == "plan":  # 2 would mean not converged
+                            plans.append(bench.svcctl(many, "plan", "--detailed-exitcode"))
+                        else:  # nothing to do: no playbook, no "Apply complete"
+                            converged.append(bench.svcctl(many, "apply", "--auto-approve", expect="No changes."))
+                name = "this tree" if tree == REPO else str(tree)
+                figures = f"{name}: first apply 1: {first1[tree][-1]:.1f}s, {a.instances}: {firstn[tree][-1]:.1f}s"
+                if tree == REPO:
+                    figures += f"; plan {plans[-1]:.1f}s, converged apply {converged[-1]:.1f}s"
+                print(f"run {run + 1}/{a.runs}: {figures}", file=sys.stderr, flush=True)
+                bench.delete(one)
+                bench.delete(many)
     finally:
         bench.cleanup(engine_before)
-    m1, mn, mp, mc = median(first1), median(firstn), median(plans), median(converged)
-    print(f"\nPostgreSQL on {a.host}, medians of {a.runs} runs (whole CLI commands)\n")
+    mp, mc = median(plans), median(converged)
+    print(f"\n{a.engine} on {a.host}, medians of {a.runs} runs (whole CLI commands)\n")
     print(f"{'measure':44} {'seconds':>8} {'ratio':>7} {'target':>7}")
-    print(f"{'first apply, 1 instance + 1 binding':44} {m1:8.2f}")
-    many_label = f"first apply, {a.instances} instances + {a.instances} bindings"
-    print(f"{many_label:44} {mn:8.2f} {mn / m1:6.2f}x {'2.0x':>7}")
+    for tree in trees:
+        m1, mn = median(first1[tree]), median(firstn[tree])
+        if len(trees) > 1:
+            print("this tree" if tree == REPO else f"--also {tree}")
+        print(f"{'first apply, 1 instance + 1 binding':44} {m1:8.2f}")
+        many_label = f"first apply, {a.instances} instances + {a.instances} bindings"
+        print(f"{many_label:44} {mn:8.2f} {mn / m1:6.2f}x {'2.0x':>7}")
     print(f"{'plan, converged':44} {mp:8.2f}")
     print(f"{'apply, converged (nothing to do)':44} {mc:8.2f} {mc / mp:6.2f}x {'1.2x':>7}")
+    print(
+        json.dumps(
+            {
+                "engine": a.engine,
+                "host": a.host,
+                "runs": a.runs,
+                "instances": a.instances,
+                "first_1": {str(t): v for t, v in first1.items()},
+                "first_n": {str(t): v for t, v in firstn.items()},
+                "plan": plans,
+                "converged": converged,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ LIBRARY = REPO / "svcctl" / "drivers"
 def module_utils(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """`ansible.module_utils.svcctl_hostlib`, written as an apply run writes it."""
     programs = write_host_programs(tmp_path_factory.mktemp("run"))
-    path: list[str] = ansible.module_utils.__path__  # type: ignore[assignment]
+    path: list[str] = ansible.module_utils.__path__
     path.append(str(programs / "module_utils"))
     yield
     path.remove(str(programs / "module_utils"))
