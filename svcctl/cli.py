@@ -564,6 +564,42 @@ def backups(
         print("\n".join(render_list(located, entries)))
 
 
+@app.command(
+    epilog=(
+        "Examples:  svcctl restore orders-db   |   svcctl restore orders-db --from 20261201T030000Z --force   |   "
+        "svcctl restore orders-db --into orders-copy"
+    ),
+)
+def restore(
+    instance: Annotated[str, typer.Argument(help="The instance whose backup to restore.", metavar="INSTANCE")],
+    env_path: Annotated[
+        Path, typer.Option("--env", help="Environment file or directory (default: the current directory).")
+    ] = Path(),
+    source: Annotated[str, typer.Option("--from", help="The backup's id, or latest (the newest good one).")] = "latest",
+    into: Annotated[
+        str | None, typer.Option("--into", help="Restore into this instance (same engine, same node) instead.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the data the target holds.")] = False,
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", help="With --force, do not ask (needed without a terminal).")
+    ] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Afterwards, check the target holds data again.")] = False,
+) -> None:
+    """Restore one of an instance's backups into it (or --into another); over existing data needs --force."""
+    from svcctl.tunnel.restore import RestoreOptions, run_restore
+
+    def confirm(question: str) -> bool:
+        try:
+            return input(question).strip() == "yes"
+        except EOFError:  # Ctrl-D: no answer is not a yes
+            print(file=sys.stderr)
+            return False
+
+    opts = RestoreOptions(instance=instance, env_path=env_path, source=source, into=into, force=force,
+                          auto_approve=auto_approve, interactive=sys.stdin.isatty(), verify=verify)  # fmt: skip
+    raise typer.Exit(run_restore(opts, typer.echo, confirm))
+
+
 key_app = typer.Typer(help="Manage the environment's key (passwords are derived from it; keep it out of Git).")
 app.add_typer(key_app, name="key")
 

@@ -2,6 +2,8 @@
 #
 #     svcctl-backup.py run INSTANCE    (what svcctl-backup-INSTANCE.service runs): dump, checksum, result, keep N
 #     svcctl-backup.py list INSTANCE   each backup's result, as JSON (what `svcctl backups` reads)
+#     svcctl-backup.py restore         (request as JSON on stdin, from `svcctl restore`): check a backup's
+#                                      checksum, say whether the target holds data, or restore it into the target
 #
 # PostgreSQL: pg_dump -Fc as the postgres user over the socket; MariaDB: mariadb-dump --single-transaction as
 # root over the socket; Redis: BGSAVE over 127.0.0.1 (the admin password read from a root-only file and sent
@@ -11,6 +13,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -21,6 +24,7 @@ from svcctl.hostlib.backups import (
     CONFIG_DIR,
     EXTENSIONS,
     instance_dir,
+    is_backup_id,
     list_backups,
     read_config,
     to_prune,
@@ -205,8 +209,131 @@ def run(instance):
     return 0 if result["result"] == "ok" else 1
 
 
+REDIS_CONF = "/etc/redis/redis-{}.conf"
+_IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+class BadRestore(Exception):
+    """A restore request svcctl would not send, or a backup that fails its checksum."""
+
+
+def checked_restore(req):
+    """The restore request, each field checked: instance names, id, engine, identifiers (decide, then do)."""
+    if not isinstance(req, dict) or req.get("engine") not in EXTENSIONS:
+        raise BadRestore("not a restore request")
+    for key in ("source", "target"):
+        name = req.get(key)
+        instance_dir(name if isinstance(name, str) else "")
+    if not is_backup_id(req.get("id")):
+        raise BadRestore("not a backup id")
+    if req["engine"] in ("postgres", "mysql"):
+        for key in ("database", "owner") if req["engine"] == "postgres" else ("database",):
+            if not isinstance(req.get(key), str) or not _IDENT.fullmatch(req[key]):
+                raise BadRestore(f"{key} is not an identifier")
+    return req
+
+
+def backup_file(req):
+    """The backup's path, once its sha256 matches its checksum file."""
+    name = f"{req['id']}.{EXTENSIONS[req['engine']]}"
+    directory = instance_dir(req["source"])
+    path = os.path.join(directory, name)
+    try:
+        with open(os.path.join(directory, f"{req['id']}.sha256"), encoding="utf-8") as f:
+            recorded = f.read().split()
+    except OSError as exc:
+        raise BadRestore(f"backup {req['id']} has no checksum file: {exc}") from None
+    if len(recorded) != 2 or recorded[1] != name or not os.path.exists(path):
+        raise BadRestore(f"backup {req['id']}: its dump or checksum file is missing or not svcctl's")
+    if _sha256(path) != recorded[0]:
+        raise BadRestore(f"backup {req['id']}: its sha256 does not match its checksum file; it is damaged")
+    return path
+
+
+def _sql(argv, user=None):
+    words = ["runuser", "-u", user, "--", *argv] if user else list(argv)
+    done = subprocess.run(words, capture_output=True, text=True, timeout=300, cwd="/")
+    if done.returncode != 0:
+        raise BackupFailed(f"{argv[0]} exited with {done.returncode}: {done.stderr.strip()[-400:]}")
+    return done.stdout.strip()
+
+
+def _redis_data(target):
+    """The data directory of a Redis instance, from its config file's `dir` line."""
+    with open(REDIS_CONF.format(target), encoding="utf-8") as f:
+        dirs = [ln.split(None, 1)[1].strip() for ln in f if ln.startswith("dir ")]
+    if len(dirs) != 1:
+        raise BackupFailed(f"{REDIS_CONF.format(target)} has no single dir line")
+    return dirs[0]
+
+
+def has_data(req):
+    """Whether the target holds anything a restore would replace (Redis: its data file has keys or is unknown)."""
+    engine, db = req["engine"], req.get("database")
+    if engine == "postgres":
+        sql = ("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN"
+               " ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' AND c.relkind IN"
+               " ('r', 'p', 'v', 'm', 'S', 'f')")  # fmt: skip
+        return int(_sql(["psql", "-XAtq", "-d", db, "-c", sql], user="postgres") or "0") > 0
+    if engine == "mysql":
+        sql = f"SELECT count(*) FROM information_schema.tables WHERE table_schema = '{db}'"  # db: an identifier
+        return int(_sql(["mariadb", "-N", "-B", "-e", sql]) or "0") > 0
+    path = os.path.join(_redis_data(req["target"]), "dump.rdb")
+    return not os.path.exists(path) or os.path.getsize(path) > 0
+
+
+def restore(req, path):
+    """Restore the checked backup at `path` into the target (its bindings' users and grants are untouched)."""
+    engine, target = req["engine"], req["target"]
+    if engine == "postgres":
+        # As the instance's owner role, so every restored object is the owner's, as svcctl's grants expect.
+        argv = ["pg_restore", "--clean", "--if-exists", "--no-owner", "--no-acl", "--exit-on-error",
+                f"--role={req['owner']}", "-d", req["database"]]  # fmt: skip
+        _feed(["runuser", "-u", "postgres", "--", *argv], path)
+    elif engine == "mysql":
+        _feed(["mariadb", "--", req["database"]], path)
+    else:
+        unit = f"redis-server@{target}.service"
+        data = _redis_data(target)
+        _sql(["systemctl", "stop", unit])
+        try:
+            tmp = os.path.join(data, ".svcctl-restore.rdb")
+            shutil.copyfile(path, tmp)
+            shutil.chown(tmp, "redis", "redis")
+            os.chmod(tmp, 0o660)
+            os.replace(tmp, os.path.join(data, "dump.rdb"))
+        finally:
+            _sql(["systemctl", "start", unit])
+
+
+def _feed(argv, path):
+    with open(path, "rb") as f:
+        done = subprocess.run(argv, stdin=f, capture_output=True, timeout=DUMP_TIMEOUT, cwd="/")
+    if done.returncode != 0:
+        raise BackupFailed(f"{argv[0]} exited with {done.returncode}: {done.stderr.decode('utf-8', 'replace')[-600:]}")
+
+
+def restore_main():
+    """`restore`: the request on stdin; prints {"has_data": ...} (check) or {"restored": id} as JSON."""
+    try:
+        req = checked_restore(json.load(sys.stdin))
+        path = backup_file(req)
+        if req.get("check"):
+            out = {"has_data": has_data(req)}
+        else:
+            restore(req, path)
+            out = {"restored": req["id"]}
+    except (BadRestore, BackupFailed, OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        print(f"svcctl-backup: {exc}", file=sys.stderr)
+        sys.exit(1)
+    json.dump(out, sys.stdout)
+
+
 def main():
     verb, instance = [*sys.argv[1:3], "", ""][:2]
+    if verb == "restore":
+        restore_main()
+        return
     try:
         instance_dir(instance)
     except ValueError as exc:

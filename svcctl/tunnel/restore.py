@@ -1,0 +1,128 @@
+"""`svcctl restore`: put one of an instance's backups back, into it or into another instance on the same node.
+
+Over the same SSH connection as `svcctl backups` (no Ansible): the backup program first checks the dump's
+sha256 against its checksum file and says whether the target holds data; over data, restore needs
+`--force` and a "yes" (or `--auto-approve`, as apply's prompt); then the program restores it: PostgreSQL
+with pg_restore --clean --if-exists --no-owner --no-acl as the instance's owner role (so every object is the
+owner's, and svcctl's grants and default privileges give the bindings what they had), MariaDB by piping the
+dump into its database, Redis by stopping the instance, replacing its RDB and starting it. Users, passwords
+and grants are never in a dump, so bindings keep working. `--verify` checks afterwards that the target holds
+data again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from svcctl.drivers.hostprograms import backup_program
+from svcctl.drivers.postgres.driver import owner_role
+from svcctl.errors import SvcctlError
+from svcctl.model.loader import load_environment
+from svcctl.model.names import sql_ident
+from svcctl.model.types import check_identifier, quoted
+from svcctl.ssh import SshSession
+from svcctl.tunnel.access import Located, locate
+from svcctl.tunnel.backups import BackupEntry, _list, _scheduled, choose
+
+Confirm = Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """What the command line asked for."""
+
+    instance: str
+    env_path: Path = Path()
+    source: str = "latest"  # --from
+    into: str | None = None
+    force: bool = False
+    auto_approve: bool = False
+    interactive: bool = False  # a terminal to ask on
+    verify: bool = False  # afterwards, check that the target holds data again
+    timeout: float = 6 * 3600
+
+
+def request(located: Located, target: Located, entry: BackupEntry, check: bool) -> bytes:
+    """The backup program's restore request: names and identifiers only, from the target's record."""
+    req: dict[str, object] = {"engine": target.engine, "source": located.instance, "target": target.instance,
+                              "id": entry.id, "check": check}  # fmt: skip
+    if target.engine in ("postgres", "mysql"):
+        req["database"] = target.database or sql_ident(target.instance)
+    if target.engine == "postgres":
+        owner = target.attrs.get("owner") or owner_role(target.instance)
+        req["owner"] = target.checked("owner", owner, check_identifier)
+    return json.dumps(req).encode()
+
+
+def _run(session: SshSession, payload: bytes, timeout: float) -> dict[str, object]:
+    """Run the backup program's `restore` with `payload` as its request; its JSON answer."""
+    # The program text is an argument of python3 -c (no secret in it); the request is stdin.
+    res = session.run(["python3", "-c", backup_program(), "restore"], sudo=True, stdin=payload, timeout=timeout)
+    if res.rc != 0:
+        raise SvcctlError(f"node {session.name}: restore refused or failed: {quoted(res.stderr.strip()[-600:], 600)}")
+    try:
+        doc = json.loads(res.stdout)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise SvcctlError(f"node {session.name}: the backup program's answer is unreadable")
+    return doc
+
+
+def run_restore(opts: RestoreOptions, say: Callable[[str], None], confirm: Confirm) -> int:
+    """Restore a backup; 0 when restored, 1 when refused or cancelled."""
+    env = load_environment(opts.env_path)
+    target_name = opts.into or opts.instance
+    if target_name not in env.instances:
+        raise SvcctlError(f"no instance {target_name!r} in environment {env.name!r}.")
+    if opts.into is not None and env.engine_of(opts.into) != env.engine_of(opts.instance):
+        raise SvcctlError(
+            f"instance {opts.into} runs {env.engine_of(opts.into)}, but {opts.instance}'s backups are "
+            f"{env.engine_of(opts.instance)} dumps; restore into an instance of the same engine."
+        )
+    located, session = locate(env, env.name, opts.instance)
+    try:
+        _scheduled(located)
+        target = located
+        if opts.into is not None and opts.into != opts.instance:
+            target_located, other = locate(env, env.name, opts.into)
+            other.close()
+            if target_located.node != located.node:
+                raise SvcctlError(
+                    f"instance {opts.into} is on node {target_located.node}, {opts.instance}'s backups on "
+                    f"{located.node}; svcctl restores only on one node. Pull the backup (svcctl backups pull) "
+                    "and restore it with the engine's own client through `svcctl tunnel`."
+                )
+            target = target_located
+        entry = choose(_list(located, session), opts.source, opts.instance)
+        probe = _run(session, request(located, target, entry, check=True), 300)
+        if probe.get("has_data") is True:
+            if not opts.force:
+                raise SvcctlError(
+                    f"instance {target.instance} holds data, which restoring backup {entry.id} replaces; run again "
+                    "with --force (and confirm, or --auto-approve) to replace it. Nothing was changed."
+                )
+            if not opts.auto_approve:
+                if not opts.interactive:
+                    raise SvcctlError(
+                        "restore over existing data needs confirmation and there is no terminal to ask on; run "
+                        "again with --auto-approve. Nothing was changed."
+                    )
+                question = (
+                    f"Restore backup {entry.id} of {opts.instance} into {target.instance} on {target.node}, "
+                    "replacing its data? Only 'yes' will be accepted: "
+                )
+                if not confirm(question):
+                    say("Restore cancelled; nothing was changed.")
+                    return 1
+        say(f"Restoring backup {entry.id} of {opts.instance} into {target.instance} on {target.node} ...")
+        _run(session, request(located, target, entry, check=False), opts.timeout)
+        if opts.verify and _run(session, request(located, target, entry, check=True), 300).get("has_data") is not True:
+            raise SvcctlError(f"restored backup {entry.id}, but {target.instance} holds no data afterwards; check it.")
+        say(f"Restored backup {entry.id} into {target.instance}; its bindings' users and grants are unchanged.")
+        return 0
+    finally:
+        session.close()
