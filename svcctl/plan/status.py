@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -86,14 +86,67 @@ class BindingStatus:
 
 @dataclass(frozen=True)
 class BackupStatus:
-    """An instance's last backup (filled in by the backup support; None in `InstanceStatus.backup` means no
-    backup is known). `overdue`: older than its schedule allows."""
+    """An instance's backups (None in `InstanceStatus.backup`: none declared, none on the node). `last_at` is
+    the newest good one's time, `overdue` says it is older than its schedule allows (`overdue_after`)."""
 
     last_at: str | None
     age_seconds: int | None
-    result: str | None  # "ok" | "failed"
+    result: str | None  # "ok" | "failed"; None: no backup yet
     schedule: str | None
     overdue: bool = False
+    count: int | None = None  # good backups kept on the node
+    enabled: bool | None = None  # its timer is active and enabled; None: not observed
+
+
+HOUR, DAY = 3600, 86400
+PERIODS = {
+    "hourly": HOUR, "daily": DAY, "weekly": 7 * DAY, "monthly": 31 * DAY, "quarterly": 92 * DAY,
+    "semiannually": 183 * DAY, "yearly": 366 * DAY, "annually": 366 * DAY,
+}  # fmt: skip
+"""The longest gap between two runs of each shorthand schedule (systemd.time(7))."""
+_LATEST = "%Y%m%dT%H%M%SZ"  # a backup's id: its UTC start time
+
+
+def schedule_period(schedule: str) -> int:
+    """The longest gap between two runs of `schedule`, erring long: a shorthand's own; for [WEEKDAYS] [DATE]
+    [TIME], a year when the date names a month or day, else a week when weekdays are named, else a day."""
+    if schedule in PERIODS:
+        return PERIODS[schedule]
+    parts = schedule.split(" ")
+    date = next((p for p in parts if "-" in p), "*-*-*")
+    if any(field not in ("*", "") for field in date.split("-")[-2:]):
+        return 366 * DAY
+    return 7 * DAY if parts and parts[0][:1].isalpha() else DAY
+
+
+def overdue_after(schedule: str) -> int:
+    """Seconds after which the newest good backup is overdue: one and a half times the schedule's period (a
+    dump takes a while, and a timer may fire late)."""
+    return schedule_period(schedule) * 3 // 2
+
+
+def backup_status(env: Environment, name: str, state: State, now: datetime) -> BackupStatus | None:
+    """An instance's backups from its observed `backup.<instance>` (the backups fragment's schedule, timer,
+    count of good backups and the newest one's id); None when none is declared and the node has none."""
+    declared = env.backup_of(name)
+    r = _ours(state, f"backup.{name}")
+    if declared is None and r is None:
+        return None
+    attrs = r.attrs if r is not None and r.attrs.get("missing") is not True else {}
+    schedule = declared.schedule if declared is not None else _text(attrs.get("schedule"))
+    latest = _text(attrs.get("latest"))
+    last = datetime.strptime(latest, _LATEST).replace(tzinfo=UTC) if latest else None
+    age = int((now - last).total_seconds()) if last is not None else None
+    count = attrs.get("backups")
+    return BackupStatus(
+        last_at=last.isoformat() if last is not None else None,
+        age_seconds=age,
+        result="ok" if last is not None else None,
+        schedule=schedule,
+        overdue=age is not None and schedule is not None and age > overdue_after(schedule),
+        count=count if isinstance(count, int) and not isinstance(count, bool) else None,
+        enabled=attrs.get("enabled") is True if attrs else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -199,21 +252,25 @@ def _binding(state: State, app: str, instance: str, role: str, observable: bool)
 
 
 def backup_problem(backup: BackupStatus | None) -> str | None:
-    """What is wrong with an instance's last backup: failed, or older than its schedule; None when nothing is
-    (no backup known is not a problem until backups are declared and made)."""
+    """What is wrong with an instance's backups: the last one failed, the newest good one is older than its
+    schedule allows, or the timer that makes them is not running; None when nothing is (no backup yet is
+    not a problem: the timer has not fired since apply made it)."""
     if backup is None:
         return None
     if backup.result == "failed":
         return f"its last backup failed ({backup.last_at or 'time unknown'})"
     if backup.overdue:
-        return f"its last backup ({backup.last_at or 'never'}) is older than its schedule ({backup.schedule})"
+        return f"its last backup ({backup.last_at}) is older than its schedule ({backup.schedule}) allows"
+    if backup.enabled is False:
+        return "its backup timer is not active: run svcctl plan"
     return None
 
 
 def instance_status(
     env: Environment, name: str, state: State, failures: Mapping[str, str], backup: BackupStatus | None = None
 ) -> InstanceStatus:
-    """One declared instance from the observed state; `failures` are the nodes that could not be observed."""
+    """One declared instance from the observed state and its backups; `failures` are the nodes that could not
+    be observed."""
     spec, plan = env.instances[name], env.plan_of(name)
     engine = str(env.engine_of(name))
     r = _ours(state, f"instance.{name}")
@@ -261,8 +318,11 @@ def instance_status(
             problems.append(f"binding {b.app}: credentials stale (the engine's password is not the derived one)")
         elif b.credentials is Credentials.MISSING and instance_state is not InstanceState.MISSING:
             problems.append(f"binding {b.app}: its user does not exist")
+    seen = instance_state in (InstanceState.UP, InstanceState.DOWN)
     backup_issue = backup_problem(backup)
-    if backup_issue is not None:
+    if backup is not None and backup.enabled is None and seen and env.backup_of(name) is not None:
+        backup_issue = "its backup schedule is not on its node: run svcctl plan"
+    if backup_issue is not None and seen:
         problems.append(backup_issue)
     in_use = attrs.get("connections_in_use")
     return InstanceStatus(
@@ -294,7 +354,10 @@ def build_status(
 ) -> Status:
     """The environment's status from what its nodes reported (`failures`: node -> why it was not observed)."""
     nodes = tuple(node_status(n, state, releases.get(n), failures.get(n)) for n in sorted(env.nodes))
-    instances = tuple(instance_status(env, name, state, failures) for name in sorted(env.instances))
+    instances = tuple(
+        instance_status(env, name, state, failures, backup_status(env, name, state, now))
+        for name in sorted(env.instances)
+    )
     problems = [f"node {n.name}: could not be observed: {n.error}" for n in nodes if not n.reachable]
     problems += [f"instance.{i.name}: {p}" for i in instances for p in i.problems]
     return Status(

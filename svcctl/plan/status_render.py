@@ -63,10 +63,22 @@ def _bindings(bindings: Sequence[BindingStatus]) -> str:
     return ", ".join(f"{b.app} ({b.credentials.value})" for b in bindings) or "-"
 
 
+def _age(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return "just now"
+
+
 def _backup(b: BackupStatus | None) -> str:
     if b is None:
         return NO_BACKUPS
-    return f"{b.result or '?'} {b.last_at or ''}".strip() + (" (overdue)" if b.overdue else "")
+    if b.result is None:
+        shown = "none yet"
+    else:
+        shown = f"{b.result} {_age(max(b.age_seconds or 0, 0))}" if b.age_seconds is not None else b.result
+    notes = [n for n, on in (("overdue", b.overdue), ("timer off", b.enabled is False)) if on]
+    return shown + (f" ({', '.join(notes)})" if notes else "")
 
 
 def render_text(status: Status) -> str:
@@ -118,6 +130,8 @@ def _json_backup(b: BackupStatus | None) -> dict[str, Any] | None:
         "result": b.result,
         "schedule": b.schedule,
         "overdue": b.overdue,
+        "count": b.count,
+        "enabled": b.enabled,
     }
 
 

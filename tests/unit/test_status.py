@@ -24,6 +24,7 @@ from svcctl.plan.status import (
     Status,
     build_status,
     instance_status,
+    schedule_period,
 )
 from svcctl.plan.status_render import NO_BACKUPS, render_json, render_text
 from svcctl.state import Kind, Resource, State
@@ -224,6 +225,65 @@ def test_another_environments_object_at_the_address_is_not_ours(env: Environment
     assert instance(json.loads(render_json(status_of(env, state))), "billing-db")["state"] == "missing"
 
 
+def backed_up(tmp_path: Path, schedule: str = "daily") -> Environment:
+    (tmp_path / "svcctl.yaml").write_text(
+        YAML.replace(
+            "orders-db: {plan: pg-small, node: lab-1}",
+            f"orders-db: {{plan: pg-small, node: lab-1, backup: {{schedule: '{schedule}'}}}}",
+        )
+    )
+    return load_environment(tmp_path / "svcctl.yaml")
+
+
+def with_backup(**attrs: Any) -> State:
+    seen = {"engine": "postgres", "schedule": "daily", "keep": 7, "enabled": True, "backups": 3} | attrs
+    backup = Resource(kind=Kind.BACKUP, name="orders-db", node="lab-1", engine="postgres", attrs=seen)
+    return State.of([*healthy_state(), backup])
+
+
+def test_the_newest_good_backup_is_shown_with_its_age(tmp_path: Path) -> None:
+    status = status_of(backed_up(tmp_path), with_backup(latest="20261201T030000Z"))
+    assert status.healthy, status.problems
+    backup = instance(json.loads(render_json(status)), "orders-db")["backup"]
+    assert backup == {"last_at": "2026-12-01T03:00:00+00:00", "age_seconds": 9 * 3600, "result": "ok",
+                      "schedule": "daily", "overdue": False, "count": 3, "enabled": True}  # fmt: skip
+    assert re.search(r"orders-db .* ok 9h ago\n", render_text(status))
+    assert instance(json.loads(render_json(status)), "billing-db")["backup"] is None  # none declared, none there
+
+
+def test_a_backup_older_than_its_schedule_allows_is_degraded(tmp_path: Path) -> None:
+    status = status_of(backed_up(tmp_path), with_backup(latest="20261130T000000Z"))  # 36 h ago: just not overdue
+    assert status.healthy, status.problems
+    status = status_of(backed_up(tmp_path), with_backup(latest="20261129T235959Z"))
+    assert status.problems == (
+        "instance.orders-db: its last backup (2026-11-29T23:59:59+00:00) is older than its schedule (daily) allows",
+    )
+    assert "ok 1d ago (overdue)" in render_text(status)
+
+
+def test_a_stopped_backup_timer_or_a_missing_schedule_is_degraded(tmp_path: Path) -> None:
+    env = backed_up(tmp_path)
+    status = status_of(env, with_backup(enabled=False, latest="20261201T030000Z"))
+    assert status.problems == ("instance.orders-db: its backup timer is not active: run svcctl plan",)
+    status = status_of(env, healthy_state())
+    assert status.problems == ("instance.orders-db: its backup schedule is not on its node: run svcctl plan",)
+
+
+def test_no_backup_yet_is_not_a_problem(tmp_path: Path) -> None:
+    status = status_of(backed_up(tmp_path), with_backup(backups=0, latest=None))
+    assert status.healthy, status.problems
+    assert "none yet" in render_text(status)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "days"),
+    [("hourly", 1 / 24), ("daily", 1), ("weekly", 7), ("monthly", 31), ("yearly", 366), ("*-*-* 03:00:00", 1),
+     ("Mon..Fri 02:30", 7), ("Sun *-*-* 04:00", 7), ("*-*-01 02:00", 366), ("02:30", 1)],
+)  # fmt: skip
+def test_a_schedules_period_errs_long(schedule: str, days: float) -> None:
+    assert schedule_period(schedule) == round(days * 86400)
+
+
 def test_a_failed_or_overdue_backup_is_degraded(env: Environment) -> None:
     state = healthy_state()
     failed = BackupStatus(last_at="2026-12-01T03:00:00+00:00", age_seconds=32400, result="failed", schedule="daily")
@@ -233,7 +293,7 @@ def test_a_failed_or_overdue_backup_is_degraded(env: Environment) -> None:
     old = BackupStatus(last_at="2026-11-20T03:00:00+00:00", age_seconds=10**6, result="ok", schedule="daily",
                        overdue=True)  # fmt: skip
     assert instance_status(env, "orders-db", state, {}, old).problems == (
-        "its last backup (2026-11-20T03:00:00+00:00) is older than its schedule (daily)",
+        "its last backup (2026-11-20T03:00:00+00:00) is older than its schedule (daily) allows",
     )
     fine = BackupStatus(last_at="2026-12-01T03:00:00+00:00", age_seconds=32400, result="ok", schedule="daily")
     assert instance_status(env, "orders-db", state, {}, fine).problems == ()
