@@ -368,3 +368,13 @@ def test_a_live_count_is_never_diffed_nor_pinned_by_a_saved_plan() -> None:
     assert observed_digests(pinned_one) == observed_digests(pinned_other)
     moved = healthy_state(instance_orders_db={"storage_mb": 1024})  # a real change still moves the digest
     assert observed_digests(pinned(moved, desired, set())) != observed_digests(pinned_one)
+
+
+def test_the_documented_example_has_the_rendered_keys(env: Environment) -> None:
+    """docs/status-json.md's example has exactly the keys render_json produces, so the doc cannot fall behind."""
+    example = json.loads(DOCS.read_text().split("```json\n", 1)[1].split("\n```", 1)[0])
+    rendered = json.loads(render_json(status_of(env, healthy_state())))
+    assert list(example) == list(rendered)
+    assert [list(n) for n in example["nodes"]] == [list(rendered["nodes"][0])] * len(example["nodes"])
+    assert {tuple(i) for i in example["instances"]} == {tuple(i) for i in rendered["instances"]}
+    assert list(example["nodes"][0]["release"]) == list(rendered["nodes"][0]["release"])
