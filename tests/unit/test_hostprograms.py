@@ -19,6 +19,7 @@ from svcctl.drivers import observe_script
 from svcctl.drivers.hostprograms import (
     HOSTLIB_MODULES,
     BundleError,
+    backup_program,
     bundle,
     hostlib_source,
     registry_program,
@@ -27,7 +28,12 @@ from svcctl.drivers.hostprograms import (
 from svcctl.hostlib.registry import change_one
 from tests.conftest import REPO
 
-PROGRAMS = {"observe": observe_script, "registry": registry_program, "session": session_program}
+PROGRAMS = {
+    "observe": observe_script,
+    "registry": registry_program,
+    "session": session_program,
+    "backup": backup_program,
+}
 
 
 def top_level_names(source: str) -> list[str]:

@@ -1,0 +1,171 @@
+"""Backups on the lab (issue #13): declared per plan and instance, applied as systemd timers, taken now with
+`svcctl backup`, listed with `svcctl backups`, pulled here with a matching checksum, and restored.
+
+One environment for the module (a PostgreSQL and a Redis instance on lab-1, a MariaDB one on lab-2, an app
+bound to each), applied once and always destroyed in the finalizer, after which the timers must be gone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Lab
+from tests.e2e.applying import apply, assert_converged, destroy_all
+from tests.e2e.envs import Env, make_env
+
+
+def body(env: Env) -> str:
+    return (
+        "  pg-bk: {service: postgres, storage_mb: 512, connections: 20, backup: {schedule: daily, keep: 3}}\n"
+        "instances:\n"
+        f"  {env.pg()}: {{plan: pg-bk, node: lab-1, protect: false}}\n"
+        f"  {env.rd()}: {{plan: cache-16, node: lab-1, protect: false,\n"
+        '    backup: {schedule: "Mon..Fri 02:30", keep: 2}}\n'
+        f"  {env.my()}: {{plan: mysql-small, node: lab-2, protect: false, backup: {{keep: 2}}}}\n"
+        f"apps:\n  {env.app()}: {{manifest: apps/manifest.yml, format: cf}}\n"
+        "bindings:\n"
+        f"  - {{app: {env.app()}, instance: {env.pg()}}}\n"
+        f"  - {{app: {env.app()}, instance: {env.my()}}}\n"
+        f"  - {{app: {env.app()}, instance: {env.rd()}}}\n"
+    )
+
+
+def timers(lab: Lab, host: str) -> str:
+    return lab.ssh(host, "systemctl list-timers --all --no-pager --plain 'svcctl-backup-*'").stdout
+
+
+@pytest.fixture(scope="module")
+def env(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """The module's environment, applied with backups declared; destroyed after, and its timers checked gone."""
+    made = make_env(tmp_path_factory.mktemp("backups"), secrets.token_hex(3))
+    (made.path / "apps").mkdir()
+    (made.path / "apps" / "manifest.yml").write_text(f"applications:\n  - name: {made.app()}\n")
+    try:
+        made.write(body(made))
+        res = apply(made)
+        assert res.returncode == 0, res.stdout + res.stderr
+        yield made
+    finally:
+        destroy_all(made)
+        for host in ("lab-1", "lab-2"):
+            listed = timers(lab, host)
+            for name in (made.pg(), made.rd(), made.my()):
+                assert f"svcctl-backup-{name}.timer" not in listed
+                assert lab.ssh(host, f"test -e /etc/svcctl/backup/{name}.json", check=False).returncode == 1
+        for host, name in (("lab-1", made.pg()), ("lab-1", made.rd()), ("lab-2", made.my())):
+            lab.ssh(host, f"sudo -n rm -rf /var/backups/svcctl/{name}")  # the test's dumps, kept by design
+
+
+def listing(env: Env, instance: str) -> list[dict[str, Any]]:
+    res = env.run("backups", instance, "-o", "json", "--env", ".")
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["instance"] == instance
+    entries: list[dict[str, Any]] = doc["backups"]
+    return entries
+
+
+def tunnel(env: Env, instance: str, *command: str, stdin: str | None = None) -> str:
+    """Run a real client through `svcctl tunnel --app` (the app's binding): its stdout; fails on its exit code."""
+    res = env.run("tunnel", instance, "--app", env.app(), "--env", ".", "--", *command, stdin=stdin)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
+
+
+def test_apply_installs_one_timer_per_instance_with_its_schedule(lab: Lab, env: Env) -> None:
+    one, two = timers(lab, "lab-1"), timers(lab, "lab-2")
+    assert f"svcctl-backup-{env.pg()}.timer" in one and f"svcctl-backup-{env.rd()}.timer" in one
+    assert f"svcctl-backup-{env.my()}.timer" in two
+    shown = lab.ssh("lab-1", f"systemctl show -p TimersCalendar svcctl-backup-{env.rd()}.timer").stdout
+    assert "Mon..Fri *-*-* 02:30:00" in shown
+    mode = lab.ssh("lab-1", f"sudo -n stat -c %a /etc/svcctl/backup/{env.rd()}.auth /etc/svcctl/backup").stdout
+    assert mode.split() == ["600", "700"]
+    assert_converged(env)
+
+
+@pytest.mark.parametrize("engine", ["postgres", "mysql", "redis"])
+def test_backup_now_then_list_then_pull_with_a_matching_checksum(env: Env, engine: str, tmp_path: Path) -> None:
+    instance = {"postgres": env.pg(), "mysql": env.my(), "redis": env.rd()}[engine]
+    before = {e["id"] for e in listing(env, instance)}
+    res = env.run("backup", instance, "--env", ".")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert ": ok," in res.stdout
+    made = [e for e in listing(env, instance) if e["id"] not in before]
+    assert len(made) == 1 and made[0]["result"] == "ok" and made[0]["size"] > 0
+    res = env.run("backups", "pull", instance, str(tmp_path), "--id", made[0]["id"], "--env", ".")
+    assert res.returncode == 0, res.stdout + res.stderr
+    pulled = tmp_path / made[0]["file"]
+    assert hashlib.sha256(pulled.read_bytes()).hexdigest() == made[0]["sha256"]
+    assert oct(pulled.stat().st_mode & 0o777) == "0o600"
+    # Never overwritten without --force; with it, the same verified copy again.
+    again = env.run("backups", "pull", instance, str(tmp_path), "--env", ".")
+    if again.returncode == 0:  # latest may be newer than made[0] only if the timer ran meanwhile
+        assert made[0]["file"] not in again.stdout
+    else:
+        assert "never overwrites" in again.stderr
+    forced = env.run("backups", "pull", instance, str(tmp_path), "--id", made[0]["id"], "--force", "--env", ".")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def restore(env: Env, instance: str, *args: str) -> Any:
+    return env.run("restore", instance, "--env", ".", *args, timeout=900)
+
+
+def test_postgres_restore_brings_a_dropped_table_back_and_the_binding_still_works(env: Env) -> None:
+    pg = env.pg()
+    rows = "create table items (id int primary key, name text); insert into items values (1, 'a'), (2, 'b'), (3, 'c')"
+    tunnel(env, pg, "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", rows)
+    assert env.run("backup", pg, "--env", ".").returncode == 0
+    tunnel(env, pg, "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", "drop table items; create table other (x int)")
+    # Over data: refused without --force, and without a terminal without --auto-approve.
+    res = restore(env, pg, "--from", "latest")
+    assert res.returncode == 1 and "holds data" in res.stderr
+    res = restore(env, pg, "--from", "latest", "--force")
+    assert res.returncode == 1 and "--auto-approve" in res.stderr
+    assert "items" not in tunnel(env, pg, "psql", "-XAtq", "-c", "select tablename from pg_tables")
+    res = restore(env, pg, "--from", "latest", "--force", "--auto-approve", "--verify")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (
+        tunnel(env, pg, "psql", "-XAtq", "-c", "select string_agg(name, ',' order by id) from items").strip() == "a,b,c"
+    )
+    # The app's credentials still work, and it may still write to what was restored.
+    tunnel(env, pg, "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", "insert into items values (4, 'd')")
+    assert tunnel(env, pg, "psql", "-XAtq", "-c", "select count(*) from items").strip() == "4"
+
+
+def test_mariadb_restore_brings_a_dropped_table_back(env: Env) -> None:
+    my = env.my()
+    tunnel(
+        env,
+        my,
+        "mariadb",
+        "-N",
+        "-B",
+        "-e",
+        "create table items (id int primary key); insert into items values (1), (2)",
+    )
+    assert env.run("backup", my, "--env", ".").returncode == 0
+    tunnel(env, my, "mariadb", "-N", "-B", "-e", "drop table items; create table other (x int)")
+    assert restore(env, my).returncode == 1
+    res = restore(env, my, "--force", "--auto-approve", "--verify")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert tunnel(env, my, "mariadb", "-N", "-B", "-e", "select count(*) from items").strip() == "2"
+
+
+def test_redis_restore_replaces_the_dataset_and_the_binding_still_works(env: Env) -> None:
+    rd = env.rd()
+    assert tunnel(env, rd, "redis-cli", "SET", "restore-key", "before").strip() == "OK"
+    assert env.run("backup", rd, "--env", ".").returncode == 0
+    assert tunnel(env, rd, "redis-cli", "SET", "restore-key", "after").strip() == "OK"
+    assert restore(env, rd).returncode == 1  # Redis: always "may hold data"
+    res = restore(env, rd, "--force", "--auto-approve")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert tunnel(env, rd, "redis-cli", "GET", "restore-key").strip() == "before"
