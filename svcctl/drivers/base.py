@@ -141,6 +141,17 @@ def is_adopted(ctx: DesiredContext, name: str) -> bool:
     return ctx.env.instances[name].adopt is not None or recorded
 
 
+def quota_exceeded(ctx: DesiredContext, name: str) -> Attrs:
+    """`quota_exceeded` of an instance whose plan enforces its storage quota: whether its observed size is over
+    `storage_mb` now (a new instance is not); nothing for a plan that does not enforce it."""
+    plan = ctx.env.plan_of(name)
+    if not plan.storage_enforce or plan.storage_mb is None:
+        return {}
+    observed = ctx.observed.get(f"instance.{name}")
+    size = observed.attrs.get("size_mb") if observed is not None else None
+    return {"quota_exceeded": isinstance(size, int) and size > plan.storage_mb}
+
+
 def placed_instances(ctx: DesiredContext, engine: str) -> list[tuple[str, str]]:
     """(instance, node) for each placed instance of this engine, in name order."""
     env = ctx.env
@@ -160,9 +171,11 @@ def desired_bindings(ctx: DesiredContext, engine: str, extra: Callable[[Binding,
         node = ctx.placement.get(b.instance)
         if b.instance not in env.instances or env.engine_of(b.instance) != engine or node is None:
             continue
+        # An instance over its enforced quota keeps its readers and loses its writers until it is under again.
+        over = quota_exceeded(ctx, b.instance).get("quota_exceeded") is True
         attrs: Attrs = {
             "engine": engine,
-            "role": b.role,
+            "role": "readonly" if over else b.role,
             "rotation": b.rotation,
             "user": binding_user(b.app, b.instance, b.rotation),
             "credentials": "current",

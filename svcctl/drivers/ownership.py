@@ -50,7 +50,7 @@ def mark_ownership(
         if res.kind is Kind.ENGINE and record is not None and "installed_by" in record.get("attrs", {}):
             attrs["installed_by"] = record["attrs"]["installed_by"]  # registry-only: who installed it
         if res.kind is Kind.INSTANCE and record is not None:
-            for registry_only in ("protect", "adopted"):  # what the record alone knows of an instance
+            for registry_only in ("protect", "adopted", "quota_exceeded"):  # what the record alone knows of it
                 if registry_only in record.get("attrs", {}):
                     attrs[registry_only] = record["attrs"][registry_only]
         out.append(

@@ -87,6 +87,12 @@ def _check_plans(env: Environment, add: _Add) -> None:
                 )
             if "eviction" in plan.model_fields_set:
                 add(f"plan {name}: eviction is for redis plans only", f"{here}.eviction", here)
+        if plan.storage_enforce and (engine not in SQL_ENGINES or plan.storage_mb is None):
+            add(
+                f"plan {name}: storage_enforce needs storage_mb on a postgres or mysql plan",
+                f"{here}.storage_enforce",
+                here,
+            )
 
 
 def _check_instances(env: Environment, add: _Add) -> None:

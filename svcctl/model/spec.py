@@ -150,6 +150,13 @@ class ServicePlan(_Model):
     service: Reference = Field(description="Name of the service (catalogue entry) this plan sizes.")
     connections: int | None = Field(None, ge=1, description="Maximum client connections (all engines).")
     storage_mb: int | None = Field(None, ge=1, description="Disk quota in MiB; postgres and mysql plans only.")
+    storage_enforce: bool = Field(
+        False,
+        strict=True,
+        description="Enforce storage_mb, as Cloud Foundry's MySQL node did: while an instance is over it, apply turns "
+        "its readwrite bindings read-only (the plan shows quota_exceeded), and gives the writes back once it is "
+        "under. Default false: over quota is a plan warning only.",
+    )
     memory_mb: int | None = Field(None, ge=1, description="maxmemory in MiB; redis plans only, required.")
     eviction: Eviction = Field(
         "noeviction", description="Redis maxmemory-policy; redis plans only. Default noeviction."

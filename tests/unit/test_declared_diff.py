@@ -123,7 +123,7 @@ CASES: dict[str, tuple[Edit, Action, str, list[str]]] = {
         _replace("  pg-large: {service: postgres, storage_mb: 4096, connections: 100}\n", ""),
         Action.DELETE,
         "plan.pg-large",
-        ["connections", "eviction", "service", "storage_mb"],
+        ["connections", "eviction", "service", "storage_enforce", "storage_mb"],
     ),
     "plan edited": (_replace("connections: 20}", "connections: 30}"), Action.UPDATE, "plan.pg-small", ["connections"]),
     "instance added": (

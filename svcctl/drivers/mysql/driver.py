@@ -34,6 +34,7 @@ from svcctl.drivers.base import (
     name_of,
     parse_binding_user,
     placed_instances,
+    quota_exceeded,
 )
 from svcctl.drivers.hostprograms import engine_part
 from svcctl.errors import SvcctlError
@@ -129,6 +130,7 @@ class MysqlDriver:
                     "connections": env.plan_of(name).connections,
                     "storage_mb": env.plan_of(name).storage_mb,
                     **({"adopted": True} if is_adopted(ctx, name) else {}),
+                    **quota_exceeded(ctx, name),
                 },
             )
             for name, node in placed

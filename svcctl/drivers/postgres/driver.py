@@ -26,6 +26,7 @@ from svcctl.drivers.base import (
     name_of,
     parse_binding_user,
     placed_instances,
+    quota_exceeded,
 )
 from svcctl.drivers.hostprograms import engine_part
 from svcctl.hostlib.verifiers import SCRAM_MAX_ROUNDS
@@ -119,6 +120,7 @@ class PostgresDriver:
                     "connections": env.plan_of(name).connections,
                     "storage_mb": env.plan_of(name).storage_mb,
                     **adoption(ctx, name),
+                    **quota_exceeded(ctx, name),
                 },
             )
             for name, node in placed
