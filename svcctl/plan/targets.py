@@ -3,11 +3,12 @@
 The rule (one place, applied by the planner before anything renders or applies a plan):
 
 - a target is an address the plan prints: `engine.NODE.ENGINE`, `instance.NAME`, `binding.APP.INSTANCE`,
-  `session.INSTANCE.ID`; it must name a resource the environment declares or its nodes hold;
+  `session.INSTANCE.ID`, `backup.INSTANCE`; it must name a resource the environment declares or its nodes hold;
 - a target brings what it depends on: an instance its node's engine; a binding its instance (and so that
-  engine) and its own previous rotations' users (`binding.APP.INSTANCE~rN`); a session its instance;
-- an instance the plan destroys also brings what depends on it and is destroyed with it (its bindings and
-  sessions), as Terraform destroys a target's dependants;
+  engine) and its own previous rotations' users (`binding.APP.INSTANCE~rN`); a session or a backup schedule
+  its instance;
+- an instance the plan destroys also brings what depends on it and is destroyed with it (its bindings,
+  sessions and backup schedule), as Terraform destroys a target's dependants;
 - nothing else: errors and warnings are never narrowed (a plan with an error is not applied, targeted or not).
 """
 
@@ -21,7 +22,7 @@ from svcctl.plan.escape import for_terminal
 from svcctl.plan.types import Action, Plan
 from svcctl.state import Kind, Resource, State
 
-FORMS = "engine.NODE.ENGINE, instance.NAME, binding.APP.INSTANCE or session.INSTANCE.ID"
+FORMS = "engine.NODE.ENGINE, instance.NAME, binding.APP.INSTANCE, session.INSTANCE.ID or backup.INSTANCE"
 
 
 class UnknownTarget(SvcctlError):
@@ -52,7 +53,9 @@ def check_forms(targets: Iterable[str]) -> None:
 
 
 def _instance_of(r: Resource) -> str | None:
-    """The instance a binding or session belongs to (`binding.web.orders-db~r1` -> `orders-db`)."""
+    """The instance a binding, session or backup schedule belongs to (`binding.web.orders-db~r1` -> `orders-db`)."""
+    if r.kind is Kind.BACKUP:
+        return r.name
     if r.kind is Kind.BINDING:
         return r.name.split(".", 1)[-1].split("~", 1)[0]
     if r.kind is Kind.SESSION:
@@ -100,7 +103,9 @@ def selected(plan: Plan, desired: State, observed: State, targets: Collection[st
         keep |= {
             r.address
             for r in observed
-            if r.kind in (Kind.BINDING, Kind.SESSION) and _instance_of(r) == instance and desired.get(r.address) is None
+            if r.kind in (Kind.BINDING, Kind.SESSION, Kind.BACKUP)
+            and _instance_of(r) == instance
+            and desired.get(r.address) is None
         }
     return keep
 

@@ -153,3 +153,15 @@ def test_pruning_keeps_the_newest_good_ones_and_recent_failures() -> None:
     assert to_prune(made, 2) == ["20261201T01", "20261201T02"]
     assert to_prune(made, 3) == []
     assert to_prune(made, 1) == ["20261201T01", "20261201T02", "20261201T03"]
+
+
+def test_a_targeted_schedule_brings_its_instance_and_a_destroyed_instance_its_schedule() -> None:
+    from svcctl.plan.targets import selected
+
+    inst = Resource(kind=Kind.INSTANCE, name="orders-db", node="db-1", engine="postgres", attrs={"engine": "postgres"})
+    desired = State.of([inst, *backups.desired(ENV, {"orders-db": "db-1"}, {})])
+    plan = diff(desired, State())
+    assert selected(plan, desired, State(), ["backup.orders-db"]) >= {"backup.orders-db", "instance.orders-db"}
+    observed = State.of([inst, *backups.desired(ENV, {"orders-db": "db-1"}, {})])
+    gone = diff(State(), observed)
+    assert "backup.orders-db" in selected(gone, State(), observed, ["instance.orders-db"])
