@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from svcctl.drivers import backups, drivers, observe_script, reported, sessions
@@ -86,10 +86,12 @@ def _backups(raw: Observed) -> list[Resource]:
 
 @dataclass(frozen=True)
 class Observation:
-    """The observed state, and each node's checked release report (None: the node reported none)."""
+    """The observed state, each node's checked release report (None: the node reported none), and, when
+    observed with `partial`, why each node that could not be observed could not (node -> message)."""
 
     state: State
     releases: Mapping[str, Mapping[str, Any] | None]
+    failures: Mapping[str, str] = field(default_factory=dict)
 
 
 def observe(
@@ -114,8 +116,13 @@ def observe_nodes(
     options: ObserveOptions = DEFAULT_OPTIONS,
     progress: Progress | None = None,
     sessions: Sessions | None = None,
+    partial: bool = False,
 ) -> Observation:
-    """`observe`, keeping each node's release report too (placement filters by what nodes offer)."""
+    """`observe`, keeping each node's release report too (placement filters by what nodes offer).
+
+    A plan fails closed: any node that cannot be observed is NodesUnobservable. With `partial` (a health
+    check, which must not), the nodes that answered are kept and the others' failures returned.
+    """
     script = observe_script()
     targets = [
         SshTarget.from_node(
@@ -141,16 +148,18 @@ def observe_nodes(
             continue
         try:
             raw = reported.observation(node, result)  # nothing unchecked from the node goes further
-            resources += parse_node(raw, environment, password_for)
+            found = parse_node(raw, environment, password_for)
             releases[node] = _release(raw)
         except SvcctlError as exc:
             failures[node] = exc.message
-    if failures:
+            continue
+        resources += found
+    if failures and not partial:
         raise NodesUnobservable(failures)
     if progress:
         progress("*", f"observed {len(targets)} node(s) in {time.monotonic() - t0:.1f} s")
     try:
-        return Observation(state=State.of(merge_nodes(resources)), releases=releases)
+        return Observation(state=State.of(merge_nodes(resources)), releases=releases, failures=failures)
     except SvcctlError as exc:
         raise SvcctlError(f"the nodes disagree: {exc.message}") from None
 
