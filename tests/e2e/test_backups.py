@@ -169,3 +169,25 @@ def test_redis_restore_replaces_the_dataset_and_the_binding_still_works(env: Env
     res = restore(env, rd, "--force", "--auto-approve")
     assert res.returncode == 0, res.stdout + res.stderr
     assert tunnel(env, rd, "redis-cli", "GET", "restore-key").strip() == "before"
+
+
+def test_a_changed_schedule_and_a_timer_stopped_by_hand_are_planned_and_applied(lab: Lab, env: Env) -> None:
+    pg, rd = env.pg(), env.rd()
+    lab.ssh("lab-1", f"sudo -n systemctl disable --now svcctl-backup-{rd}.timer")
+    env.write(body(env).replace("backup: {schedule: daily, keep: 3}", 'backup: {schedule: "*-*-* 04:15:00", keep: 5}'))
+    res = env.run("plan", ".", "-o", "json", "--detailed-exitcode")
+    assert res.returncode == 2, res.stdout + res.stderr
+    changes = {c["address"]: c for c in json.loads(res.stdout)["changes"]}
+    assert sorted(a for a in changes if a.startswith("backup.")) == [f"backup.{pg}", f"backup.{rd}"]
+    assert {a["name"] for a in changes[f"backup.{pg}"]["attributes"]} == {"schedule", "keep"}
+    assert [a["name"] for a in changes[f"backup.{rd}"]["attributes"]] == ["enabled"]
+    res = apply(env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    shown = lab.ssh("lab-1", f"systemctl show -p TimersCalendar -p ActiveState svcctl-backup-{pg}.timer").stdout
+    assert "*-*-* 04:15:00" in shown and "ActiveState=active" in shown
+    config = json.loads(lab.ssh("lab-1", f"sudo -n cat /etc/svcctl/backup/{pg}.json").stdout)
+    assert config["keep"] == 5
+    timer = f"svcctl-backup-{rd}.timer"
+    state = lab.ssh("lab-1", f"systemctl is-enabled {timer}; systemctl is-active {timer}")
+    assert state.stdout.split() == ["enabled", "active"]
+    assert_converged(env)
