@@ -382,8 +382,9 @@ def test_create_then_observe_gives_the_desired_attrs(world: World) -> None:
     )
     live = world.observe()
     for address, want in desired.items():
-        # claimed_networks is registry-only: ownership, not the engine, reports it (test_shared_engines)
-        assert live_attrs(live[address]) == {k: v for k, v in want.attrs.items() if k != "claimed_networks"}, address
+        # claimed_networks and installed_by are registry-only: ownership, not the engine, reports them
+        registry_only = ("claimed_networks", "installed_by")
+        assert live_attrs(live[address]) == {k: v for k, v in want.attrs.items() if k not in registry_only}, address
     assert live[f"instance.{world.instance}"].attrs["size_mb"] == 0
     assert world.lab.ssh(HOST, "systemctl is-active mariadb; systemctl is-enabled mariadb").stdout.split() == [
         "active",

@@ -45,7 +45,9 @@ class Poller:
             "count(*) FILTER (WHERE application_name = 'svcctl apply') "
             "FROM pg_stat_activity WHERE usename = 'postgres' AND pid <> pg_backend_pid() \\watch 0.1\n"
         )
-        psql = "timeout 300 sudo -n runuser -u postgres -- psql -XAt -d postgres"
+        # stdbuf: each sample as it is taken (psql's stdout to a pipe is otherwise written in 4 KiB blocks, so
+        # the samples taken while the module works could still be in the buffer when the poller is stopped)
+        psql = "timeout 300 sudo -n runuser -u postgres -- stdbuf -oL psql -XAt -d postgres"
         self.proc = subprocess.Popen(
             ["ssh", "-F", str(lab.ssh_config), HOST, psql],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -84,6 +86,9 @@ def body(env: Env) -> str:
 def test_thirty_bound_instances_in_one_run_hold_at_most_two_connections(lab: Lab, env: Env) -> None:
     (env.path / "apps").mkdir()
     env.write(body(env))
+    # The poller needs the cluster up before the apply starts (on a fresh lab it is installed, not started;
+    # the apply would start it all the same).
+    lab.ssh(HOST, "sudo -n systemctl start postgresql@15-main")
     poller = Poller(lab, env.pg())
     try:
         res = apply(env)

@@ -133,7 +133,10 @@ def test_a_wheel_installed_in_a_fresh_venv_applies_the_lab_example_and_tunnels_t
         site / "svcctl" / "drivers" / e / "ansible" for e in ("postgres", "mysql", "redis")
     ]
     assert (site / "svcctl" / "playbooks" / "apply.yml").is_file()
-    assert (site / "svcctl" / "drivers" / "postgres" / "ansible" / "templates" / "pg_hba.conf.j2").is_file()
+    engine = site / "svcctl" / "drivers" / "postgres" / "ansible"
+    assert (engine / "library" / "svcctl_pg_hba.py").is_file() and (
+        engine / "templates" / "postgres-svcctl.conf.j2"
+    ).is_file()
     assert (site / "svcctl" / "drivers" / "postgres" / "observe.py").is_file()
     assert not list(site.glob("__editable__*")) and not list(site.glob("*.egg-link"))
     assert installed.python("import importlib.util as u; print(u.find_spec('ansible_collections'))") == "None"
