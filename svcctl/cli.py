@@ -583,7 +583,14 @@ def restore(
     auto_approve: Annotated[
         bool, typer.Option("--auto-approve", help="With --force, do not ask (needed without a terminal).")
     ] = False,
-    verify: Annotated[bool, typer.Option("--verify", help="Afterwards, check the target holds data again.")] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="A restore drill: afterwards every table of the dump must be in the target with the dump's rows "
+            "(a Redis target must answer with data); the restore's time is reported.",
+        ),
+    ] = False,
 ) -> None:
     """Restore one of an instance's backups into it (or --into another); over existing data needs --force."""
     from svcctl.tunnel.restore import RestoreOptions, run_restore

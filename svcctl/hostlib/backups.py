@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable
 from typing import Any
 
 CONFIG_DIR = "/etc/svcctl/backup"
@@ -103,3 +104,79 @@ def to_prune(backups: list[dict[str, Any]], keep: int) -> list[str]:
         if b.get("result") == "ok" or (oldest is not None and ident < oldest):
             out.append(ident)
     return out
+
+
+# --- what a dump holds: its tables and their rows (a restore drill compares a restored instance with them) ---
+
+_COPY = re.compile(r"COPY (.+?) +(?:\(.*\) +)?FROM stdin;\Z")  # a quoted name may hold spaces
+_MYSQL_TABLE = re.compile(r"CREATE TABLE `((?:[^`]|``)+)` \(")
+_MYSQL_INSERT = re.compile(r"INSERT INTO `((?:[^`]|``)+)` VALUES\s*")
+
+
+def copy_counts(lines: Iterable[str]) -> dict[str, int]:
+    """Rows per table of `pg_restore --data-only -f -` output: each `COPY schema.table ... FROM stdin;`
+    block's lines up to its `\\.` (COPY data never holds a raw newline). Tables as pg_dump names them."""
+    counts: dict[str, int] = {}
+    table = None
+    for line in lines:
+        line = line.rstrip("\n")
+        if table is not None:
+            if line == "\\.":
+                table = None
+            else:
+                counts[table] += 1
+            continue
+        m = _COPY.match(line)
+        if m:
+            table = m[1]
+            counts.setdefault(table, 0)
+    return counts
+
+
+def insert_counts(lines: Iterable[str]) -> dict[str, int]:
+    """Rows per table of a mariadb-dump: every `CREATE TABLE` counts 0, each extended `INSERT INTO ... VALUES`
+    adds its tuples, on its own line (`(...),(...);`) or on the lines after it, one tuple each (MariaDB 10.11's
+    dump), counted outside quoted strings (backslash escapes, doubled quotes) up to the statement's `;`."""
+    counts: dict[str, int] = {}
+    table = None
+    for line in lines:
+        if table is None:
+            m = _MYSQL_TABLE.match(line)
+            if m:
+                counts.setdefault(m[1].replace("``", "`"), 0)
+                continue
+            m = _MYSQL_INSERT.match(line)
+            if not m:
+                continue
+            table, line = m[1].replace("``", "`"), line[m.end() :]
+        found, ended = _tuples(line)
+        counts[table] = counts.get(table, 0) + found
+        if ended:
+            table = None
+    return counts
+
+
+def _tuples(values: str) -> tuple[int, bool]:
+    """How many `(...)` tuples a piece of a VALUES list opens at depth 0, and whether the statement's `;` ends
+    it there, quotes and escapes respected."""
+    count, depth, quote, escaped = 0, 0, "", False
+    for char in values:
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""  # a doubled quote closes and reopens: the same count
+            continue
+        if char in "'\"":
+            quote = char
+        elif char == "(":
+            if depth == 0:
+                count += 1
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == ";" and depth == 0:
+            return count, True
+    return count, False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,8 @@ def body(env: Env) -> str:
         f"  {env.rd()}: {{plan: cache-16, node: lab-1, protect: false,\n"
         '    backup: {schedule: "Mon..Fri 02:30", keep: 2}}\n'
         f"  {env.my()}: {{plan: mysql-small, node: lab-2, protect: false, backup: {{keep: 2}}}}\n"
+        f"  {env.pg()}-drill: {{plan: pg-small, node: lab-1, protect: false}}\n"  # restore drills go here
+        f"  {env.my()}-drill: {{plan: mysql-small, node: lab-2, protect: false}}\n"
         f"apps:\n  {env.app()}: {{manifest: apps/manifest.yml, format: cf}}\n"
         "bindings:\n"
         f"  - {{app: {env.app()}, instance: {env.pg()}}}\n"
@@ -169,6 +172,32 @@ def test_redis_restore_replaces_the_dataset_and_the_binding_still_works(env: Env
     res = restore(env, rd, "--force", "--auto-approve")
     assert res.returncode == 0, res.stdout + res.stderr
     assert tunnel(env, rd, "redis-cli", "GET", "restore-key").strip() == "before"
+
+
+@pytest.mark.parametrize("engine", ["postgres", "mysql"])
+def test_a_restore_drill_into_another_instance_verifies_every_table_and_row(lab: Lab, env: Env, engine: str) -> None:
+    source = env.pg() if engine == "postgres" else env.my()
+    drill, host = f"{source}-drill", "lab-1" if engine == "postgres" else "lab-2"
+    fill = "create table drill_rows as select seq as id, md5(seq) as v from seq_1_to_2500"
+    if engine == "postgres":
+        fill = "create table drill_rows as select g as id, md5(g::text) as v from generate_series(1, 2500) g"
+        tunnel(env, source, "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", fill)
+    else:
+        tunnel(env, source, "mariadb", "-N", "-B", "-e", fill)
+    assert env.run("backup", source, "--env", ".").returncode == 0
+    res = restore(env, source, "--into", drill, "--verify", "--force", "--auto-approve")
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout + res.stderr
+    assert re.search(rf"Restored backup \d{{8}}T\d{{6}}Z into {drill} in \d+\.\d s", out), out
+    assert re.search(r"Verified: \d+ table\(s\), \d+ row\(s\), as the dump holds them", out), out
+    db = drill.replace("-", "_")
+    if engine == "postgres":
+        counted = lab.ssh(
+            host, f"sudo -n runuser -u postgres -- psql -XAtq -d {db} -c 'select count(*) from drill_rows'"
+        )
+    else:
+        counted = lab.ssh(host, f"sudo -n mariadb -N -B -e 'select count(*) from {db}.drill_rows'")
+    assert counted.stdout.strip() == "2500"
 
 
 def test_a_changed_schedule_and_a_timer_stopped_by_hand_are_planned_and_applied(lab: Lab, env: Env) -> None:

@@ -3,7 +3,8 @@
 #     svcctl-backup.py run INSTANCE    (what svcctl-backup-INSTANCE.service runs): dump, checksum, result, keep N
 #     svcctl-backup.py list INSTANCE   each backup's result, as JSON (what `svcctl backups` reads)
 #     svcctl-backup.py restore         (request as JSON on stdin, from `svcctl restore`): check a backup's
-#                                      checksum, say whether the target holds data, or restore it into the target
+#                                      checksum, say whether the target holds data, or restore it into the target,
+#                                      or (`verify`) count each table's rows in the dump and in the target
 #
 # PostgreSQL: pg_dump -Fc as the postgres user over the socket; MariaDB: mariadb-dump --single-transaction as
 # root over the socket; Redis: BGSAVE over 127.0.0.1 (the admin password read from a root-only file and sent
@@ -23,6 +24,8 @@ import time
 from svcctl.hostlib.backups import (
     CONFIG_DIR,
     EXTENSIONS,
+    copy_counts,
+    insert_counts,
     instance_dir,
     is_backup_id,
     list_backups,
@@ -306,6 +309,49 @@ def restore(req, path):
             _sql(["systemctl", "start", unit])
 
 
+# The restored instance's tables and rows, named as the dump names them (pg_dump: quote_ident of each part).
+PG_COUNTS_SQL = (
+    "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name), (xpath('/row/c/text()', query_to_xml("
+    "format('SELECT count(*) AS c FROM %I.%I', table_schema, table_name), false, true, '')))[1]::text "
+    "FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+    "AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
+)
+_MYSQL_NAME = re.compile(r"[A-Za-z0-9_$]{1,64}")  # a table name that can be named in SQL as it is
+
+
+def expected_counts(req, path):
+    """Rows per table the dump at `path` holds: its COPY blocks (PostgreSQL) or INSERT tuples (MariaDB)."""
+    if req["engine"] == "postgres":
+        proc = subprocess.Popen(["pg_restore", "--data-only", "-f", "-", path], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, errors="replace", cwd="/")  # fmt: skip
+        assert proc.stdout is not None
+        counts = copy_counts(proc.stdout)
+        _, err = proc.communicate(timeout=DUMP_TIMEOUT)
+        if proc.returncode != 0:
+            raise BackupFailed(f"pg_restore could not read the dump ({proc.returncode}): {err.strip()[-400:]}")
+        return counts
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return insert_counts(f)
+
+
+def actual_counts(req):
+    """Rows per table of the restored target, named as in `expected_counts`."""
+    db = req["database"]
+    if req["engine"] == "postgres":
+        out = _sql(["psql", "-XAtq", "-F", "\t", "-d", db, "-c", PG_COUNTS_SQL], user="postgres")
+        return {name: int(n) for name, n in (line.split("\t") for line in out.splitlines() if line)}
+    sql = f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{db}' AND table_type = 'BASE TABLE'"
+    names = [n for n in _sql(["mariadb", "-N", "-B", "-e", sql]).splitlines() if n]
+    counts = {n: -1 for n in names if not _MYSQL_NAME.fullmatch(n)}  # -1: cannot be counted, so never matches
+    countable = [n for n in names if _MYSQL_NAME.fullmatch(n)]
+    if countable:
+        union = " UNION ALL ".join(f"SELECT '{n}', COUNT(*) FROM `{db}`.`{n}`" for n in countable)
+        for line in _sql(["mariadb", "-N", "-B", "-e", union]).splitlines():
+            name, n = line.split("\t")
+            counts[name] = int(n)
+    return counts
+
+
 def _feed(argv, path):
     with open(path, "rb") as f:
         done = subprocess.run(argv, stdin=f, capture_output=True, timeout=DUMP_TIMEOUT, cwd="/")
@@ -318,7 +364,9 @@ def restore_main():
     try:
         req = checked_restore(json.load(sys.stdin))
         path = backup_file(req)
-        if req.get("check"):
+        if req.get("verify"):
+            out = {"expected": expected_counts(req, path), "actual": actual_counts(req)}
+        elif req.get("check"):
             out = {"has_data": has_data(req)}
         else:
             restore(req, path)
