@@ -90,8 +90,9 @@ class ResolvedTarget:
 
     @property
     def lookup_names(self) -> tuple[str, ...]:
-        """Names whose known_hosts entries pin this host: `name` on port 22, `[name]:port` otherwise."""
-        if self.port == DEFAULT_PORT:
+        """Names whose known_hosts entries pin this host: `name` on port 22, `[name]:port` otherwise; a
+        HostKeyAlias alone, on any port, as OpenSSH looks it up (it names the key, not the address)."""
+        if self.port == DEFAULT_PORT or self.host_key_alias is not None:
             return self.host_key_names
         return tuple(f"[{name}]:{self.port}" for name in self.host_key_names)
 

@@ -104,6 +104,19 @@ def test_an_alias_takes_hostname_user_port_identities_jump_and_known_hosts_from_
     assert got.jump.jump is None
 
 
+def test_a_host_key_alias_is_looked_up_alone_whatever_the_port(tmp_path: Path) -> None:
+    # OpenSSH (sshconnect.c, get_hostfile_hostname_ipaddr): HostKeyAlias replaces `[host]:port` entirely, which
+    # is what it is for: a host reached through a forwarded or relayed port keeps its own pinned key.
+    config = tmp_path / "ssh_config"
+    config.write_text("Host db-1\n  HostName 127.0.0.1\n  Port 42100\n  HostKeyAlias db-1.example\n")
+    got = resolve(SshTarget("db-1", "db-1", ssh_config=str(config)))
+    assert (got.hostname, got.port, got.host_key_alias) == ("127.0.0.1", 42100, "db-1.example")
+    assert got.lookup_names == ("db-1.example",)
+    config.write_text("Host db-1\n  HostName 127.0.0.1\n  Port 42100\n")
+    plain = resolve(SshTarget("db-1", "db-1", ssh_config=str(config)))
+    assert plain.lookup_names == ("[db-1]:42100", "[127.0.0.1]:42100")
+
+
 def test_explicit_fields_win_over_the_config(config: Path, tmp_path: Path) -> None:
     target = SshTarget(
         "db-1",
