@@ -181,19 +181,22 @@ BATCHED = {
 
 
 def steps(changes: list[ChangeVars]) -> list[Step]:
-    """The playbook's steps, in the changes' order: each run of consecutive batchable changes of one engine is
-    one step (one remote process for all of them), every other change a step of its own."""
+    """The playbook's steps: within each run of consecutive batchable changes, one step per engine (one remote
+    process for all of its changes), in the order the engines first appear; every other change a step of its
+    own, where it was. One engine's objects never depend on another's, so each engine keeps its own order
+    and a run that alternates engines (instances sorted by name) is still one module run per engine."""
     out: list[Step] = []
-    batch: BatchStep | None = None  # the batch the next batchable change of its engine joins
+    run: dict[str, BatchStep] = {}  # engine -> its batch in the current run of batchable changes
     for change in changes:
-        if (change["engine"], change["kind"]) not in BATCHED:
+        engine = change["engine"]
+        if (engine, change["kind"]) not in BATCHED:
             out.append({"change": change, "label": f"{change['action']} {change['address']}"})
-            batch = None
-        elif batch is not None and batch["engine"] == change["engine"]:
-            batch["changes"].append(change)
+            run = {}
+        elif engine in run:
+            run[engine]["changes"].append(change)
         else:
-            batch = {"batch": True, "engine": change["engine"], "changes": [change], "label": ""}
-            out.append(batch)
+            run[engine] = {"batch": True, "engine": engine, "changes": [change], "label": ""}
+            out.append(run[engine])
     for step in out:
         if "batch" in step:
             counts: dict[str, int] = {}
