@@ -39,20 +39,21 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-LAB = Path(os.environ.get("SVCCTL_LAB_ROOT", "/var/lib/svcctl-lab"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from labhosts import LAB, hosts_cpu  # noqa: E402
+
 PY = sys.executable
-CGROUPS = Path("/sys/fs/cgroup/unified/svclab")  # each lab host's cgroup (lab/labctl.py)
 ENV_NAME = "bench"  # every host count's environment has this name, so all see the same registry records
 
 
-def write_environment(directory: Path, nodes: list[str], instances: int) -> Path:
+def write_environment(directory: Path, nodes: list[str], instances: int, ssh_config: Path = LAB / "ssh_config") -> Path:
     """An environment `bench` over `nodes`: `instances` PostgreSQL instances pinned to each, each bound to app
     `bench` (readwrite, readonly, readwrite, ...); instances: 0 leaves only the nodes (used to destroy)."""
     env = directory / ENV_NAME
     (env / "apps").mkdir(parents=True, exist_ok=True)  # a manifest lives inside its environment (#17)
     lines = [f"environment: {ENV_NAME}", "nodes:"]
     for node in nodes:
-        lines.append(f"  {node}: {{host: {node}, ssh_config: {LAB}/ssh_config, engines: [postgres, redis]}}")
+        lines.append(f"  {node}: {{host: {node}, ssh_config: {ssh_config}, engines: [postgres, redis]}}")
     lines += [
         "services:",
         "  postgres: {engine: postgres, versions: ['15']}",
@@ -85,18 +86,6 @@ def timed(cmd: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,), cwd: 
     t0 = time.perf_counter()
     run(cmd, env, ok, cwd)
     return time.perf_counter() - t0
-
-
-def hosts_cpu(nodes: list[str]) -> float | None:
-    """CPU seconds the lab hosts' cgroups have used so far (every process on them), or None if unreadable."""
-    total = 0
-    for node in nodes:
-        try:
-            stat = (CGROUPS / node / "cpu.stat").read_text()
-        except OSError:
-            return None
-        total += int(stat.split("usage_usec", 1)[1].split()[0])
-    return total / 1e6
 
 
 def timed_cpu(cmd: list[str], env: dict[str, str], nodes: list[str]) -> tuple[float, float, float | None]:
