@@ -235,6 +235,11 @@ def instance_admin_password(key: bytes, instance: str) -> Secret:
     return derive_password(key, f"instance/{_part(instance)}/admin")
 
 
+def instance_backup_password(key: bytes, instance: str) -> Secret:
+    """The password of a Redis instance's backup user (`svcctl_backup`: BGSAVE and what watching it needs)."""
+    return derive_password(key, f"instance/{_part(instance)}/backup")
+
+
 def session_password(key: bytes, instance: str, session_id: str) -> Secret:
     """A password for one short-lived session (such as a tunnel) on an instance."""
     return derive_password(key, f"session/{_part(instance)}/{_part(session_id)}")

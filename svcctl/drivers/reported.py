@@ -292,9 +292,17 @@ class RedisUser(_Report):
     hashes: Annotated[list[Sha256], Field(max_length=64)] = Field(default_factory=list)
 
 
+class RedisBackupFiles(_Report):
+    """Which of its backup files an instance has: a credential file, the admin password file of older svcctl."""
+
+    credential: bool = False
+    legacy_auth: bool = False
+
+
 class RedisInstance(_Report):
     config: RedisConfig = Field(default_factory=RedisConfig)
     acl: RedisAcl | None = None
+    backup: RedisBackupFiles | None = None
     users: Annotated[list[RedisUser], Field(max_length=MAX_ITEMS)] = Field(default_factory=list)
     unit: Unit
     clients: Clients | None = None  # established connections to its port, while it runs (absent in older reports)

@@ -72,16 +72,19 @@ def parse_node(raw: Observed, environment: str, password_for: PasswordFor) -> li
         if "error" in data:
             raise SvcctlError(f"observing {engine} failed on the node: {quoted(str(data['error']), 400)}")
         live += driver.parse(raw.node, data, password_for)
-    live += _backups(raw)
+    live += _backups(raw, password_for)
     return sessions.with_records(mark_ownership(raw.node, sessions.lift(live), raw.registry, environment))
 
 
-def _backups(raw: Observed) -> list[Resource]:
-    """The node's backup schedules; the fragment's error fails the node, as an engine's does."""
+def _backups(raw: Observed, password_for: PasswordFor) -> list[Resource]:
+    """The node's backup schedules (a Redis one's credentials from the Redis report); the fragment's error fails
+    the node, as an engine's does."""
     report = raw.engines.get(reported.BACKUPS)
     if isinstance(report, Mapping) and "error" in report:
         raise SvcctlError(f"observing backups failed on the node: {quoted(str(report['error']), 400)}")
-    return backups.parse(raw.node, report if isinstance(report, Mapping) else None)
+    redis = raw.engines.get("redis")
+    return backups.parse(raw.node, report if isinstance(report, Mapping) else None,
+                         redis if isinstance(redis, Mapping) else None, password_for)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,10 @@ owner's, and svcctl's grants and default privileges give the bindings what they 
 dump into its database, Redis by stopping the instance, replacing its RDB and starting it. Users, passwords
 and grants are never in a dump, so bindings keep working. `--verify` is a restore drill: afterwards every table
 the dump holds must be in the target with exactly the dump's rows (PostgreSQL: its COPY blocks, MariaDB: its
-INSERT tuples), and the restore's time is reported; a Redis target must answer with data.
+INSERT tuples), and the restore's time is reported. A Redis drill counts each database's keys in the RDB (every
+key walked, checked against its RESIZEDB sizes) and asks the restored instance's INFO keyspace as its admin,
+the password derived here and sent on the program's stdin: each database must hold the dump's keys, fewer
+only by keys with a TTL (Redis drops the expired ones as it loads), and no database the dump has not.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from svcctl.errors import SvcctlError
 from svcctl.model.loader import load_environment
 from svcctl.model.names import sql_ident
 from svcctl.model.types import check_identifier, quoted
+from svcctl.secrets import Secret, instance_admin_password, load_key
 from svcctl.ssh import SshSession
 from svcctl.tunnel.access import Located, locate
 from svcctl.tunnel.backups import BackupEntry, _list, _scheduled, choose
@@ -47,10 +51,20 @@ class RestoreOptions:
     timeout: float = 6 * 3600
 
 
-def request(located: Located, target: Located, entry: BackupEntry, check: bool, verify: bool = False) -> bytes:
-    """The backup program's restore request: names and identifiers only, from the target's record."""
+def request(
+    located: Located,
+    target: Located,
+    entry: BackupEntry,
+    check: bool,
+    verify: bool = False,
+    admin_password: Secret | None = None,
+) -> bytes:
+    """The backup program's restore request: names and identifiers from the target's record, and for a Redis
+    drill the target's admin password (the request is the program's stdin, never an argument)."""
     req: dict[str, object] = {"engine": target.engine, "source": located.instance, "target": target.instance,
                               "id": entry.id, "check": check, "verify": verify}  # fmt: skip
+    if admin_password is not None:
+        req["admin_password"] = admin_password.reveal()
     if target.engine in ("postgres", "mysql"):
         req["database"] = target.database or sql_ident(target.instance)
     if target.engine == "postgres":
@@ -72,9 +86,18 @@ def counts(doc: dict[str, object], key: str) -> dict[str, int]:
     return out
 
 
-def drill_report(instance: str, backup: str, expected: dict[str, int], actual: dict[str, int]) -> str:
+def drill_report(
+    instance: str,
+    backup: str,
+    expected: dict[str, int],
+    actual: dict[str, int],
+    volatile: dict[str, int] | None = None,
+) -> str:
     """The drill's verdict: every table of the dump in the target with the dump's rows, else a SvcctlError
-    naming the differences (tables the target has beyond the dump are listed, not a failure)."""
+    naming the differences (tables the target has beyond the dump are listed, not a failure). With `volatile`
+    (Redis: keys per database, and how many of each have a TTL), `redis_drill_report`."""
+    if volatile is not None:
+        return redis_drill_report(instance, backup, expected, actual, volatile)
     problems = [
         f"{quoted(t, 80)}: {'missing' if t not in actual else f'{actual[t]} rows, the dump has {n}'}"
         for t, n in sorted(expected.items())
@@ -90,6 +113,33 @@ def drill_report(instance: str, backup: str, expected: dict[str, int], actual: d
     tail = f" ({len(extra)} table(s) in the target are not in the dump: {', '.join(quoted(t, 80) for t in extra[:5])})"
     rows = sum(expected.values())
     return f"Verified: {len(expected)} table(s), {rows} row(s), as the dump holds them" + (tail if extra else "") + "."
+
+
+def redis_drill_report(
+    instance: str, backup: str, expected: dict[str, int], actual: dict[str, int], volatile: dict[str, int]
+) -> str:
+    """A Redis drill's verdict: each database of the RDB with its keys in the target (fewer only by keys with a
+    TTL, which Redis drops once expired), and no keys in a database the RDB does not have; else a SvcctlError."""
+    problems = []
+    for db in sorted(set(expected) | set(actual), key=_db_order):
+        want, have, ttl = expected.get(db, 0), actual.get(db, 0), volatile.get(db, 0)
+        if not want - ttl <= have <= want:
+            held = f"{want} key(s)" + (f", {ttl} of them with a TTL" if ttl else "") if want else "none"
+            problems.append(f"{quoted(db, 20)}: {have} key(s), the dump has {held}")
+    if problems:
+        shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise SvcctlError(
+            f"restore drill of backup {backup} into {instance} failed: {shown}. The dump and the restored "
+            "instance differ; do not rely on this backup before finding out why."
+        )
+    gone = sum(expected.values()) - sum(actual.get(db, 0) for db in expected)
+    tail = f" ({gone} key(s) with a TTL expired since the backup)" if gone else ""
+    return f"Verified: {len(expected)} database(s), {sum(expected.values())} key(s), as the dump holds them{tail}."
+
+
+def _db_order(name: str) -> tuple[int, str]:
+    digits = name[2:]
+    return (int(digits), name) if digits.isdigit() else (-1, name)
 
 
 def _run(session: SshSession, payload: bytes, timeout: float) -> dict[str, object]:
@@ -118,6 +168,8 @@ def run_restore(opts: RestoreOptions, say: Callable[[str], None], confirm: Confi
             f"instance {opts.into} runs {env.engine_of(opts.into)}, but {opts.instance}'s backups are "
             f"{env.engine_of(opts.instance)} dumps; restore into an instance of the same engine."
         )
+    # A Redis drill asks the restored instance as its admin: the key is needed before anything is changed.
+    admin_key = load_key(env.name) if opts.verify and env.engine_of(target_name) == "redis" else None
     located, session = locate(env, env.name, opts.instance)
     try:
         _scheduled(located)
@@ -160,9 +212,11 @@ def run_restore(opts: RestoreOptions, say: Callable[[str], None], confirm: Confi
         say(f"Restored backup {entry.id} into {target.instance} in {took:.1f} s; its bindings' users and grants are "
             "unchanged.")  # fmt: skip
         if opts.verify and target.engine == "redis":
-            if _run(session, request(located, target, entry, check=True), 300).get("has_data") is not True:
-                raise SvcctlError(f"restored backup {entry.id}, but {target.instance} holds no data afterwards.")
-            say(f"Verified: {target.instance} answers with the backup's data file.")
+            admin = instance_admin_password(admin_key, target.instance) if admin_key is not None else None
+            doc = _run(session, request(located, target, entry, check=False, verify=True, admin_password=admin),
+                       opts.timeout)  # fmt: skip
+            say(drill_report(target.instance, entry.id, counts(doc, "expected"), counts(doc, "actual"),
+                             counts(doc, "volatile")))  # fmt: skip
         elif opts.verify:
             doc = _run(session, request(located, target, entry, check=False, verify=True), opts.timeout)
             say(drill_report(target.instance, entry.id, counts(doc, "expected"), counts(doc, "actual")))

@@ -59,6 +59,7 @@ def test_desired_takes_the_instances_own_backup_else_its_plans_and_none_without(
         "keep": 7,
         "enabled": True,
         "port": 6380,
+        "credentials": "current",  # its backup user and credential file, as svcctl makes them
     }
     assert backups.desired(ENV, {}, REDIS) == []  # nothing placed, nothing scheduled
 

@@ -113,3 +113,50 @@ def test_the_drill_fails_naming_each_difference(actual: dict[str, int], said: st
 def test_what_the_node_answers_is_checked_before_use(doc: dict[str, object]) -> None:
     with pytest.raises(SvcctlError, match="table counts are unreadable"):
         counts(doc, "expected")
+
+
+# --- Redis: keys per database, from the RDB (tests/unit/test_rdb_counts.py) against INFO keyspace -------------
+
+
+def test_a_redis_drill_passes_with_the_dumps_keys_in_each_database() -> None:
+    said = drill_report("drill", "20261201T000000Z", {"db0": 17, "db3": 2}, {"db0": 17, "db3": 2}, {"db0": 3})
+    assert said == "Verified: 2 database(s), 19 key(s), as the dump holds them."
+
+
+def test_a_redis_drill_allows_fewer_keys_only_by_those_with_a_ttl() -> None:
+    said = drill_report("drill", "20261201T000000Z", {"db0": 17}, {"db0": 15}, {"db0": 3})
+    assert (
+        said
+        == "Verified: 1 database(s), 17 key(s), as the dump holds them (2 key(s) with a TTL expired since the backup)."
+    )
+    with pytest.raises(SvcctlError, match='"db0": 13 key\\(s\\), the dump has 17 key\\(s\\), 3 of them with a TTL'):
+        drill_report("drill", "20261201T000000Z", {"db0": 17}, {"db0": 13}, {"db0": 3})
+
+
+@pytest.mark.parametrize(
+    ("actual", "said"),
+    [
+        ({"db0": 18}, '"db0": 18 key(s), the dump has 17 key(s)'),  # more than the dump
+        ({}, '"db0": 0 key(s), the dump has 17 key(s)'),  # an empty instance lists no database
+        ({"db0": 17, "db5": 1}, '"db5": 1 key(s), the dump has none'),  # the restore left other data
+    ],
+)
+def test_a_redis_drill_names_a_wrong_key_count(actual: dict[str, int], said: str) -> None:
+    with pytest.raises(SvcctlError, match="restore drill of backup 20261201T000000Z into drill failed") as failed:
+        drill_report("drill", "20261201T000000Z", {"db0": 17}, actual, {})
+    assert said in failed.value.message and "do not rely on this backup" in failed.value.message
+
+
+def test_a_redis_drill_request_carries_the_admin_password_only_when_given() -> None:
+    import json
+
+    from svcctl.secrets import Secret
+    from svcctl.tunnel.access import Located
+    from svcctl.tunnel.backups import BackupEntry
+    from svcctl.tunnel.restore import request
+
+    target = Located(instance="drill", engine="redis", node="n", records={"instance.drill": {"attrs": {"port": 6381}}})
+    entry = BackupEntry("20261201T000000Z", "ok", None, None, None, None, None, None)
+    sent = json.loads(request(target, target, entry, check=False, verify=True, admin_password=Secret("p" * 32)))
+    assert sent["admin_password"] == "p" * 32 and sent["verify"] is True
+    assert "admin_password" not in json.loads(request(target, target, entry, check=True))

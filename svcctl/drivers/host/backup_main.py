@@ -4,12 +4,15 @@
 #     svcctl-backup.py list INSTANCE   each backup's result, as JSON (what `svcctl backups` reads)
 #     svcctl-backup.py restore         (request as JSON on stdin, from `svcctl restore`): check a backup's
 #                                      checksum, say whether the target holds data, or restore it into the target,
-#                                      or (`verify`) count each table's rows in the dump and in the target
+#                                      or (`verify`) count each table's rows (Redis: each database's keys) in
+#                                      the dump and in the target
 #
 # PostgreSQL: pg_dump -Fc as the postgres user over the socket; MariaDB: mariadb-dump --single-transaction as
-# root over the socket; Redis: BGSAVE over 127.0.0.1 (the admin password read from a root-only file and sent
-# on the socket, never on a command line), waited for, then a copy of the RDB. A dump is written to a hidden
-# temporary file and renamed once complete, then its .sha256 and last its .json result. Python 3.9+, stdlib.
+# root over the socket; Redis: BGSAVE over 127.0.0.1 as the instance's backup user svcctl_backup (which may
+# only BGSAVE, LASTSAVE, INFO and PING; its password is the service's systemd credential, read from
+# $CREDENTIALS_DIRECTORY and sent on the socket only), waited for, then a copy of the RDB its config file
+# names. A dump is written to a hidden temporary file and renamed once complete, then its .sha256 and last its
+# .json result. Python 3.9+, stdlib.
 import datetime
 import hashlib
 import json
@@ -22,14 +25,19 @@ import sys
 import time
 
 from svcctl.hostlib.backups import (
-    CONFIG_DIR,
+    CREDENTIAL,
     EXTENSIONS,
+    REDIS_BACKUP_USER,
+    REDIS_CONF,
+    RdbError,
     copy_counts,
     insert_counts,
     instance_dir,
     is_backup_id,
     list_backups,
+    rdb_counts,
     read_config,
+    redis_rdb_path,
     to_prune,
 )
 
@@ -110,14 +118,42 @@ def _redis_info(f, sock):
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 
-def dump_redis(config, path, auth_dir=CONFIG_DIR):
-    """BGSAVE (waited for), then a copy of the RDB it wrote; the admin password goes over the socket only."""
-    with open(os.path.join(auth_dir, f"{config['instance']}.auth"), encoding="utf-8") as secret:
-        password = secret.read().strip()
+def _backup_password():
+    """The backup user's password, from the systemd credential the service loads (never a path of svcctl's)."""
+    where = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not where:
+        raise BackupFailed(f"no systemd credential {CREDENTIAL}: run the backup through its service (svcctl backup),"
+                           " and apply again if the service has no LoadCredential line")  # fmt: skip
+    try:
+        with open(os.path.join(where, CREDENTIAL), encoding="utf-8") as secret:
+            return secret.read().strip()
+    except OSError as exc:
+        raise BackupFailed(f"cannot read the systemd credential {CREDENTIAL} ({exc.strerror}); apply again") from None
+
+
+def _rdb_path(instance):
+    """The instance's RDB file, from its own config file (dir and dbfilename)."""
+    path = REDIS_CONF.format(instance)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return redis_rdb_path(f, path)
+    except ValueError as exc:
+        raise BackupFailed(str(exc)) from None
+
+
+def dump_redis(config, path):
+    """BGSAVE (waited for) as the instance's backup user, then a copy of the RDB it wrote. Only the password
+    goes over the socket; the user may run BGSAVE, LASTSAVE, INFO and PING, and read no key."""
+    password = _backup_password()
+    rdb = _rdb_path(config["instance"])
     with socket.create_connection(("127.0.0.1", int(config["port"])), timeout=60) as sock:
         f = sock.makefile("rb")
-        _redis_ask(f, sock, "AUTH", "default", password)
+        _redis_ask(f, sock, "AUTH", REDIS_BACKUP_USER, password)
         before = _redis_ask(f, sock, "LASTSAVE")
+        # LASTSAVE counts seconds: a save finishing in the second of the previous one would not be told apart
+        settle = time.monotonic() + 2
+        while int(time.time()) <= before and time.monotonic() < settle:
+            time.sleep(0.05)
         try:
             _redis_ask(f, sock, "BGSAVE")
         except BackupFailed as exc:
@@ -128,14 +164,14 @@ def dump_redis(config, path, auth_dir=CONFIG_DIR):
             info = _redis_info(f, sock)
             if info.get("rdb_bgsave_in_progress") == "0" and _redis_ask(f, sock, "LASTSAVE") > before:
                 break
+            if info.get("rdb_bgsave_in_progress") == "0" and info.get("rdb_last_bgsave_status") == "err":
+                raise BackupFailed("BGSAVE failed: rdb_last_bgsave_status is err (see the instance's journal)")
             if time.monotonic() > deadline:
                 raise BackupFailed(f"BGSAVE did not finish within {BGSAVE_TIMEOUT} s")
             time.sleep(0.2)
         if info.get("rdb_last_bgsave_status") != "ok":
             raise BackupFailed(f"BGSAVE failed: rdb_last_bgsave_status is {info.get('rdb_last_bgsave_status')}")
-        directory = _redis_ask(f, sock, "CONFIG", "GET", "dir")[1]
-        filename = _redis_ask(f, sock, "CONFIG", "GET", "dbfilename")[1]
-    shutil.copyfile(os.path.join(directory, filename), path)
+    shutil.copyfile(rdb, path)
 
 
 DUMPS = {"postgres": dump_postgres, "mysql": dump_mysql, "redis": dump_redis}
@@ -212,8 +248,8 @@ def run(instance):
     return 0 if result["result"] == "ok" else 1
 
 
-REDIS_CONF = "/etc/redis/redis-{}.conf"
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_PASSWORD = re.compile(r"[A-Za-z0-9_-]{32}")  # svcctl's derived passwords
 
 
 class BadRestore(Exception):
@@ -229,6 +265,13 @@ def checked_restore(req):
         instance_dir(name if isinstance(name, str) else "")
     if not is_backup_id(req.get("id")):
         raise BadRestore("not a backup id")
+    password = req.get("admin_password")
+    if (
+        req["engine"] == "redis"
+        and req.get("verify")
+        and not (isinstance(password, str) and _PASSWORD.fullmatch(password))
+    ):
+        raise BadRestore("a Redis drill needs its target's admin password")
     if req["engine"] in ("postgres", "mysql"):
         for key in ("database", "owner") if req["engine"] == "postgres" else ("database",):
             if not isinstance(req.get(key), str) or not _IDENT.fullmatch(req[key]):
@@ -261,15 +304,6 @@ def _sql(argv, user=None):
     return done.stdout.strip()
 
 
-def _redis_data(target):
-    """The data directory of a Redis instance, from its config file's `dir` line."""
-    with open(REDIS_CONF.format(target), encoding="utf-8") as f:
-        dirs = [ln.split(None, 1)[1].strip() for ln in f if ln.startswith("dir ")]
-    if len(dirs) != 1:
-        raise BackupFailed(f"{REDIS_CONF.format(target)} has no single dir line")
-    return dirs[0]
-
-
 def has_data(req):
     """Whether the target holds anything a restore would replace (Redis: its data file has keys or is unknown)."""
     engine, db = req["engine"], req.get("database")
@@ -281,7 +315,7 @@ def has_data(req):
     if engine == "mysql":
         sql = f"SELECT count(*) FROM information_schema.tables WHERE table_schema = '{db}'"  # db: an identifier
         return int(_sql(["mariadb", "-N", "-B", "-e", sql]) or "0") > 0
-    path = os.path.join(_redis_data(req["target"]), "dump.rdb")
+    path = _rdb_path(req["target"])
     return not os.path.exists(path) or os.path.getsize(path) > 0
 
 
@@ -297,14 +331,14 @@ def restore(req, path):
         _feed(["mariadb", "--", req["database"]], path)
     else:
         unit = f"redis-server@{target}.service"
-        data = _redis_data(target)
+        rdb = _rdb_path(target)
         _sql(["systemctl", "stop", unit])
         try:
-            tmp = os.path.join(data, ".svcctl-restore.rdb")
+            tmp = os.path.join(os.path.dirname(rdb), ".svcctl-restore.rdb")
             shutil.copyfile(path, tmp)
             shutil.chown(tmp, "redis", "redis")
             os.chmod(tmp, 0o660)
-            os.replace(tmp, os.path.join(data, "dump.rdb"))
+            os.replace(tmp, rdb)
         finally:
             _sql(["systemctl", "start", unit])
 
@@ -320,7 +354,15 @@ _MYSQL_NAME = re.compile(r"[A-Za-z0-9_$]{1,64}")  # a table name that can be nam
 
 
 def expected_counts(req, path):
-    """Rows per table the dump at `path` holds: its COPY blocks (PostgreSQL) or INSERT tuples (MariaDB)."""
+    """Rows per table the dump at `path` holds: its COPY blocks (PostgreSQL) or INSERT tuples (MariaDB); keys per
+    database (Redis: every key of the RDB walked), with `volatile` the keys of each that have a TTL."""
+    if req["engine"] == "redis":
+        try:
+            with open(path, "rb") as f:
+                dbs = rdb_counts(f)["dbs"]
+        except RdbError as exc:
+            raise BackupFailed(f"the backup's RDB is unreadable: {exc}") from None
+        return {n: d["keys"] for n, d in dbs.items()}, {n: d["volatile"] for n, d in dbs.items()}
     if req["engine"] == "postgres":
         proc = subprocess.Popen(["pg_restore", "--data-only", "-f", "-", path], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, errors="replace", cwd="/")  # fmt: skip
@@ -329,13 +371,52 @@ def expected_counts(req, path):
         _, err = proc.communicate(timeout=DUMP_TIMEOUT)
         if proc.returncode != 0:
             raise BackupFailed(f"pg_restore could not read the dump ({proc.returncode}): {err.strip()[-400:]}")
-        return counts
+        return counts, {}
     with open(path, encoding="utf-8", errors="replace") as f:
-        return insert_counts(f)
+        return insert_counts(f), {}
+
+
+REDIS_LOAD_TIMEOUT = 600
+
+
+def _redis_keyspace(req):
+    """Keys per database of the restored Redis target, from INFO keyspace, asked as its admin (the drill's
+    request carries the password on stdin); a target still loading its data is waited for."""
+    port = _redis_port(req["target"])
+    deadline = time.monotonic() + REDIS_LOAD_TIMEOUT
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        f = sock.makefile("rb")
+        _redis_ask(f, sock, "AUTH", "default", req["admin_password"])
+        while True:
+            try:
+                text = _redis_ask(f, sock, "INFO", "keyspace") or ""
+                break
+            except BackupFailed as exc:
+                if "LOADING" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    out = {}
+    for line in text.splitlines():
+        name, _, fields = line.partition(":")
+        if re.fullmatch(r"db[0-9]{1,5}", name):
+            values = dict(f.split("=", 1) for f in fields.split(",") if "=" in f)
+            out[name] = int(values.get("keys", "-1"))
+    return out
+
+
+def _redis_port(instance):
+    """The instance's port, from its config file's one `port` line."""
+    with open(REDIS_CONF.format(instance), encoding="utf-8") as f:
+        ports = [ln.split()[1] for ln in f if ln.startswith("port ") and len(ln.split()) == 2]
+    if len(ports) != 1 or not ports[0].isdigit() or not 0 < int(ports[0]) < 65536:
+        raise BackupFailed(f"{REDIS_CONF.format(instance)} has no single port line")
+    return int(ports[0])
 
 
 def actual_counts(req):
-    """Rows per table of the restored target, named as in `expected_counts`."""
+    """Rows per table of the restored target, named as in `expected_counts` (Redis: keys per database)."""
+    if req["engine"] == "redis":
+        return _redis_keyspace(req)
     db = req["database"]
     if req["engine"] == "postgres":
         out = _sql(["psql", "-XAtq", "-F", "\t", "-d", db, "-c", PG_COUNTS_SQL], user="postgres")
@@ -365,7 +446,10 @@ def restore_main():
         req = checked_restore(json.load(sys.stdin))
         path = backup_file(req)
         if req.get("verify"):
-            out = {"expected": expected_counts(req, path), "actual": actual_counts(req)}
+            expected, volatile = expected_counts(req, path)
+            out = {"expected": expected, "actual": actual_counts(req)}
+            if req["engine"] == "redis":
+                out["volatile"] = volatile
         elif req.get("check"):
             out = {"has_data": has_data(req)}
         else:

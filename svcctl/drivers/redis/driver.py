@@ -21,6 +21,7 @@ from svcctl.drivers.base import (
     placed_instances,
 )
 from svcctl.drivers.hostprograms import engine_part
+from svcctl.hostlib.backups import REDIS_BACKUP_USER
 from svcctl.hostlib.redis_acl import ACL_ROLES, acl_rules, redis_major
 from svcctl.model.names import is_valid_name, sql_ident
 from svcctl.model.spec import Node
@@ -171,8 +172,8 @@ class RedisDriver:
         ours: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
         out: list[Resource] = []
         for user in users:
-            if user["name"] == "default":
-                continue  # the instance's admin, part of the instance itself
+            if user["name"] in ("default", REDIS_BACKUP_USER):
+                continue  # the instance's admin, part of the instance itself; its backups' user, of backup.<name>
             parsed = _binding_of(user["name"], instance)
             if parsed is None:
                 attrs = {"engine": ENGINE, "role": role_of(user.get("rules", []), major), "user": user["name"]}

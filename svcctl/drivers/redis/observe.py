@@ -3,9 +3,11 @@
 # client connections (established TCP connections to its port).  Reads only.
 # Helpers are `_redis_*`: the footer calls every global named observe_*, and snippets share one module.
 import glob as _redis_glob
+import os as _redis_os
 import shlex as _redis_shlex
 
 from svcctl.drivers.host.observe_header import installed_version, unit_states
+from svcctl.hostlib.backups import LEGACY_AUTH, REDIS_BACKUP_USER, credential_paths
 from svcctl.hostlib.run import sh
 from svcctl.hostlib.verifiers import redis_acl_digest
 
@@ -37,7 +39,7 @@ def _redis_user(words):
             continue  # removes a password: nothing to verify
         else:
             user["rules"].append(word)
-    if not user["name"].startswith("sv_"):
+    if not user["name"].startswith("sv_") and user["name"] != REDIS_BACKUP_USER:
         user["hashes"] = []  # only svcctl's users are checked; other verifiers (the admin's too) stay here
     return user
 
@@ -72,6 +74,16 @@ def _redis_instance(path):
             if len(words) >= 2 and words[0] == "user":
                 users.append(_redis_user(words))
     return {"config": config, "acl": acl, "users": users}
+
+
+def _redis_backup_files(name):
+    """Whether the instance's backup credential file exists, and the admin password file older svcctl wrote."""
+    try:
+        where = credential_paths(name)
+    except ValueError:  # not a name svcctl makes: none of its files
+        return {"credential": False, "legacy_auth": False}
+    return {"credential": any(_redis_os.path.isfile(p) for p in where.values()),
+            "legacy_auth": _redis_os.path.lexists(LEGACY_AUTH.format(name))}  # fmt: skip
 
 
 def _redis_confs():
@@ -135,6 +147,7 @@ def observe_redis():
     for name, path in zip(names, paths):  # one name per path (3.9 has no strict=)
         inst = _redis_instance(path)
         inst["unit"] = units[f"redis-server@{name}.service"]
+        inst["backup"] = _redis_backup_files(name)
         instances[name] = inst
     ports = {}
     for name, inst in instances.items():

@@ -12,6 +12,13 @@
 # restarts that instance only; a change to binding users is loaded with ACL LOAD, without a restart.
 # Passwords reach Redis only as SHA-256 verifiers in the ACL file; redis-cli gets the admin password from
 # REDISCLI_AUTH in its own environment, never on a command line.
+#
+# A backup change (kind backup, from redis_backup.yml) is the instance's backup user, `svcctl_backup`: its
+# line in the same ACL file (kept by every rewrite above, which touches only its own user's lines), loaded
+# with ACL LOAD, and its password as the backup service's systemd credential: encrypted with the host key
+# (systemd-creds encrypt --with-key=host, the password on stdin) under /etc/credstore.encrypted on systemd
+# >= 250, a root-only plain file under /etc/credstore on 247.  It also removes the admin password file older
+# svcctl wrote for the dump (/etc/svcctl/backup/<instance>.auth).  Deleting it undoes all three.
 from __future__ import annotations
 
 import os
@@ -22,6 +29,8 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.svcctl_hostlib.backups import CREDENTIAL, LEGACY_AUTH, REDIS_BACKUP_USER, credential_paths
+from ansible.module_utils.svcctl_hostlib.redis_acl import acl_rules
 from ansible.module_utils.svcctl_hostlib.registry import change_one
 from ansible.module_utils.svcctl_hostlib.run import sh
 from ansible.module_utils.svcctl_hostlib.verifiers import redis_acl_digest
@@ -37,6 +46,9 @@ description:
   - A binding is one C(user NAME on #<sha256> RULES) line in its instance's ACL file, loaded into the running
     instance with ACL LOAD; deleting it removes the line and drops the user live (ACL DELUSER), which
     disconnects its clients.
+  - A backup is the instance's C(svcctl_backup) ACL user and its password as a systemd credential file (returned
+    as C(credential_line), the service's LoadCredential line); deleting it removes both. apply.yml records and
+    forgets backups itself (change.yml).
   - After a delete succeeds its address is forgotten in the host registry; the create half of a replace is
     recorded there after its delete (apply.yml records every other change before the run).
 options:
@@ -49,12 +61,14 @@ options:
 
 RETURN = r"""
 results: {description: "per change: address, action, changed and what was done", type: list}
+credential_line: {description: "a backup's LoadCredentialEncrypted= or LoadCredential= line for its service", type: str}
 svcctl_reports: {description: "where each deleted instance was dumped", type: list}
 """
 
 INSTANCE_RE = re.compile(r"[a-z](-?[a-z0-9])+\Z")  # svcctl's instance names: used in paths and unit names
 USER_RE = re.compile(r"[a-z0-9_]+\Z")  # svcctl's binding users: used in ACL lines
 LOOPBACK = ("127.0.0.1", "-::1")
+ENCRYPTED_SINCE = 250  # systemd's LoadCredentialEncrypted= and systemd-creds (Debian 12: 252); 247 has LoadCredential=
 
 
 class Failed(Exception):
@@ -311,6 +325,104 @@ class Objects:
                     self.replace_text(where["acl"], new)
         self.load(where, secret, f"ACL DELUSER {user}", "ACL", "DELUSER", user)
 
+    # --- backups ------------------------------------------------------------------------------------
+
+    def backup(self, change, secret):
+        """The backup user's ACL line (loaded live), its credential file, the old admin password file gone; the
+        service's credential line."""
+        instance = change["names"]["instance"]
+        where = paths(instance)
+        password = secret.get("password")
+        if not password:
+            raise Failed("no backup password was passed for it")
+        text = read_text(where["acl"])
+        if text is None and not (self.check and instance in self.created):
+            raise Failed(f"{where['acl']} does not exist: its instance was not made")
+        if text is not None:
+            rules = " ".join(acl_rules("backup", self.redis_version()))
+            new = with_line(
+                text, REDIS_BACKUP_USER, f"user {REDIS_BACKUP_USER} on #{redis_acl_digest(password)} {rules}"
+            )
+            if new != text:
+                self.did.append(f"user {REDIS_BACKUP_USER} in {where['acl']}")
+                if not self.check:
+                    self.replace_text(where["acl"], new)
+                self.load(where, secret, "ACL LOAD", "ACL", "LOAD")
+        store = credential_paths(instance)
+        if self.systemd_version() >= ENCRYPTED_SINCE:
+            self.encrypted_credential(store["encrypted"], password)
+            self.remove(store["plain"])
+            line = f"LoadCredentialEncrypted={CREDENTIAL}:{store['encrypted']}"
+        else:
+            self.directory(os.path.dirname(store["plain"]), "root", 0o700)
+            self.write(store["plain"], password, "root", 0o600)
+            line = f"LoadCredential={CREDENTIAL}:{store['plain']}"
+        self.remove(LEGACY_AUTH.format(instance))
+        return line
+
+    def backup_delete(self, change, secret):
+        """Remove the backup user (its line, and live with ACL DELUSER) and every credential file of it."""
+        instance = change["names"]["instance"]
+        where = paths(instance)
+        text = read_text(where["acl"])
+        if text is not None:
+            new = with_line(text, REDIS_BACKUP_USER, None)
+            if new != text:
+                self.did.append(f"remove user {REDIS_BACKUP_USER} from {where['acl']}")
+                if not self.check:
+                    self.replace_text(where["acl"], new)
+            if secret.get("admin_password"):
+                self.load(where, secret, f"ACL DELUSER {REDIS_BACKUP_USER}", "ACL", "DELUSER", REDIS_BACKUP_USER)
+        for path in (*credential_paths(instance).values(), LEGACY_AUTH.format(instance)):
+            self.remove(path)
+
+    def encrypted_credential(self, path, password):
+        """The password as a credential encrypted with the host key, bound to its name; rewritten only when
+        the file is missing or holds another password (each encryption differs, so its bytes say nothing)."""
+        if os.path.exists(path):
+            env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+            rc, out, _ = sh(["systemd-creds", "decrypt", f"--name={CREDENTIAL}", path, "-"], env=env)
+            if rc == 0 and out == password:
+                return
+        self.did.append(f"write {path} (systemd-creds encrypt --with-key=host)")
+        if self.check:
+            return
+        self.directory(os.path.dirname(path), "root", 0o700)
+        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.svcctl")
+        try:
+            rc, out, err = sh(["systemd-creds", "encrypt", "--with-key=host", f"--name={CREDENTIAL}", "-", tmp],
+                              input=password)  # fmt: skip
+            if rc != 0:
+                raise Failed(f"systemd-creds encrypt failed ({rc}): {(err or out).strip()[-300:]}")
+            os.chown(tmp, 0, 0)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def remove(self, path):
+        if os.path.lexists(path):
+            self.did.append(f"remove {path}")
+            if not self.check:
+                os.unlink(path)
+
+    def systemd_version(self):
+        """systemd's version on this node (`systemd 252 (252.39-1~deb12u2)`), or Failed."""
+        first = (self.run(["systemctl", "--version"], "systemctl --version").splitlines() or [""])[0]
+        found = re.match(r"systemd (\d+)\b", first)
+        if found is None:
+            raise Failed(f"cannot read systemd's version from {first[:80]!r}")
+        return int(found.group(1))
+
+    def redis_version(self):
+        """redis-server's version (`v=7.0.15`): the backup user's rules are its major's."""
+        out = self.run(["redis-server", "--version"], "redis-server --version")
+        found = re.search(r"v=([0-9][0-9.]*)", out)
+        if found is None:
+            raise Failed(f"cannot read redis-server's version from {out[:80]!r}")
+        return found.group(1)
+
     def replace_text(self, path, text):
         """Rewrite an existing file atomically, keeping its owner and mode."""
         st = os.stat(path)
@@ -354,8 +466,12 @@ def registry(module, verb, change):
 def check_names(change):
     """Names reach paths, unit names and ACL lines: refuse anything but svcctl's own forms."""
     names = change.get("names") or {}
-    if change.get("kind") not in ("instance", "binding") or change.get("action") not in ("create", "update", "delete"):
-        raise Failed("not a Redis instance or binding change")
+    if change.get("kind") not in ("instance", "binding", "backup") or change.get("action") not in (
+        "create",
+        "update",
+        "delete",
+    ):
+        raise Failed("not a Redis instance, binding or backup change")
     if INSTANCE_RE.match(str(names.get("instance", ""))) is None:
         raise Failed("unexpected instance name")
     if change["kind"] == "binding" and USER_RE.match(str(names.get("user", ""))) is None:
@@ -375,7 +491,7 @@ def main():
         },
         supports_check_mode=True,
     )
-    results, reports = [], []
+    results, reports, credential_line = [], [], None
     late = set(module.params["recorded_late"])
     secrets = module.params["secrets"]
     change = None
@@ -387,9 +503,14 @@ def main():
             check_names(change)
             kind, action = change["kind"], change["action"]
             secret = secrets.get(change["address"], {})
-            if action != "delete" and change["address"] in late:
+            recorded_here = kind != "backup"  # change.yml records and forgets backups
+            if recorded_here and action != "delete" and change["address"] in late:
                 registry(module, "record", change)
-            if kind == "instance" and action == "delete":
+            if kind == "backup" and action == "delete":
+                objects.backup_delete(change, secret)
+            elif kind == "backup":
+                credential_line = objects.backup(change, secret)
+            elif kind == "instance" and action == "delete":
                 objects.instance_delete(change, secret, reports)
             elif kind == "instance":
                 objects.instance(change, secret)
@@ -397,7 +518,7 @@ def main():
                 objects.binding_delete(change, secret)
             else:
                 objects.binding(change, secret)
-            if action == "delete":
+            if recorded_here and action == "delete":
                 registry(module, "forget", change)
             results.append({"address": change["address"], "action": action, "changed": bool(objects.did),
                             "did": objects.did})  # fmt: skip
@@ -410,7 +531,8 @@ def main():
             done=[r["address"] for r in results],
             svcctl_reports=reports,
         )
-    module.exit_json(changed=any(r["changed"] for r in results), results=results, svcctl_reports=reports)
+    module.exit_json(changed=any(r["changed"] for r in results), results=results, svcctl_reports=reports,
+                     credential_line=credential_line)  # fmt: skip
 
 
 if __name__ == "__main__":
