@@ -9,6 +9,7 @@ from typing import Any
 
 from svcctl.drivers import backups, drivers, observe_script, reported, sessions
 from svcctl.drivers.base import Observed, PasswordFor
+from svcctl.drivers.hostprograms import cached_program
 from svcctl.drivers.ownership import mark_ownership, merge_nodes
 from svcctl.errors import SvcctlError
 from svcctl.model.spec import Environment
@@ -53,8 +54,15 @@ def fetch(session: SshSession, script: str, timeout: float) -> dict[str, Any]:
 
     What the node printed is untrusted: the document is checked further by `reported.observation`.
     """
+    program = cached_program(script, "observe")  # the node compiles each version of the script once
+    # -I: nothing from the environment or the working directory (sudo's, the login user's) shapes root's python3;
+    # -S: no site-packages (the script is stdlib only): 2-3 ms less of the node's CPU per run
     res = session.run(
-        ["python3", "-"], sudo=True, stdin=script.encode(), timeout=timeout, max_output=MAX_OBSERVE_OUTPUT
+        ["python3", "-I", "-S", "-"],
+        sudo=True,
+        stdin=program.encode(),
+        timeout=timeout,
+        max_output=MAX_OBSERVE_OUTPUT,
     )
     if res.rc != 0:
         tail = " / ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
