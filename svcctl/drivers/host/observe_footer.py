@@ -22,7 +22,7 @@ def _main():
                 out["engines"][name[len("observe_") :]] = fn()
             except Exception as exc:  # reported per engine; the caller fails closed on it
                 out["engines"][name[len("observe_") :]] = {"error": f"{type(exc).__name__}: {exc}"}
-    json.dump(out, sys.stdout, sort_keys=True)
+    sys.stdout.write(json.dumps(out, sort_keys=True))  # dumps, not dump: only dumps uses json's C encoder
 
 
 _main()

@@ -1,16 +1,15 @@
 # PostgreSQL: packages, Debian clusters (read from /etc/postgresql as pg_lsclusters reads them), their units,
 # settings and pg_hba, and, for running clusters, databases, roles (SCRAM verifiers of sv_* roles only) and
 # the grants that tell readwrite from readonly, and each database's client connections (pg_stat_activity's
-# client backends but observe's own).  Read-only; one psql call for the cluster and one that visits every
+# client backends but observe's own).  Read-only; one psql per cluster asks the cluster, then visits every
 # database.
 
 import json
 import os
 import re as _pg_re
-import socket as _pg_socket
 from typing import Any
 
-from svcctl.drivers.host.observe_header import installed_packages, unit_states
+from svcctl.drivers.host.observe_header import converse, installed_packages, unit_states
 from svcctl.hostlib.marked import MarkerError, block_lines
 from svcctl.hostlib.run import sh
 
@@ -59,16 +58,30 @@ def _pg_psql(version):
     return path if os.access(path, os.X_OK) else "psql"
 
 
-def _pg_json(sql, database, port, psql="psql"):
-    """One psql query as the postgres superuser over the local socket; the JSON it prints."""
-    rc, out, err = sh(
-        [psql, "-XAtq", "-v", "ON_ERROR_STOP=1", "-p", str(port), "-d", database, "-c", sql],
-        user="postgres",
-        timeout=20,
-    )
-    if rc != 0:
-        raise RuntimeError(f"psql on database {database} failed ({rc}): {err.strip()[:300]}")
-    return json.loads(out)
+PG_ANSWERED = "@@svcctl cluster"  # what psql echoes once it has answered PG_CLUSTER_SQL (JSON has no such line)
+
+
+def _pg_live(port, psql="psql"):
+    """(PG_CLUSTER_SQL's JSON, each database's grants as `_pg_all_grants` gives them) from ONE psql as the
+    postgres superuser over the local socket: it answers the cluster query, then is given the databases that
+    answer names to visit (a psql process and its first session cost more CPU than the queries)."""
+    asked = {}
+
+    def visit(text):
+        asked["live"] = live = json.loads(text)
+        asked["databases"] = [db["name"] for db in live["databases"] if db["name"] not in PG_SYSTEM_DATABASES]
+        return _pg_grants_script(asked["databases"], port)
+
+    first = PG_CLUSTER_SQL.strip() + ";\n\\echo " + PG_ANSWERED + "\n"
+    rc, _, out, err = converse(_pg_psql_argv(psql, port), first, PG_ANSWERED, visit, user="postgres", timeout=60)
+    if "live" not in asked:
+        raise RuntimeError(f"psql on database postgres failed ({rc}): {err.strip()[:300]}")
+    return asked["live"], _pg_all_grants(asked["databases"], port, psql, first=(rc, out, err))
+
+
+def _pg_psql_argv(psql, port):
+    """psql reading its commands from stdin, stopping at the first error, printing bare values."""
+    return [psql, "-XAtq", "-v", "ON_ERROR_STOP=1", "-p", str(port), "-d", "postgres", "-f", "-"]
 
 
 def _pg_meta_arg(text):
@@ -78,22 +91,28 @@ def _pg_meta_arg(text):
     return "'" + text + "'"
 
 
-def _pg_all_grants(databases, port, psql="psql"):
+def _pg_grants_script(databases, port):
+    """psql's commands to connect to each database in turn and print its grants, each after `@@svcctl <i>`."""
+    script = []
+    for i, name in enumerate(databases):
+        conninfo = "dbname='" + name.replace("\\", "\\\\").replace("'", "\\'") + f"' port={int(port)}"
+        conninfo += f" application_name={PG_OBSERVER}"
+        script += [f"\\echo @@svcctl {i}", f"\\connect {_pg_meta_arg(conninfo)}", PG_DATABASE_SQL.strip() + ";"]
+    return "\n".join(script) + "\n" if script else ""
+
+
+def _pg_all_grants(databases, port, psql="psql", first=None):
     """database -> the grants inside it, from one psql that connects to each in turn (a psql process costs
-    more CPU than its query); {"vanished": True} for a database dropped between the listing and now."""
+    more CPU than its query); {"vanished": True} for a database dropped between the listing and now.
+    `first`: (exit code, output, stderr) of a psql already given `_pg_grants_script(databases)`."""
     found, todo = {}, list(databases)
     while todo:
-        script = []
-        for i, name in enumerate(todo):
-            conninfo = "dbname='" + name.replace("\\", "\\\\").replace("'", "\\'") + f"' port={int(port)}"
-            conninfo += f" application_name={PG_OBSERVER}"
-            script += [f"\\echo @@svcctl {i}", f"\\connect {_pg_meta_arg(conninfo)}", PG_DATABASE_SQL.strip() + ";"]
-        rc, out, err = sh(
-            [psql, "-XAtq", "-v", "ON_ERROR_STOP=1", "-p", str(port), "-d", "postgres", "-f", "-"],
-            input="\n".join(script) + "\n",
-            user="postgres",
-            timeout=60,
-        )
+        if first is not None:
+            (rc, out, err), first = first, None
+        else:
+            rc, out, err = sh(
+                _pg_psql_argv(psql, port), input=_pg_grants_script(todo, port), user="postgres", timeout=60
+            )
         chunks, current = {}, None
         for line in out.splitlines():
             if line.startswith("@@svcctl "):
@@ -219,6 +238,8 @@ def _pg_running(conf, port):
     path = f"{socketdir}/.s.PGSQL.{port}"
     if not os.path.exists(path):
         return False
+    import socket as _pg_socket  # here: Debian's clusters name a pid file, so observe rarely needs it
+
     with _pg_socket.socket(_pg_socket.AF_UNIX, _pg_socket.SOCK_STREAM) as sock:
         try:
             sock.connect(path)
@@ -328,14 +349,12 @@ def observe_postgres():
             "settings": {k: config[k] for k in ("listen_addresses", "password_encryption") if k in config},
         }
         if cluster["running"]:
-            psql = _pg_psql(version)
-            live = _pg_json(PG_CLUSTER_SQL, "postgres", cluster["port"], psql)
+            # Grants live in each database: the psql that asked the cluster connects to each in turn.
+            live, grants = _pg_live(cluster["port"], _pg_psql(version))
             cluster["settings"] = live["settings"]
             cluster["databases"] = live["databases"]
             cluster["roles"] = live["roles"]
-            # Grants live in each database: one psql connects to each in turn.
             wanted = [db for db in cluster["databases"] if db["name"] not in PG_SYSTEM_DATABASES]
-            grants = _pg_all_grants([db["name"] for db in wanted], cluster["port"], psql)
             for db in wanted:
                 db.update(grants[db["name"]])
             # A database dropped between the listing and its own query is simply gone: not an error.
