@@ -25,7 +25,7 @@ def assembled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_project_has_the_shared_plays_and_every_engines_files(assembled: Path) -> None:
     files = sorted(str(p.relative_to(assembled)) for p in assembled.rglob("*") if p.is_file())
-    expected = ["apply.yml", "tasks/backup.yml", "tasks/change.yml", "tasks/session.yml"]
+    expected = ["apply.yml", "library/svcctl_registry.py", "tasks/backup.yml", "tasks/change.yml", "tasks/session.yml"]
     for engine in ENGINES:
         folder = REPO / "svcctl" / "drivers" / engine / "ansible"
         expected += [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.suffix != ".pyc"]
@@ -49,6 +49,9 @@ def test_every_file_a_play_names_is_in_the_project(assembled: Path) -> None:
             assert (assembled / "templates" / src).is_file(), (tasks.name, src)
         for module in re.findall(r"^  (svcctl_\w+):\s*$", text, re.MULTILINE):
             assert module in modules, (tasks.name, module)
+    named = re.findall(r"^      (svcctl_\w+):\s*$", (assembled / "apply.yml").read_text(), re.MULTILINE)
+    assert named == ["svcctl_registry"]  # the play's own task names its module; it must ship
+    assert set(named) <= modules
 
 
 def test_two_parts_shipping_one_file_is_refused(tmp_path: Path) -> None:
