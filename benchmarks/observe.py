@@ -229,7 +229,8 @@ def main() -> None:
         for w in workers.values():
             w.close()
         med = {k: statistics.median(v) for k, v in cpu.items()}
-        print(f"\nhost CPU per observe on {node}, medians of {a.runs} runs (idle: the node alone for 0.3 s):")
+        window = 0.3 + 2 * SETTLE
+        print(f"\nhost CPU per observe on {node}, medians of {a.runs} runs (idle: the node alone for {window:.1f} s):")
         for label, value in med.items():
             where = f"  ({trees[label]})" if label in trees else ""
             print(f"  {label:>5}: {value * 1000:6.1f} ms{where}")
