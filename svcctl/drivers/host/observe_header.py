@@ -1,4 +1,5 @@
-# svcctl observe script: runs as root on a node (python3 -, script on stdin), reads only, prints one JSON
+# svcctl observe script: runs as root on a node (python3 -I -S -, script on stdin, through the loader of
+# svcctl.drivers.hostprograms.cached_program), reads only (but for its own cache, CACHE_DIR), prints one JSON
 # document.  svcctl builds it (svcctl.drivers.hostprograms.observe_program) from the host library, this
 # header, each driver's observe_<engine>.py fragment and the footer; stdlib only, Python 3.9+.
 
