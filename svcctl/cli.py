@@ -440,6 +440,14 @@ def diff(
         raise typer.Exit(2)
 
 
+class TunnelVia(StrEnum):
+    """How `svcctl tunnel` forwards (svcctl.tunnel.forward.VIAS)."""
+
+    auto = "auto"
+    openssh = "openssh"
+    paramiko = "paramiko"
+
+
 @app.command(
     help=(
         "Open an SSH tunnel to an instance and print how to connect; with a command after `--`, run it through "
@@ -483,6 +491,14 @@ def tunnel(
     show_password: Annotated[
         bool, typer.Option("--show-password", help="Print the password with the connection details.")
     ] = False,
+    via: Annotated[
+        TunnelVia,
+        typer.Option(
+            "--via",
+            help="How to forward: auto (the OpenSSH client, `ssh`, with svcctl's settings and pinned host keys; "
+            "paramiko in-process if there is no `ssh` on PATH), openssh, or paramiko.",
+        ),
+    ] = TunnelVia.auto,
 ) -> None:
     """Open an SSH tunnel to an instance and print how to connect; with a command after `--`, run it through."""
     from svcctl.tunnel.command import TunnelOptions, tunnel_main
@@ -496,6 +512,7 @@ def tunnel(
         write=write,
         show_password=show_password,
         command=tuple(command or ()),
+        via=via.value,
     )
     raise typer.Exit(tunnel_main(opts, _STARTED))
 

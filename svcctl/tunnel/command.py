@@ -1,4 +1,10 @@
-"""`svcctl tunnel`: find the instance, open the forward, log in (binding or temporary user), run or wait, clean up."""
+"""`svcctl tunnel`: find the instance, open the forward, log in (binding or temporary user), run or wait, clean up.
+
+The forward is OpenSSH's (`svcctl.tunnel.master`) unless `--via paramiko` or there is no `ssh` on PATH.  When
+the instance can only be on one node, ssh connects to it while svcctl imports the drivers and reads the node's
+registry, so its handshake costs no time to ready; the forward itself is added (the port bound) before
+anything is created on the node.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +17,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
+from svcctl.errors import SvcctlError
 from svcctl.model.loader import load_environment
 from svcctl.model.spec import Environment
 from svcctl.secrets import load_key
-from svcctl.ssh import Unreachable
-from svcctl.tunnel.access import Located, TempUser, binding_login, locate, target_of
-from svcctl.tunnel.clients import Connection, run_client
+from svcctl.ssh import SshTarget, Unreachable, known_entries, resolve
 from svcctl.tunnel.connector import SshConnector
-from svcctl.tunnel.forward import ForwardSpec, ParamikoForwarder
+from svcctl.tunnel.forward import NO_SSH_FALLBACK, Forwarder, ForwardSpec, ParamikoForwarder, use_openssh
+from svcctl.tunnel.master import MasterForwarder, SshMaster
+
+if TYPE_CHECKING:  # imported when needed: the drivers load while ssh connects
+    from svcctl.tunnel.access import Located, TempUser
 
 Say = Callable[[str], None]
 
@@ -36,6 +46,7 @@ class TunnelOptions:
     write: bool = False
     show_password: bool = False
     command: tuple[str, ...] = ()
+    via: str = "auto"  # forward.VIAS
 
 
 def _raise_interrupt(_sig: int, _frame: FrameType | None) -> None:
@@ -67,13 +78,50 @@ def run_tunnel(opts: TunnelOptions, say: Say, started: float | None = None) -> i
     env = load_environment(opts.env_path)
     environment = env.name
     key = load_key(environment)
+    openssh = use_openssh(opts.via)
+    if not openssh and opts.via == "auto":
+        say(NO_SSH_FALLBACK)
     with _stop_signals_interrupt():
-        located, session = locate(env, environment, opts.instance)
+        early = _connect_early(env, opts.instance) if openssh else None
+        try:
+            from svcctl.tunnel.access import locate, target_of
+
+            located, session = locate(env, environment, opts.instance)
+        except BaseException:
+            if early is not None:
+                early.close()
+            raise
+        if early is not None and early.target.name != located.node:
+            early.close()
+            early = None
         connector = SshConnector(target_of(env, located.node), session)
         try:
-            return _forward(opts, say, env, environment, key, located, connector, started)
+            return _forward(opts, say, env, environment, key, located, connector, started, openssh, early)
         finally:
             connector.close()
+
+
+def _connect_early(env: Environment, instance: str) -> SshMaster | None:
+    """An ssh master already connecting to the one node the instance can be on (pinned, or the only candidate).
+
+    None when that is not known before the registries are read, or when no key is pinned for the node yet
+    (svcctl's own connection may record one under `accept-new`, and the master must see it).
+    """
+    if instance not in env.instances:
+        return None  # locate says so, with the instances there are
+    engine = env.engine_of(instance)
+    pinned = env.instances[instance].node
+    candidates = [pinned] if pinned else [n for n, node in env.nodes.items() if engine in node.engines]
+    if len(candidates) != 1 or candidates[0] not in env.nodes:
+        return None
+    node = candidates[0]
+    try:
+        target = resolve(SshTarget.from_node(node, env.nodes[node]))
+        if not known_entries(target):
+            return None
+        return SshMaster(target, MasterForwarder.ssh_client())
+    except SvcctlError:
+        return None  # locate connects through the same settings and says what is wrong
 
 
 def _forward(
@@ -85,13 +133,28 @@ def _forward(
     located: Located,
     connector: SshConnector,
     started: float,
+    openssh: bool,
+    early: SshMaster | None,
 ) -> int:
     """Forward, log in, run or wait; the temporary user is dropped and the port freed whatever happens."""
-    database = located.database  # what the node's registry says, checked before anything starts or is created
-    spec = ForwardSpec(
-        host=located.node, remote_port=located.remote_port, bind=opts.bind, local_port=opts.port, name=located.node
-    )
-    forwarder = ParamikoForwarder(spec, connector)
+    from svcctl.tunnel.access import TempUser, binding_login
+    from svcctl.tunnel.clients import Connection, run_client
+
+    try:
+        database = located.database  # what the node's registry says, checked before anything starts or is created
+        spec = ForwardSpec(
+            host=located.node, remote_port=located.remote_port, bind=opts.bind, local_port=opts.port, name=located.node
+        )
+        forwarder: Forwarder
+        if openssh:
+            target = early.target if early is not None else resolve(connector.target)
+            forwarder = MasterForwarder(spec, target, master=early, say=say)
+        else:
+            forwarder = ParamikoForwarder(spec, connector)
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
     forwarder.start()  # binds the port first: a busy --port fails before anything is created on the node
     temp: TempUser | None = None
     try:

@@ -34,6 +34,11 @@ class SshConnector:
         self._target = target
         self.sessions: list[SshSession] = [first] if first is not None else []
 
+    @property
+    def target(self) -> SshTarget:
+        """The node's SSH target, as declared."""
+        return self._target
+
     def __call__(self) -> paramiko.Transport:
         if self._first is not None:
             first, self._first = self._first, None

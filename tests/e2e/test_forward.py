@@ -1,12 +1,15 @@
-"""Local port forwards to a node, through the system's OpenSSH and through paramiko, against the real lab."""
+"""Local port forwards to a node, through the system's OpenSSH (a master, or `ssh -L`) and through paramiko,
+against the real lab."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from svcctl.tunnel import (
     open_forwarder,
     pick_port,
 )
+from svcctl.tunnel.master import MasterForwarder
 from tests.conftest import Lab
 
 HOST = "lab-1"
@@ -51,6 +55,7 @@ sys.stdin.read()
 """
 
 KINDS: dict[str, Callable[[ForwardSpec], Forwarder]] = {
+    "master": MasterForwarder.from_spec,
     "openssh": OpenSshForwarder,
     "paramiko": ParamikoForwarder,
 }
@@ -237,6 +242,50 @@ def test_through_a_jump_host(lab: Lab, spec: ForwardSpec, kind: str) -> None:
         assert round_trip(fwd.local_port, b"jumped") == b"jumped"
 
 
-def test_the_default_forwarder_works(spec: ForwardSpec) -> None:
+def test_the_default_forwarder_is_the_openssh_master(spec: ForwardSpec) -> None:
     with open_forwarder(spec) as fwd:
+        assert isinstance(fwd, MasterForwarder)
         assert round_trip(fwd.local_port, b"default") == b"default"
+
+
+def test_master_reconnects_after_its_connection_dropped(own_spec: ForwardSpec) -> None:
+    with MasterForwarder.from_spec(own_spec) as fwd:
+        port = fwd.local_port
+        assert round_trip(port, b"before", own_spec.bind) == b"before"
+        first = fwd.master
+        assert first is not None
+        first.proc.send_signal(signal.SIGKILL)  # as if the network or sshd had dropped it
+        first.proc.wait(10)
+        echoed = b""
+        for _ in range(120):  # a bound for a wait, not a measurement: a reconnect takes well under a second
+            try:
+                echoed = round_trip(port, b"after", own_spec.bind)
+                break
+            except OSError:
+                time.sleep(0.25)
+        assert echoed == b"after"
+        assert fwd.connects == 2 and fwd.master is not first
+        assert fwd.local_port == port  # the port the clients know
+
+
+def test_master_command_is_isolated_strict_and_carries_no_secret(spec: ForwardSpec) -> None:
+    fwd = MasterForwarder.from_spec(ForwardSpec(**{**vars(spec), "jump": "lab-2"}))
+    fwd.connect()
+    try:
+        master = fwd.master
+        assert master is not None
+        argv = master.command()
+        joined = " ".join(argv)
+        for option in ("-F none", "-o ControlMaster=yes", "-o ControlPersist=no", "-o BatchMode=yes",
+                       "-o StrictHostKeyChecking=yes", "-o ExitOnForwardFailure=yes", "-o ForwardAgent=no",
+                       "-o UpdateHostKeys=no", f"-o UserKnownHostsFile={spec.known_hosts}",
+                       "-o GlobalKnownHostsFile=none", "-o IdentitiesOnly=yes"):  # fmt: skip
+            assert option in joined
+        assert "-o Ciphers=aes128-gcm@openssh.com," in joined  # first, the client's others after it
+        assert "ProxyCommand=" in joined and "-W" in joined  # the jump host, as strict as the node
+        assert argv[-2:] == ["--", HOST]  # the name the lab's known_hosts pins
+        assert str(master.control).startswith("/") and os.stat(master.control.parent).st_mode & 0o077 == 0
+        assert "assword" not in joined and "SVCCTL_KEY" not in joined
+    finally:
+        fwd.close()
+    assert fwd.master is None

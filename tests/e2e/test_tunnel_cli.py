@@ -155,6 +155,74 @@ def test_ps_during_the_session_shows_no_password(applied: Env) -> None:
     assert binding_password(KEY, env.app(), env.pg(), 0).reveal() in res.stderr
 
 
+# Run by svcctl as the tunnel's client: every process's command line (the password the client was given must be in
+# none), and svcctl's (its parent's) children with theirs, as JSON.
+SCAN = """
+import json, os
+password = os.environ.get("PGPASSWORD") or os.environ["REDISCLI_AUTH"]
+svcctl, scanned, hits, children = os.getppid(), 0, [], []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        args = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace").split("\\0")
+        ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        continue
+    scanned += 1
+    if any(password in a for a in args):
+        hits.append(pid)
+    if ppid == svcctl:
+        children.append([int(pid), args])
+print(json.dumps({"scanned": scanned, "hits": hits, "children": children, "password_length": len(password)}))
+"""
+
+
+def ssh_children(pid: int) -> list[int]:
+    """The pids of `pid`'s ssh children."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        name, rest = stat.split("(", 1)[1].rsplit(")", 1)
+        if name == "ssh" and int(rest.split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def gone(pid: int) -> bool:
+    """Whether `pid` has exited (waiting a bounded while: a process needs a moment to die, nothing is timed)."""
+    for _ in range(100):
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except OSError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("via", ["auto", "paramiko"])
+@pytest.mark.parametrize("login", ["binding", "temporary"])
+def test_no_command_line_holds_the_password_while_the_tunnel_is_open(applied: Env, via: str, login: str) -> None:
+    env = applied
+    who = ("--app", env.app()) if login == "binding" else ()
+    for instance in (env.pg(), env.rd()):
+        res = tunnel(env, instance, *who, "--via", via, "--", sys.executable, "-c", SCAN)
+        assert res.returncode == 0, res.stdout + res.stderr
+        found = json.loads(res.stdout)
+        assert found["scanned"] > 10 and found["password_length"] >= 20, found
+        assert found["hits"] == [], found  # not svcctl's, not ssh's, not the client's own
+        masters = [(pid, args) for pid, args in found["children"] if Path(args[0]).name == "ssh"]
+        if via == "auto":  # the default is OpenSSH: one master, strict, svcctl's child, gone when svcctl is
+            assert len(masters) == 1, found["children"]
+            pid, args = masters[0]
+            assert "ControlMaster=yes" in args and "StrictHostKeyChecking=yes" in args and "-N" in args, args
+            assert gone(pid)
+        else:
+            assert masters == [], found["children"]
+
+
 def _free(port: int, address: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         try:
@@ -226,7 +294,9 @@ def test_ctrl_c_closes_the_tunnel_frees_the_port_and_drops_the_user(
     # the first free port from 10000 on an address nothing else uses: known in advance
     assert (details["host"], details["port"]) == (private_loopback, "10000"), details
     user = details["user"]
+    masters = ssh_children(opened.proc.pid)
     try:
+        assert len(masters) == 1  # the default forwarder: OpenSSH, svcctl's child
         assert user in session_users(lab, "lab-1", env.pg())
         assert not _free(10000, private_loopback)
         # Two clients connected at once through the one tunnel: each runs a query and then waits for more
@@ -258,6 +328,7 @@ def test_ctrl_c_closes_the_tunnel_frees_the_port_and_drops_the_user(
         rc = opened.close()
     assert rc == 0, "".join(opened.lines)
     assert _free(10000, private_loopback)
+    assert all(gone(pid) for pid in masters)
     assert user not in session_users(lab, "lab-1", env.pg())
 
 
@@ -312,10 +383,13 @@ def test_errors_are_one_paragraph_without_traceback(applied: Env, tmp_path: Path
 def test_a_killed_tunnels_user_is_kept_while_unexpired_then_planned_and_applied_away(applied: Env, lab: Lab) -> None:
     env = applied
     opened = OpenTunnel(env, env.pg())
+    masters: list[int] = []
     try:
         user = opened.wait_ready()["user"]
+        masters = ssh_children(opened.proc.pid)
     finally:
         opened.close(signal.SIGKILL)  # as a crash would: no cleanup at all
+    assert len(masters) == 1 and all(gone(pid) for pid in masters)  # no ssh outlives svcctl, even then
     assert user in session_users(lab, "lab-1", env.pg())
     session_id = user.rsplit("_", 1)[1]
     address = f"session.{env.pg()}.{session_id}"

@@ -62,13 +62,21 @@ def test_env_names_the_environment_when_the_current_directory_is_elsewhere(appli
     assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr, res.stderr
 
 
-# Run by svcctl as the tunnel's client: the listening sockets of svcctl (its parent), then psql told the
-# address and port explicitly (not through PGHOST/PGPORT), password from the environment svcctl gave it.
+# Run by svcctl as the tunnel's client: the listening sockets of svcctl (its parent) and of its other children
+# (the ssh it forwards with), then psql told the address and port explicitly (not through PGHOST/PGPORT),
+# password from the environment svcctl gave it.
 CLIENT = """
 import os, subprocess, sys
 svcctl = os.getppid()
+ours = {svcctl}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]) == svcctl and int(pid) != os.getpid():
+            ours.add(int(pid))
+    except OSError:
+        pass
 ss = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
-print(" ".join(sorted(line.split()[3] for line in ss.splitlines() if f"pid={svcctl}," in line)))
+print(" ".join(sorted(line.split()[3] for line in ss.splitlines() if any(f"pid={p}," in line for p in ours))))
 print(os.environ["PGHOST"], os.environ["PGPORT"])
 psql = ["psql", "-XAt", "-h", sys.argv[1], "-p", sys.argv[2], "-c", "select session_user", "-c", "\\\\conninfo"]
 done = subprocess.run(psql, capture_output=True, text=True)
@@ -84,7 +92,7 @@ def test_bind_listens_on_the_given_loopback_address_only(applied: Env, private_l
                   "--", sys.executable, "-c", CLIENT, address, "10000")  # fmt: skip
     assert res.returncode == 0, res.stdout + res.stderr
     listening, told, user, *conninfo = res.stdout.splitlines()
-    assert listening == f"{address}:10000"  # svcctl listens there and nowhere else
+    assert listening == f"{address}:10000"  # svcctl (its ssh) listens there and nowhere else
     assert told == f"{address} 10000"
     assert user == f"sv_{env.app()}_{env.pg()}_r0"
     assert f'on host "{address}" at port "10000"' in conninfo[0], conninfo  # then psql's SSL line, if any

@@ -1,0 +1,368 @@
+"""The tunnel's default forwarder: the system's OpenSSH client as a ControlMaster, with svcctl's own SSH settings.
+
+`ssh -M -N` is svcctl's child, on a control socket in a private directory.  It can connect while svcctl is
+still reading the node's registry over its own (paramiko) session; the forward is then added with
+`ssh -O forward -L`, which the master answers only once it has bound the local port.  So the port is bound
+before anything is created on the node, readiness needs no probe connection to the engine, and the data moves
+in OpenSSH's C code (with AES-GCM first: 1.3-1.6x its default cipher here, see docs/tunnel.md).
+
+Settings are `svcctl.ssh.openssh_options` of the node's resolved target, as Ansible gets them in apply:
+`-F none`, the pinned known_hosts (strict, the host checked under the name svcctl pins it by), the node's
+keys, its jump hosts.  The command lines carry paths, names and options only; the environment's key is not
+in ssh's environment.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import ctypes
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from svcctl.errors import SvcctlError
+from svcctl.secrets import scrubbed_environ
+from svcctl.ssh import ResolvedTarget, known_entries, openssh_options, resolve
+from svcctl.ssh.effective import defaults
+from svcctl.tunnel.errors import HostKeyChanged, HostKeyUnknown, TunnelError
+from svcctl.tunnel.forward import ForwardSpec
+from svcctl.tunnel.ports import PortInUse, pick_port
+
+log = logging.getLogger(__name__)
+
+PREFERRED_CIPHER = "aes128-gcm@openssh.com"
+"""Put first in the cipher preference (the others still negotiable) unless the ssh_config chose ciphers."""
+KEEPALIVE_SECONDS = 15
+RECONNECT_PAUSE = 1.0
+_PORT_ATTEMPTS = 20
+
+Say = Callable[[str], None]
+
+
+def cipher_preference(target: ResolvedTarget, ssh: str) -> list[str]:
+    """`-o Ciphers=...`: this client's default list with AES-GCM moved first, or nothing if the config chose."""
+    if any(keyword == "ciphers" for keyword, _ in target.algorithms):
+        return []
+    names = [n for value in defaults(ssh).get("ciphers", ()) for n in value.split(",") if n]
+    if PREFERRED_CIPHER not in names:
+        return []
+    return ["-o", "Ciphers=" + ",".join([PREFERRED_CIPHER, *(n for n in names if n != PREFERRED_CIPHER)])]
+
+
+def destination(target: ResolvedTarget) -> str:
+    """The name ssh is given (HostName being the address): the one svcctl finds the pinned key under.
+
+    ssh looks the host key up under the name on its command line; svcctl's own layer accepts a key pinned under
+    the alias or the address, so the alias is passed when the pin is under it (or when nothing pins either:
+    ssh then fails as svcctl would, with "Host key verification failed").
+    """
+    if target.host_key_alias is not None or target.alias == target.hostname:
+        return target.hostname
+    entries = known_entries(target)
+    by_alias = target.alias if target.port == 22 else f"[{target.alias}]:{target.port}"
+    if any(e.matches(by_alias) for e in entries) or not entries:
+        return target.alias
+    return target.hostname
+
+
+def _hostport(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, a child that gets SIGTERM when svcctl dies (even by SIGKILL), so no master outlives it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return preexec
+
+
+_PREEXEC = _die_with_parent()
+
+
+class SshMaster:
+    """One `ssh -M -N` process to a node; `ready` waits for its control socket, `forward` adds a `-L`."""
+
+    def __init__(self, target: ResolvedTarget, ssh: str) -> None:
+        self.target = target
+        self.ssh = ssh
+        self._dir = Path(tempfile.mkdtemp(prefix="svcctl-tunnel-"))
+        self.control = self._dir / "control"
+        self._stderr: collections.deque[str] = collections.deque(maxlen=200)
+        try:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=scrubbed_environ(),
+                start_new_session=True,  # Ctrl-C at the terminal is the client's (psql cancels its query)
+                preexec_fn=_PREEXEC,  # prctl only: nothing between fork and exec takes a lock
+            )
+        except OSError as exc:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            raise TunnelError(f"cannot run {ssh} for node {target.name}: {exc.strerror or exc}") from None
+        _LIVE.add(self)
+        self._reader = threading.Thread(target=self._read_stderr, name="ssh-master-stderr", daemon=True)
+        self._reader.start()
+
+    def command(self) -> list[str]:
+        """The master's command line: paths, names and options, never a secret."""
+        t = self.target
+        argv = [self.ssh, *openssh_options(t, self.ssh), *cipher_preference(t, self.ssh)]
+        for key, value in (
+            ("ControlMaster", "yes"),
+            ("ControlPath", str(self.control).replace("%", "%%")),
+            ("ControlPersist", "no"),  # the master is svcctl's child: ending it ends every forward
+            ("ExitOnForwardFailure", "yes"),
+            ("ServerAliveInterval", str(KEEPALIVE_SECONDS)),
+            ("ServerAliveCountMax", "3"),
+            ("ConnectTimeout", str(max(1, round(t.connect_timeout)))),
+            ("Tunnel", "no"),
+            ("UpdateHostKeys", "no"),  # the node must not add keys to the pinned known_hosts
+            ("HostName", t.hostname),
+        ):
+            argv += ["-o", f"{key}={value}"]
+        return [*argv, "-l", t.user, "-p", str(t.port), "-N", "--", destination(t)]
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            if line:
+                self._stderr.append(line)
+                log.debug("ssh %s: %s", self.target.name, line)
+
+    @property
+    def stderr(self) -> str:
+        """What ssh wrote to stderr so far (the last 200 lines), for messages."""
+        return "\n".join(self._stderr)
+
+    def ready(self, timeout: float) -> None:
+        """Return once the master is connected and authenticated (its control socket exists); else raise."""
+        deadline = time.monotonic() + timeout
+        while not self.control.exists():
+            if self.proc.poll() is not None:
+                self._reader.join(2)
+                raise self.failure()
+            if time.monotonic() > deadline:
+                raise TunnelError(
+                    f"ssh to node {self.target.name} ({self.target.address}) was not connected within "
+                    f"{timeout:.0f} s; check that the node is up and reachable. ssh said: {self.stderr or '(nothing)'}"
+                )
+            time.sleep(0.005)
+
+    def failure(self) -> SvcctlError:
+        """Why ssh exited: a changed or unknown host key, a refused login, or ssh's own words."""
+        text, t = self.stderr, self.target
+        pinned = t.known_hosts_files[0] if t.known_hosts_files else None
+        if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or "has changed and you have requested strict" in text:
+            return HostKeyChanged(t.name, pinned)
+        if "Host key verification failed" in text:
+            return HostKeyUnknown(t.name, pinned)
+        if "Permission denied" in text:
+            return TunnelError(
+                f"node {t.name} refused the SSH login as {t.user}; check the identity file and the user's "
+                f"authorized_keys. ssh said: {text}"
+            )
+        return TunnelError(f"ssh to node {t.name} exited ({self.proc.returncode}); ssh said: {text or '(nothing)'}")
+
+    def forward(self, bind: str, port: int, remote_host: str, remote_port: int) -> None:
+        """Have the master listen on bind:port and forward to remote_host:remote_port; PortInUse if it cannot."""
+        spec = f"{_hostport(bind)}:{port}:{_hostport(remote_host)}:{remote_port}"
+        argv = [self.ssh, "-F", "none", "-o", f"ControlPath={str(self.control).replace('%', '%%')}"]
+        argv += ["-O", "forward", "-L", spec, "--", destination(self.target)]
+        try:
+            res = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=15,
+                                 env=scrubbed_environ())  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise TunnelError(f"the ssh master for node {self.target.name} did not answer within 15 s") from None
+        if res.returncode == 0:
+            return
+        if "forwarding failed" in res.stderr.lower() and self.proc.poll() is None:
+            raise PortInUse(bind, port)
+        if self.proc.poll() is not None:
+            self._reader.join(2)
+            raise self.failure()
+        raise TunnelError(f"ssh could not add the forward to node {self.target.name}: {res.stderr.strip()}")
+
+    def close(self) -> None:
+        """Terminate ssh (its forwards close with it) and remove the control directory; safe to call twice."""
+        _LIVE.discard(self)
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._reader.join(2)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class MasterForwarder:
+    """A local port forwarded through an `SshMaster`; if the master's connection drops, a new one takes over.
+
+    `connect()` may be called early (the master then connects while the caller does other work); `start()`
+    waits for it and adds the forward.
+    """
+
+    def __init__(
+        self,
+        spec: ForwardSpec,
+        target: ResolvedTarget,
+        *,
+        ssh: str | None = None,
+        say: Say | None = None,
+        master: SshMaster | None = None,
+    ) -> None:
+        self.spec = spec  # what to forward (its SSH fields are `target`'s business)
+        self.target = target
+        self.node = spec.name or target.name
+        self._ssh = master.ssh if master is not None else ssh or self.ssh_client()
+        self._port: int | None = None
+        self._say = say or (lambda text: log.warning("%s", text))
+        self._master = master  # one already connecting (started early by the caller), now this forwarder's
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+        self.connects = 0 if master is None else 1  # masters started (1 + reconnects)
+
+    @staticmethod
+    def ssh_client() -> str:
+        """The `ssh` on PATH, or TunnelError."""
+        found = shutil.which("ssh")
+        if found is None:
+            raise TunnelError("no `ssh` client on PATH; install openssh-client or use the built-in forwarder.")
+        return found
+
+    @classmethod
+    def from_spec(cls, spec: ForwardSpec) -> MasterForwarder:
+        """The forwarder a ForwardSpec describes, its target resolved through ssh_config as plan and apply do."""
+        from svcctl.tunnel.connector import spec_target
+
+        return cls(spec, resolve(spec_target(spec)))
+
+    @property
+    def local_port(self) -> int:
+        """The local port clients connect to (known once start has chosen it)."""
+        if self._port is None:
+            raise RuntimeError("the forwarder has not been started")
+        return self._port
+
+    @property
+    def master(self) -> SshMaster | None:
+        """The running master (None before connect and after close)."""
+        return self._master
+
+    def connect(self) -> SshMaster:
+        """Start the master's connection now, without waiting for it (the one running, if there is one)."""
+        with self._lock:
+            if self._closing.is_set():
+                raise TunnelError(f"the tunnel to node {self.node} is closing")
+            if self._master is None:
+                self._master = SshMaster(self.target, self._ssh)
+                self.connects += 1
+            return self._master
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Choose the port (PortInUse if --port is taken), connect, and return once the master listens on it."""
+        if self._port is not None:
+            raise RuntimeError("the forwarder was already started")
+        self._port = pick_port(self.spec.bind, self.spec.local_port)  # a busy --port fails before ssh is even asked
+        try:
+            self._open(self.connect(), timeout)
+        except BaseException:
+            self.close()
+            raise
+        self._watcher = threading.Thread(target=self._watch, name=f"ssh-master-{self._port}", daemon=True)
+        self._watcher.start()
+
+    def _open(self, master: SshMaster, timeout: float) -> None:
+        port = self.local_port
+        master.ready(timeout)
+        for attempt in range(_PORT_ATTEMPTS):
+            try:
+                master.forward(self.spec.bind, port, self.spec.remote_host, self.spec.remote_port)
+                return
+            except PortInUse:
+                # Taken between the check and ssh's bind: the next free one, unless this port was asked for
+                # (or the tunnel is reopening the port its clients know).
+                if self.spec.local_port is not None or self.connects > 1 or attempt == _PORT_ATTEMPTS - 1:
+                    raise
+                port = self._port = pick_port(self.spec.bind, None)
+
+    def _watch(self) -> None:
+        """Replace a master that exited while the tunnel is open (the connection dropped): same port again."""
+        while not self._closing.is_set():
+            master = self._master
+            if master is None:
+                return
+            master.proc.wait()
+            if self._closing.is_set():
+                return
+            self._say(f"the SSH connection to node {self.node} dropped; reconnecting")
+            with self._lock:
+                master.close()
+                self._master = None
+            while not self._closing.is_set():
+                try:
+                    self._open(self.connect(), timeout=30)
+                    break
+                except Exception as exc:  # a thread of its own: nothing above it to tell
+                    if self._closing.is_set():
+                        return
+                    self._say(f"reconnecting to node {self.node} failed: {exc}")
+                    with self._lock:
+                        if self._master is not None:
+                            self._master.close()
+                            self._master = None
+                    self._closing.wait(RECONNECT_PAUSE)
+
+    def close(self) -> None:
+        """Stop forwarding: the master ends, and the local port is free when this returns; safe to call twice."""
+        self._closing.set()
+        with self._lock:
+            master, self._master = self._master, None
+        if master is not None:
+            master.close()
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(5)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+# Masters still running when the interpreter exits (an exception past the CLI, sys.exit) are ended.
+_LIVE: set[SshMaster] = set()
+
+
+@atexit.register
+def _close_live() -> None:
+    for master in list(_LIVE):
+        with contextlib.suppress(Exception):
+            master.close()
