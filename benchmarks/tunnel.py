@@ -2,9 +2,14 @@
 
 A sink on the node's 127.0.0.1 sends each connection as many bytes (random, cached) as its first 12 bytes
 ask for.  For each forwarder and run: time-to-ready (start until a first byte has round-tripped through the local
-port), then a separate process pulls SIZE through one connection and then through 4 parallel ones.
+port), then a separate process pulls SIZE through one connection and then through 4 parallel ones.  Ratios are
+to plain `ssh -L` (a) and to the fastest `ssh -L` variant of the run (a or a2), medians against medians.
 
-    .venv/bin/python benchmarks/tunnel.py [--host lab-1] [--runs 5] [--mb 200]
+With --env and --instance, each run also times `svcctl tunnel INSTANCE --via V -- true` from process start to
+its "ready" line, for each --via and login (--app APP's binding, and a temporary user), interleaved.
+
+    .venv/bin/python benchmarks/tunnel.py [--host lab-3] [--runs 5] [--mb 200] [--only a d]
+        [--env DIR --instance NAME --app APP]   (SVCCTL_KEY or SVCCTL_KEY_FILE for that environment)
 """
 
 from __future__ import annotations
@@ -227,7 +232,7 @@ def paramiko_variant(
 
 @contextmanager
 def chosen(spec: ForwardSpec) -> Iterator[int]:
-    """(d) What `svcctl tunnel` uses: open_forwarder's choice, strict host keys and all."""
+    """(d) What `svcctl tunnel` uses: open_forwarder's choice (the OpenSSH master), strict host keys and all."""
     with open_forwarder(spec) as fwd:
         yield fwd.local_port
 
@@ -272,16 +277,50 @@ class Result:
     ready: list[float] = field(default_factory=list)
     single: list[float] = field(default_factory=list)
     parallel: list[float] = field(default_factory=list)
+    lost: int = 0  # runs whose pull came up short
+
+
+def cli_ready(env_dir: Path, instance: str, via: str, app: str | None) -> float:
+    """Seconds from starting `svcctl tunnel INSTANCE --via VIA [--app APP] -- true` to its "ready" line."""
+    argv = [sys.executable, "-m", "svcctl", "tunnel", instance, "--via", via, *(["--app", app] if app else [])]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([*argv, "--", "true"], cwd=env_dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stderr is not None
+    ready, lines = None, []
+    for line in proc.stderr:
+        lines.append(line)
+        if ready is None and line.startswith("ready in"):
+            ready = time.perf_counter() - t0
+    if proc.wait() != 0 or ready is None:
+        raise RuntimeError(f"svcctl tunnel failed (exit {proc.returncode}):\n" + "".join(lines))
+    return ready
+
+
+CLI_VIAS = ("openssh", "paramiko")
+
+
+def report_cli(ready: dict[str, list[float]], runs: int) -> None:
+    """Time to ready of `svcctl tunnel`, per --via and login, medians (and the spread) of the runs."""
+    print(f"\nsvcctl tunnel: process start to the ready line, median of {runs} runs (interleaved; min-max)\n")
+    head = f"{'--via / login':36} {'ready s':>8} {'min':>6} {'max':>6}"
+    print(head)
+    print("-" * len(head))
+    for name, values in ready.items():
+        print(f"{name:36} {statistics.median(values):8.2f} {min(values):6.2f} {max(values):6.2f}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--host", default="lab-1")
+    ap.add_argument("--host", default="lab-3")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--mb", type=int, default=200, help="MB per connection (default 200)")
     ap.add_argument("--parallel", type=int, default=4, help="connections at once for the parallel pull")
     ap.add_argument("--only", nargs="*", help="variant prefixes to run (e.g. a c3 d)")
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
+    ap.add_argument("--env", type=Path, help="an environment with --instance applied on --host, for time to ready")
+    ap.add_argument("--instance", help="the instance `svcctl tunnel` opens for the time-to-ready figures")
+    ap.add_argument("--app", help="an app bound to --instance (its binding's login is timed too)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     hosts = json.loads((LAB / "hosts.json").read_text())
@@ -289,6 +328,8 @@ def main() -> int:
     size = args.mb * 10**6
     variants = {k: v for k, v in VARIANTS.items() if not args.only or any(k.startswith(p) for p in args.only)}
     results = {name: Result() for name in variants}
+    logins = [("binding", args.app), ("temporary user", None)] if args.app else [("temporary user", None)]
+    cli: dict[str, list[float]] = {}
     with remote_sink(args.host) as sink_port:
         spec = ForwardSpec(
             host=args.host,
@@ -301,27 +342,59 @@ def main() -> int:
         for run in range(args.runs):  # interleaved, so drift on the machine hits every variant alike
             for name, factory in variants.items():
                 t0 = time.perf_counter()
+                r = results[name]
                 with factory(spec) as port:
                     first_byte(port, t0 + 30)
-                    r = results[name]
                     r.ready.append(time.perf_counter() - t0)
-                    r.single.append(pull(port, 1, size))
-                    r.parallel.append(pull(port, args.parallel, size // args.parallel))
-                print(f"run {run + 1}/{args.runs} {name}: {r.single[-1]:.0f} MB/s", file=sys.stderr, flush=True)
+                    try:
+                        single, par = pull(port, 1, size), pull(port, args.parallel, size // args.parallel)
+                    except RuntimeError as exc:  # a sample lost (the lab is shared): said, counted, not averaged in
+                        r.lost += 1
+                        print(f"run {run + 1}/{args.runs} {name}: {exc}; sample dropped", file=sys.stderr, flush=True)
+                        continue
+                    r.single.append(single)
+                    r.parallel.append(par)
+                print(f"run {run + 1}/{args.runs} {name}: {single:.0f} MB/s, {args.parallel} at once {par:.0f} MB/s",
+                      file=sys.stderr, flush=True)  # fmt: skip
+            if args.env and args.instance:
+                for via in CLI_VIAS:
+                    for login, app in logins:
+                        seconds = cli_ready(args.env, args.instance, via, app)
+                        cli.setdefault(f"{via} / {login}", []).append(seconds)
+                        print(f"run {run + 1}/{args.runs} svcctl tunnel --via {via} ({login}): ready in "
+                              f"{seconds:.2f} s", file=sys.stderr, flush=True)  # fmt: skip
+    report(results, args.mb, args.host, args.runs, args.parallel)
+    if cli:
+        report_cli(cli, args.runs)
+    if args.json:
+        raw = {k: vars(v) for k, v in results.items()} | {f"svcctl tunnel --via {k}": v for k, v in cli.items()}
+        args.json.write_text(json.dumps(raw, indent=1))
+    return 0
+
+
+def report(results: dict[str, Result], mb: int, host: str, runs: int, parallel: int) -> None:
+    """The throughput table: medians, ratios to plain `ssh -L` (a) and to the fastest `ssh -L` variant."""
     base = results.get("a openssh ssh -L")
-    print(f"\n{args.mb} MB from {args.host}:127.0.0.1, median of {args.runs} runs "
-          f"(parallel: {args.parallel} connections x {args.mb // args.parallel} MB at once)\n")  # fmt: skip
-    head = f"{'variant':36} {'MB/s':>6} {'x ssh':>6} {'par MB/s':>9} {'x ssh':>6} {'ready s':>8}"
+    baselines = [r for name, r in results.items() if name.startswith(("a ", "a2 "))]
+    best_single = max((statistics.median(r.single) for r in baselines), default=float("nan"))
+    best_par = max((statistics.median(r.parallel) for r in baselines), default=float("nan"))
+    print(f"\n{mb} MB from {host}:127.0.0.1, median of {runs} runs, interleaved "
+          f"(parallel: {parallel} connections x {mb // parallel} MB at once)\n"
+          "x ssh: to plain ssh -L (a); x best: to the fastest ssh -L variant of the run (a or a2)\n")  # fmt: skip
+    head = (f"{'variant':36} {'MB/s':>6} {'x ssh':>6} {'x best':>6} {'par MB/s':>9} {'x ssh':>6} {'x best':>6} "
+            f"{'ready s':>8}")  # fmt: skip
     print(head)
     print("-" * len(head))
     for name, r in results.items():
+        if not r.single:
+            print(f"{name:36} (every run lost)")
+            continue
         single, par, ready = (statistics.median(x) for x in (r.single, r.parallel, r.ready))
         ratio = single / statistics.median(base.single) if base else float("nan")
         pratio = par / statistics.median(base.parallel) if base else float("nan")
-        print(f"{name:36} {single:6.0f} {ratio:6.2f} {par:9.0f} {pratio:6.2f} {ready:8.2f}")
-    if args.json:
-        args.json.write_text(json.dumps({k: vars(v) for k, v in results.items()}, indent=1))
-    return 0
+        lost = f"  ({r.lost} of {runs} runs lost)" if r.lost else ""
+        print(f"{name:36} {single:6.0f} {ratio:6.2f} {single / best_single:6.2f} {par:9.0f} {pratio:6.2f} "
+              f"{par / best_par:6.2f} {ready:8.2f}{lost}")  # fmt: skip
 
 
 if __name__ == "__main__":
