@@ -268,6 +268,26 @@ def test_master_reconnects_after_its_connection_dropped(own_spec: ForwardSpec) -
         assert fwd.local_port == port  # the port the clients know
 
 
+def test_a_port_taken_under_the_master_is_port_in_use_and_the_master_keeps_running(spec: ForwardSpec) -> None:
+    """The race `pick_port` cannot close (taken between its check and ssh's bind) ends as PortInUse too."""
+    fwd = MasterForwarder.from_spec(spec)
+    master = fwd.connect()
+    try:
+        master.ready(30)
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen(1)
+            busy = holder.getsockname()[1]
+            with pytest.raises(PortInUse, match=rf"local port {busy} "):
+                master.forward("127.0.0.1", busy, "127.0.0.1", spec.remote_port)
+        assert master.proc.poll() is None  # a refused forward does not take the connection down
+        free = pick_port("127.0.0.1", None)
+        master.forward("127.0.0.1", free, "127.0.0.1", spec.remote_port)
+        assert round_trip(free, b"still up") == b"still up"
+    finally:
+        fwd.close()
+
+
 def test_master_command_is_isolated_strict_and_carries_no_secret(spec: ForwardSpec) -> None:
     fwd = MasterForwarder.from_spec(ForwardSpec(**{**vars(spec), "jump": "lab-2"}))
     fwd.connect()
