@@ -7,6 +7,7 @@ bound to each), applied once and always destroyed in the finalizer, after which 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -17,9 +18,10 @@ from typing import Any
 
 import pytest
 
+from svcctl.secrets import derive_password
 from tests.conftest import Lab
 from tests.e2e.applying import apply, assert_converged, destroy_all
-from tests.e2e.envs import Env, make_env
+from tests.e2e.envs import TEST_KEY, Env, make_env
 
 
 def body(env: Env) -> str:
@@ -32,6 +34,7 @@ def body(env: Env) -> str:
         f"  {env.my()}: {{plan: mysql-small, node: lab-2, protect: false, backup: {{keep: 2}}}}\n"
         f"  {env.pg()}-drill: {{plan: pg-small, node: lab-1, protect: false}}\n"  # restore drills go here
         f"  {env.my()}-drill: {{plan: mysql-small, node: lab-2, protect: false}}\n"
+        f"  {env.rd()}-drill: {{plan: cache-16, node: lab-1, protect: false}}\n"
         f"apps:\n  {env.app()}: {{manifest: apps/manifest.yml, format: cf}}\n"
         "bindings:\n"
         f"  - {{app: {env.app()}, instance: {env.pg()}}}\n"
@@ -62,6 +65,8 @@ def env(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             for name in (made.pg(), made.rd(), made.my()):
                 assert f"svcctl-backup-{name}.timer" not in listed
                 assert lab.ssh(host, f"test -e /etc/svcctl/backup/{name}.json", check=False).returncode == 1
+        gone = f"sudo -n test -e /etc/credstore.encrypted/svcctl-backup-{made.rd()}"
+        assert lab.ssh("lab-1", gone, check=False).returncode == 1
         for host, name in (("lab-1", made.pg()), ("lab-1", made.rd()), ("lab-2", made.my())):
             lab.ssh(host, f"sudo -n rm -rf /var/backups/svcctl/{name}")  # the test's dumps, kept by design
 
@@ -88,8 +93,62 @@ def test_apply_installs_one_timer_per_instance_with_its_schedule(lab: Lab, env: 
     assert f"svcctl-backup-{env.my()}.timer" in two
     shown = lab.ssh("lab-1", f"systemctl show -p TimersCalendar svcctl-backup-{env.rd()}.timer").stdout
     assert "Mon..Fri *-*-* 02:30:00" in shown
-    mode = lab.ssh("lab-1", f"sudo -n stat -c %a /etc/svcctl/backup/{env.rd()}.auth /etc/svcctl/backup").stdout
-    assert mode.split() == ["600", "700"]
+    assert_converged(env)
+
+
+def password(purpose: str) -> str:
+    return derive_password(base64.b64decode(TEST_KEY), purpose).reveal()
+
+
+def redis_port(lab: Lab, instance: str) -> int:
+    return int(lab.ssh("lab-1", f"sudo -n sed -n 's/^port //p' /etc/redis/redis-{instance}.conf").stdout)
+
+
+def redis_as(lab: Lab, instance: str, user: str, secret: str, *command: str) -> str:
+    """redis-cli on lab-1 as `user`, its password on stdin and in redis-cli's environment only: what it printed
+    (an error reply too, whatever its exit code)."""
+    words = " ".join(command)
+    script = (
+        f"read -r P; REDISCLI_AUTH=$P redis-cli --no-auth-warning --user {user} -p {redis_port(lab, instance)} {words}"
+    )
+    res = lab.ssh("lab-1", script, stdin=secret + "\n", check=False)
+    return (res.stdout + res.stderr).strip()
+
+
+def test_the_redis_backup_holds_no_password_in_clear_and_its_user_reads_no_key(lab: Lab, env: Env) -> None:
+    rd = env.rd()
+    stored = f"/etc/credstore.encrypted/svcctl-backup-{rd}"
+    assert lab.ssh("lab-1", f"sudo -n stat -c %a:%U {stored} /etc/credstore.encrypted").stdout.split() == [
+        "600:root", "700:root"
+    ]  # fmt: skip
+    unit = lab.ssh("lab-1", f"cat /etc/systemd/system/svcctl-backup-{rd}.service").stdout
+    assert f"LoadCredentialEncrypted=svcctl-backup:{stored}" in unit.splitlines()
+    assert lab.ssh("lab-1", f"test -e /etc/svcctl/backup/{rd}.auth", check=False).returncode == 1
+    # Neither the admin's nor the backup user's password is in clear in any file there (patterns on stdin).
+    clear = "\n".join((password(f"instance/{rd}/admin"), password(f"instance/{rd}/backup"))) + "\n"
+    where = "/etc/svcctl /etc/credstore* /etc/systemd/system /var/backups/svcctl"  # the glob: those that exist
+    found = lab.ssh("lab-1", f"sudo -n sh -c 'grep -rlF -f /dev/stdin {where}'", stdin=clear, check=False)
+    assert found.returncode == 1 and found.stdout == "", found.stdout + found.stderr
+    # The backup user may ping and BGSAVE, and is refused every key.
+    backup = password(f"instance/{rd}/backup")
+    assert tunnel(env, rd, "redis-cli", "SET", "secret-key", "v").strip() == "OK"
+    assert redis_as(lab, rd, "svcctl_backup", backup, "PING") == "PONG"
+    assert "NOPERM" in redis_as(lab, rd, "svcctl_backup", backup, "GET", "secret-key")
+    assert "NOPERM" in redis_as(lab, rd, "svcctl_backup", backup, "KEYS", "'*'")
+    assert "NOPERM" in redis_as(lab, rd, "svcctl_backup", backup, "CONFIG", "GET", "dir")
+    assert "WRONGPASS" in redis_as(lab, rd, "svcctl_backup", "not-its-password", "PING")
+
+
+def test_an_old_admin_password_file_is_drift_that_apply_removes(lab: Lab, env: Env) -> None:
+    rd = env.rd()
+    lab.ssh("lab-1", f"sudo -n install -m 0600 /dev/null /etc/svcctl/backup/{rd}.auth")
+    res = env.run("plan", ".", "-o", "json", "--detailed-exitcode")
+    assert res.returncode == 2, res.stdout + res.stderr
+    changes = {c["address"]: c for c in json.loads(res.stdout)["changes"]}
+    assert [a["name"] for a in changes[f"backup.{rd}"]["attributes"]] == ["credentials"]
+    res = apply(env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert lab.ssh("lab-1", f"test -e /etc/svcctl/backup/{rd}.auth", check=False).returncode == 1
     assert_converged(env)
 
 
@@ -200,6 +259,41 @@ def test_a_restore_drill_into_another_instance_verifies_every_table_and_row(lab:
     assert counted.stdout.strip() == "2500"
 
 
+def test_a_redis_restore_drill_compares_each_databases_keys_and_names_a_wrong_count(lab: Lab, env: Env) -> None:
+    rd = env.rd()
+    drill = f"{rd}-drill"
+    fill = "".join(f"SET drill-{i} {i}\n" for i in range(250)) + "SET drill-ttl v EX 86400\nSELECT 2\nSET other 1\n"
+    tunnel(env, rd, "redis-cli", stdin=fill)
+    assert env.run("backup", rd, "--env", ".").returncode == 0
+    expected = {
+        db: int(n)
+        for db, n in re.findall(r"^(db\d+):keys=(\d+)", redis_as(lab, rd, "default", password(f"instance/{rd}/admin"),
+                                                            "INFO", "keyspace"), re.M)
+    }  # fmt: skip
+    assert expected["db0"] >= 251 and expected["db2"] == 1
+    res = restore(env, rd, "--into", drill, "--verify", "--force", "--auto-approve")
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout + res.stderr
+    assert re.search(rf"Restored backup \d{{8}}T\d{{6}}Z into {drill} in \d+\.\d s", out), out
+    assert f"Verified: {len(expected)} database(s), {sum(expected.values())} key(s), as the dump holds them." in out
+    # A restore that does not take (the target loads an AOF of its own instead of the RDB) is named.
+    conf = f"/etc/redis/redis-{drill}.conf"
+    admin = password(f"instance/{drill}/admin")
+    lab.ssh("lab-1", f"sudo -n sh -c 'echo appendonly yes >> {conf}' && sudo -n systemctl restart redis-server@{drill}")
+    try:
+        assert redis_as(lab, drill, "default", admin, "FLUSHALL") == "OK"
+        assert redis_as(lab, drill, "default", admin, "SET", "stray", "1") == "OK"
+        res = restore(env, rd, "--into", drill, "--verify", "--force", "--auto-approve")
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert f'"db0": 1 key(s), the dump has {expected["db0"]} key(s), 1 of them with a TTL' in res.stderr
+        assert '"db2": 0 key(s), the dump has 1 key(s)' in res.stderr
+    finally:
+        lab.ssh(
+            "lab-1", f"sudo -n sed -i '/^appendonly yes$/d' {conf} && sudo -n systemctl restart redis-server@{drill}"
+        )
+    assert_converged(env)
+
+
 def test_a_changed_schedule_and_a_timer_stopped_by_hand_are_planned_and_applied(lab: Lab, env: Env) -> None:
     pg, rd = env.pg(), env.rd()
     lab.ssh("lab-1", f"sudo -n systemctl disable --now svcctl-backup-{rd}.timer")
@@ -219,4 +313,18 @@ def test_a_changed_schedule_and_a_timer_stopped_by_hand_are_planned_and_applied(
     timer = f"svcctl-backup-{rd}.timer"
     state = lab.ssh("lab-1", f"systemctl is-enabled {timer}; systemctl is-active {timer}")
     assert state.stdout.split() == ["enabled", "active"]
+    assert_converged(env)
+
+
+def test_removing_a_redis_backup_removes_its_user_and_its_credential(lab: Lab, env: Env) -> None:
+    rd = env.rd()
+    admin = password(f"instance/{rd}/admin")
+    assert "svcctl_backup" in redis_as(lab, rd, "default", admin, "ACL", "USERS")
+    env.write(body(env).replace(',\n    backup: {schedule: "Mon..Fri 02:30", keep: 2}}', "}"))
+    res = apply(env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert lab.ssh("lab-1", f"sudo -n test -e /etc/credstore.encrypted/svcctl-backup-{rd}", check=False).returncode == 1
+    assert "svcctl_backup" not in lab.ssh("lab-1", f"sudo -n cat /etc/redis/users-{rd}.acl").stdout
+    assert "svcctl_backup" not in redis_as(lab, rd, "default", admin, "ACL", "USERS")  # dropped live too
+    assert redis_as(lab, rd, "default", admin, "DBSIZE") != "0"  # the instance and its data stay
     assert_converged(env)
