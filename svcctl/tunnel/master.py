@@ -19,6 +19,7 @@ import collections
 import contextlib
 import ctypes
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -97,6 +98,25 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 
 _PREEXEC = _die_with_parent()
+PRIVATE_PREFIX = "svcctl-tunnel-"
+"""Control directories are `svcctl-tunnel-<pid>-<random>` in the temporary directory."""
+
+
+def remove_leftovers() -> None:
+    """Remove the control directories of tunnels that were killed (SIGKILL leaves svcctl no time to).
+
+    A directory is removed only if it is ours (same owner, not a symlink) and the pid in its name no longer runs.
+    """
+    for path in Path(tempfile.gettempdir()).glob(f"{PRIVATE_PREFIX}*-*"):
+        pid = path.name[len(PRIVATE_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or path.is_symlink() or path.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
 
 
 class SshMaster:
@@ -105,7 +125,8 @@ class SshMaster:
     def __init__(self, target: ResolvedTarget, ssh: str) -> None:
         self.target = target
         self.ssh = ssh
-        self._dir = Path(tempfile.mkdtemp(prefix="svcctl-tunnel-"))
+        remove_leftovers()
+        self._dir = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-"))
         self.control = self._dir / "control"
         self._stderr: collections.deque[str] = collections.deque(maxlen=200)
         try:

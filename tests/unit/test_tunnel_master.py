@@ -3,6 +3,7 @@ choice of forwarder, and which nodes it connects to before the registries are re
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -112,3 +113,23 @@ def test_the_one_possible_node_is_connected_early_only_if_its_key_is_pinned(
     assert _connect_early(env, "cache1") is not None  # the only candidate
     assert _connect_early(env, "db") is not None  # pinned by the YAML
     assert started == ["n2", "n1"]
+
+
+def test_a_killed_tunnels_control_directory_is_removed_and_a_live_ones_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import tempfile
+
+    from svcctl.tunnel.master import PRIVATE_PREFIX, remove_leftovers
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ended = subprocess.Popen(["true"])  # a pid that no longer runs (reused within the test: unlikely)
+    ended.wait()
+    dead = tmp_path / f"{PRIVATE_PREFIX}{ended.pid}-abc"
+    live = tmp_path / f"{PRIVATE_PREFIX}{os.getpid()}-def"
+    other = tmp_path / "svcctl-apply-1-ghi"
+    for d in (dead, live, other):
+        d.mkdir()
+    remove_leftovers()
+    assert not dead.exists() and live.exists() and other.exists()
