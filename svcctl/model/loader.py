@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import difflib
-import io
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -26,6 +25,7 @@ from ruamel.yaml.reader import ReaderError
 
 from svcctl.errors import InvalidEnvironment, Problem, SvcctlError
 from svcctl.model.checks import check_environment
+from svcctl.model.compose import compose_all
 from svcctl.model.names import NAME_RULE
 from svcctl.model.paths import ManifestPathError, manifest_path
 from svcctl.model.spec import App, Binding, Environment, Instance, Location, Service, ServicePlan
@@ -217,7 +217,7 @@ class _Loader:
         yaml = YAML(typ="rt")
         before = len(self.problems)
         try:
-            documents = list(yaml.compose_all(io.StringIO(text)))
+            documents = compose_all(text, yaml)
         except MarkedYAMLError as exc:
             self.problem(_mark_location(exc, shown), _yaml_message(exc))
             return None
