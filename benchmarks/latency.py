@@ -85,6 +85,7 @@ def main() -> None:
     if relay.stdout.readline().strip() != "ready":
         raise SystemExit("the delay relay did not start")
     config = delayed_config(work / "ssh_config", nodes, a.port)
+    apply_yml, extra = plan_bench.ansible_project(work, env)
     full = plan_bench.write_environment(work / "all", nodes, a.instances)  # the set-up goes over the direct links
     print(f"set-up: {a.instances} PostgreSQL instance(s) + binding(s) on each of {', '.join(nodes)}", flush=True)
     plan_bench.run([*svcctl, "apply", str(full), "--auto-approve"], env)
@@ -97,15 +98,7 @@ def main() -> None:
             plan_bench.write_inventory(inv, env_dir, hv)
             cases[n] = {
                 "plan": [*svcctl, "plan", str(env_dir), "--detailed-exitcode"],
-                "ansible": [
-                    playbook,
-                    "--check",
-                    "-i",
-                    str(inv),
-                    "-e",
-                    f"svcctl_environment={plan_bench.ENV_NAME}",
-                    str(REPO / "playbooks" / "apply.yml"),
-                ],
+                "ansible": [playbook, "--check", "-i", str(inv), *extra, apply_yml],
             }
         sides = ("plan",) if a.no_ansible else ("plan", "ansible")
         rows: dict[int, dict[str, list[dict[str, float]]]] = {n: {s: [] for s in sides} for n in counts}

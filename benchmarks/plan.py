@@ -140,6 +140,19 @@ def write_inventory(path: Path, env_dir: Path, hostvars: dict[str, dict[str, Any
     path.write_text(json.dumps(inventory(targets, hostvars)))
 
 
+def ansible_project(work: Path, env: dict[str, str]) -> tuple[str, list[str]]:
+    """apply.yml of the project svcctl apply runs (playbooks/ and every engine's ansible/, merged by
+    svcctl.apply.project) with the run's host programs, as svcctl.apply.runner gives them to Ansible: the
+    playbook's path and the extra variables; `env` gets the module_utils path."""
+    from svcctl.apply import project
+    from svcctl.apply.runner import write_host_programs
+
+    programs = write_host_programs(work / "private")
+    env["ANSIBLE_MODULE_UTILS"] = str(programs / "module_utils")
+    apply_yml = project.assemble(work / "project") / "apply.yml"
+    return str(apply_yml), ["-e", f"svcctl_environment={ENV_NAME}", "-e", f"svcctl_programs={programs}"]
+
+
 def count_changes(hostvars: dict[str, dict[str, Any]]) -> int:
     return sum(len(v["svcctl_changes"]) for v in hostvars.values())
 
@@ -181,7 +194,7 @@ def main() -> None:
     os.environ["SVCCTL_KEY"] = env["SVCCTL_KEY"]
     svcctl = [PY, "-m", "svcctl"]
     playbook = str(Path(PY).parent / "ansible-playbook")
-    apply_yml = str(REPO / "playbooks" / "apply.yml")
+    apply_yml, extra = ansible_project(work, env)
 
     full = write_environment(work / "all", all_nodes, a.instances)
     print(f"set-up: applying {a.instances} PostgreSQL instance(s) + binding(s) on each of {', '.join(all_nodes)}",
@@ -203,8 +216,8 @@ def main() -> None:
                 "env": env_dir,
                 "changes": count_changes(hv),
                 "plan": [svcctl[0], *svcctl[1:], "plan", str(env_dir), "--detailed-exitcode"],
-                "full": [playbook, "--check", "-i", str(full_inv), "-e", f"svcctl_environment={ENV_NAME}", apply_yml],
-                "noop": [playbook, "--check", "-i", str(noop_inv), "-e", f"svcctl_environment={ENV_NAME}", apply_yml],
+                "full": [playbook, "--check", "-i", str(full_inv), *extra, apply_yml],
+                "noop": [playbook, "--check", "-i", str(noop_inv), *extra, apply_yml],
             }
             # warm-up (SSH control masters are per run, but page cache and the hosts' caches are not)
             run(cases[n]["plan"], env)
