@@ -49,9 +49,13 @@ async def _serve(port: int, host: str, target: int, delay: float) -> asyncio.Ser
         except OSError:
             writer.close()
             return
-        await asyncio.gather(_pipe(reader, up_writer, delay), _pipe(up_reader, writer, delay))
-        for w in (writer, up_writer):
-            w.close()
+        try:
+            await asyncio.gather(_pipe(reader, up_writer, delay), _pipe(up_reader, writer, delay))
+        except (OSError, ConnectionError, asyncio.CancelledError):
+            pass  # a connection cut by either end ends both directions
+        finally:
+            for w in (writer, up_writer):
+                w.close()
 
     return await asyncio.start_server(handle, "127.0.0.1", port)
 
