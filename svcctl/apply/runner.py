@@ -31,6 +31,7 @@ from svcctl.drivers.hostprograms import (
     registry_program,
     session_program,
 )
+from svcctl.leftovers import remove_dead
 from svcctl.secrets import scrubbed_environ
 from svcctl.ssh import ResolvedTarget
 from svcctl.ssh.openssh import openssh_options
@@ -102,20 +103,8 @@ PRIVATE_PREFIX = "svcctl-apply-"
 
 
 def remove_leftovers() -> None:
-    """Remove private data directories (they hold secrets) of applies that were killed before cleaning up.
-
-    A directory is removed only if it is ours (same owner) and the pid in its name no longer runs.
-    """
-    for path in Path(tempfile.gettempdir()).glob(f"{PRIVATE_PREFIX}*-*"):
-        pid = path.name[len(PRIVATE_PREFIX) :].split("-", 1)[0]
-        try:
-            if not pid.isdigit() or path.is_symlink() or path.stat().st_uid != os.getuid():
-                continue
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except OSError:
-            continue
+    """Remove private data directories (they hold secrets) of applies that were killed before cleaning up."""
+    remove_dead(PRIVATE_PREFIX)
 
 
 def write_host_programs(private: Path) -> Path:

@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Self
 
 from svcctl.errors import SvcctlError
+from svcctl.leftovers import remove_dead
 from svcctl.secrets import scrubbed_environ
 from svcctl.ssh import ResolvedTarget, known_entries, openssh_options, resolve
 from svcctl.ssh.effective import defaults
@@ -103,20 +104,8 @@ PRIVATE_PREFIX = "svcctl-tunnel-"
 
 
 def remove_leftovers() -> None:
-    """Remove the control directories of tunnels that were killed (SIGKILL leaves svcctl no time to).
-
-    A directory is removed only if it is ours (same owner, not a symlink) and the pid in its name no longer runs.
-    """
-    for path in Path(tempfile.gettempdir()).glob(f"{PRIVATE_PREFIX}*-*"):
-        pid = path.name[len(PRIVATE_PREFIX) :].split("-", 1)[0]
-        try:
-            if not pid.isdigit() or path.is_symlink() or path.stat().st_uid != os.getuid():
-                continue
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except OSError:
-            continue
+    """Remove the control directories of tunnels that were killed (SIGKILL leaves svcctl no time to)."""
+    remove_dead(PRIVATE_PREFIX)
 
 
 class SshMaster:
