@@ -131,10 +131,12 @@ class ClientLoop:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
+        # ROWS, or ROWS + 1 while the adopted binding's own row (written, counted and deleted below) exists
+        expected = {str(ROWS), str(ROWS + 1)}
         while not self.stop.is_set():
             res = subprocess.run(self.argv, env=self.env, capture_output=True, text=True, timeout=30)
             self.connections += 1
-            if res.returncode != 0 or res.stdout.strip() != str(ROWS):
+            if res.returncode != 0 or res.stdout.strip() not in expected:
                 self.failures.append(f"{time.strftime('%H:%M:%S')}: rc {res.returncode}: {res.stderr.strip()}")
             self.stop.wait(0.2)
 
