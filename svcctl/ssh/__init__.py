@@ -8,6 +8,8 @@ the node and say what to check.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from svcctl.ssh.config_scan import Finding, scan_ssh_config
 from svcctl.ssh.effective import Effective, parse_ssh_g
 from svcctl.ssh.errors import ChangedHostKey, CommandTimeout, SshConfigError, UnknownHostKey, Unreachable
@@ -20,7 +22,6 @@ from svcctl.ssh.known_hosts import (
     valid_known_host_name,
 )
 from svcctl.ssh.openssh import openssh_options
-from svcctl.ssh.session import CommandResult, Sessions, SshSession, connect, run_on_nodes
 from svcctl.ssh.target import (
     DEFAULT_PORT,
     ResolvedTarget,
@@ -31,6 +32,22 @@ from svcctl.ssh.target import (
     parse_jump,
     resolve,
 )
+
+if TYPE_CHECKING:
+    from svcctl.ssh.session import CommandResult, Sessions, SshSession, connect, run_on_nodes
+
+_SESSION_NAMES = ("CommandResult", "Sessions", "SshSession", "connect", "run_on_nodes")
+
+
+def __getattr__(name: str) -> Any:
+    """svcctl.ssh.session's names, imported on first use: it imports paramiko (about 0.1 s), which a tunnel
+    through OpenSSH does not need."""
+    if name in _SESSION_NAMES:
+        from svcctl.ssh import session
+
+        return getattr(session, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_PORT",

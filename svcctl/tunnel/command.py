@@ -1,9 +1,10 @@
 """`svcctl tunnel`: find the instance, open the forward, log in (binding or temporary user), run or wait, clean up.
 
 The forward is OpenSSH's (`svcctl.tunnel.master`) unless `--via paramiko` or there is no `ssh` on PATH.  When
-the instance can only be on one node, ssh connects to it while svcctl imports the drivers and reads the node's
-registry, so its handshake costs no time to ready; the forward itself is added (the port bound) before
-anything is created on the node.
+the instance can only be on one node, ssh connects to it while svcctl imports the drivers, and the node's
+registry is read and the temporary user created and dropped through that one connection (no second SSH
+handshake, no paramiko); else svcctl's own sessions read the candidates' registries.  The forward itself is
+added (the port bound) before anything is created on the node.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from svcctl.tunnel.forward import NO_SSH_FALLBACK, Forwarder, ForwardSpec, Param
 from svcctl.tunnel.master import MasterForwarder, SshMaster
 
 if TYPE_CHECKING:  # imported when needed: the drivers load while ssh connects
-    from svcctl.tunnel.access import Located, TempUser
+    from svcctl.tunnel.access import Located, NodeCommands, TempUser
 
 Say = Callable[[str], None]
 
@@ -84,9 +85,12 @@ def run_tunnel(opts: TunnelOptions, say: Say, started: float | None = None) -> i
     with _stop_signals_interrupt():
         early = _connect_early(env, opts.instance) if openssh else None
         try:
-            from svcctl.tunnel.access import locate, target_of
+            from svcctl.tunnel.access import locate, locate_through, target_of
 
-            located, session = locate(env, environment, opts.instance)
+            if early is not None:
+                located, session = locate_through(early, env, environment, opts.instance), None
+            else:
+                located, session = locate(env, environment, opts.instance)
         except BaseException:
             if early is not None:
                 early.close()
@@ -162,7 +166,7 @@ def _forward(
             user, password = binding_login(env, located, opts.app, key)
         else:
             temp = TempUser.new(located, environment, key, opts.write)
-            temp.create(connector.live())
+            temp.create(_commands(forwarder, connector))
             user, password = temp.user, temp.password
         host = "127.0.0.1" if opts.bind in ("0.0.0.0", "::", "") else opts.bind  # noqa: S104
         conn = Connection(located.engine, host, forwarder.local_port, user, password, database)
@@ -182,16 +186,23 @@ def _forward(
         try:
             if temp is not None:
                 with _uninterrupted():
-                    _drop(temp, connector)
+                    _drop(temp, forwarder, connector)
         finally:
             forwarder.close()
 
 
-def _drop(temp: TempUser, connector: SshConnector) -> None:
+def _commands(forwarder: Forwarder, connector: SshConnector) -> NodeCommands:
+    """Where the session helper runs: the OpenSSH master's connection when there is one, else svcctl's session."""
+    if isinstance(forwarder, MasterForwarder) and (master := forwarder.master) is not None:
+        return master
+    return connector.live()
+
+
+def _drop(temp: TempUser, forwarder: Forwarder, connector: SshConnector) -> None:
     """Drop the temporary user; if the connection is lost under the drop (it carried the client's channels
-    until a moment ago), once more over a new one, so the user does not outlive the tunnel."""
+    until a moment ago), once more over a new one of svcctl's own, so the user does not outlive the tunnel."""
     try:
-        temp.drop(connector.live())
+        temp.drop(_commands(forwarder, connector))
     except Unreachable:
         temp.drop(connector.fresh())
 

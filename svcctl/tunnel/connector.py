@@ -6,10 +6,22 @@ exactly as by plan and apply: one SSH stack, not two.
 
 from __future__ import annotations
 
-import paramiko
+from typing import TYPE_CHECKING
 
-from svcctl.ssh import SshSession, SshTarget, connect
+from svcctl.ssh import SshTarget
 from svcctl.tunnel.forward import ForwardSpec
+
+if TYPE_CHECKING:  # paramiko (0.1 s to import) only once a connection is made: a tunnel through OpenSSH may need none
+    import paramiko
+
+    from svcctl.ssh import SshSession
+
+
+def connect(target: SshTarget) -> SshSession:
+    """svcctl.ssh.connect, imported when first called."""
+    from svcctl.ssh import connect as ssh_connect
+
+    return ssh_connect(target)
 
 
 def spec_target(spec: ForwardSpec) -> SshTarget:

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Protocol, Self
 # tunnel's time to ready here.  Unless something imported it already, paramiko sees it as absent.
 sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
 
-import paramiko  # noqa: E402
-
 from svcctl.ssh import check_host, check_untrusted_config, check_user, parse_jump  # noqa: E402
 from svcctl.tunnel.errors import HostKeyChanged, HostKeyUnknown, TunnelError  # noqa: E402
 from svcctl.tunnel.ports import PortInUse, open_listener, pick_port  # noqa: E402
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # paramiko is imported by the paramiko forwarder's methods: OpenSSH's path never needs it
+    import paramiko
+
     from svcctl.tunnel.connector import SshConnector
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ TUNED_MAX_PACKET_SIZE = 2**18
 RECV_SIZE = 2**20
 KEEPALIVE_SECONDS = 15
 
-Connect = Callable[[], paramiko.Transport]
+Connect = Callable[[], "paramiko.Transport"]
 
 
 @dataclass(frozen=True)
@@ -389,6 +389,8 @@ class ParamikoForwarder:
             threading.Thread(target=self._serve, args=(client, peer), daemon=True, name="tunnel-open").start()
 
     def _open_channel(self, peer: tuple[str, int]) -> paramiko.Channel:
+        import paramiko  # loaded already: the transport is paramiko's
+
         s = self.spec
         for attempt in (1, 2):
             t = self._ensure_transport()
@@ -467,6 +469,8 @@ class _Bridge:
         threading.Thread(target=self._down, daemon=True, name="tunnel-down").start()
 
     def _up(self) -> None:
+        import paramiko  # loaded already: the channel is paramiko's
+
         try:
             while data := self.client.recv(RECV_SIZE):
                 self.chan.sendall(data)
@@ -476,6 +480,8 @@ class _Bridge:
         self._finish()
 
     def _down(self) -> None:
+        import paramiko  # loaded already: the channel is paramiko's
+
         try:
             while data := self.chan.recv(RECV_SIZE):
                 self.client.sendall(data)

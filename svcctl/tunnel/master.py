@@ -20,6 +20,8 @@ import contextlib
 import ctypes
 import logging
 import os
+import selectors
+import shlex
 import shutil
 import signal
 import subprocess
@@ -27,7 +29,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -37,6 +40,7 @@ from svcctl.leftovers import remove_dead
 from svcctl.secrets import scrubbed_environ
 from svcctl.ssh import ResolvedTarget, known_entries, openssh_options, resolve
 from svcctl.ssh.effective import defaults
+from svcctl.ssh.errors import CommandTimeout, Unreachable
 from svcctl.tunnel.errors import HostKeyChanged, HostKeyUnknown, TunnelError
 from svcctl.tunnel.forward import ForwardSpec
 from svcctl.tunnel.ports import PortInUse, pick_port
@@ -49,7 +53,19 @@ KEEPALIVE_SECONDS = 15
 RECONNECT_PAUSE = 1.0
 _PORT_ATTEMPTS = 20
 
+MAX_OUTPUT = 16 * 1024 * 1024
+"""Bytes of stdout plus stderr a command through the master may send back (as svcctl's own SSH sessions)."""
+
 Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RemoteResult:
+    """What a command run through the master returned: exit code and its decoded output."""
+
+    rc: int
+    stdout: str
+    stderr: str
 
 
 def cipher_preference(target: ResolvedTarget, ssh: str) -> list[str]:
@@ -163,6 +179,62 @@ class SshMaster:
                 log.debug("ssh %s: %s", self.target.name, line)
 
     @property
+    def name(self) -> str:
+        """The node's name, for messages."""
+        return self.target.name
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        sudo: bool = False,
+        stdin: bytes | None = None,
+        timeout: float = 60,
+        max_output: int = MAX_OUTPUT,
+    ) -> RemoteResult:
+        """Run argv on the node over the master's connection (`ssh -S`: no second handshake), as SshSession.run.
+
+        The client is given every option the master has (strict, pinned known_hosts), so were the control
+        socket gone it would connect just as strictly; Unreachable if ssh itself fails (exit 255). Secrets go
+        on `stdin` only; more than `max_output` bytes back and the command is cut off and reported.
+        """
+        command = shlex.join(["sudo", "-n", "--", *argv] if sudo else list(argv))
+        t = self.target
+        client = [self.ssh, *openssh_options(t, self.ssh), "-o", "ControlMaster=no"]
+        client += ["-o", f"ControlPath={str(self.control).replace('%', '%%')}", "-o", f"HostName={t.hostname}"]
+        client += ["-T", "-l", t.user, "-p", str(t.port), "--", destination(t), command]
+        try:
+            proc = subprocess.Popen(client, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env=scrubbed_environ(), start_new_session=True,  # a 2nd Ctrl-C spares a drop
+                                    preexec_fn=_PREEXEC)  # fmt: skip
+        except OSError as exc:
+            raise Unreachable(f"node {t.name}: cannot run {self.ssh}: {exc.strerror or exc}", node=t.name) from None
+        try:
+            out, err = _collect(proc, stdin or b"", time.monotonic() + timeout, max_output)
+        except TimeoutError:
+            raise CommandTimeout(
+                f"node {t.name}: command did not finish within {timeout:g} s and was abandoned: {_brief(command)}. "
+                "Check what it waits for on the host, or allow it more time.",
+                node=t.name,
+                command=command,
+            ) from None
+        except _TooMuch:
+            raise SvcctlError(
+                f"node {t.name} sent more than {max_output / 1048576:g} MiB of output for {_brief(command)}; svcctl "
+                "stopped reading and ended the command. No command svcctl runs prints that much: is the node "
+                "compromised? Check it before running svcctl against it again."
+            ) from None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        if proc.returncode == 255:  # ssh's own failure: the connection is gone (a command of svcctl's never exits 255)
+            said = err.decode("utf-8", "replace").strip()[-300:] or "(nothing)"
+            raise Unreachable(f"node {t.name}: the SSH connection was lost under a command; ssh said: {said}",
+                              node=t.name)  # fmt: skip
+        return RemoteResult(proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
+    @property
     def stderr(self) -> str:
         """What ssh wrote to stderr so far (the last 200 lines), for messages."""
         return "\n".join(self._stderr)
@@ -227,6 +299,54 @@ class SshMaster:
                 self.proc.wait(5)
         self._reader.join(2)
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class _TooMuch(Exception):
+    """`_collect`'s signal that a command sent more than its limit."""
+
+
+def _brief(command: str, limit: int = 200) -> str:
+    return command if len(command) <= limit else command[: limit - 3] + "..."
+
+
+def _collect(proc: subprocess.Popen[bytes], stdin: bytes, deadline: float, limit: int) -> tuple[bytes, bytes]:
+    """Feed `stdin` and read stdout and stderr to their ends, at most `limit` bytes in all, before `deadline`."""
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    out_fd, err_fd, in_fd = proc.stdout.fileno(), proc.stderr.fileno(), proc.stdin.fileno()
+    chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
+    total, pending = 0, memoryview(stdin)
+    with selectors.DefaultSelector() as sel:
+        for fd in (out_fd, err_fd):
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
+        if pending:
+            os.set_blocking(in_fd, False)
+            sel.register(in_fd, selectors.EVENT_WRITE)
+        else:
+            proc.stdin.close()
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            for key, _ in sel.select(left):
+                if key.fd == in_fd:
+                    try:
+                        pending = pending[os.write(in_fd, pending) :]
+                    except BrokenPipeError:  # the command did not read it all: its exit status says why
+                        pending = pending[:0]
+                    if not pending:
+                        sel.unregister(in_fd)
+                        proc.stdin.close()
+                    continue
+                data = os.read(key.fd, 65536)
+                if not data:
+                    sel.unregister(key.fd)
+                    continue
+                total += len(data)
+                if total > limit:
+                    raise _TooMuch
+                chunks[key.fd].append(data)
+    return b"".join(chunks[out_fd]), b"".join(chunks[err_fd])
 
 
 class MasterForwarder:
