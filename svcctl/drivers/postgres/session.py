@@ -46,7 +46,8 @@ def psql(sql, database="postgres"):
 
 def pg_create_sql(user, database, verifier, expires_at, role, owner=None):
     """[(database to run in, SQL)] creating a session user: login, connect, and the role's privileges; a
-    readwrite one acts as the database's `owner` (svcctl's `<database>_owner`, an adopted database's own)."""
+    readwrite one acts as the database's `owner` (svcctl's `<database>_owner`, an adopted database's own).
+    One step either way: each psql costs the node 50 ms, and a tunnel's time to ready waits for them."""
     owner_name = ident(owner or database + "_owner")
     u, owner = pg_ident(user), pg_ident(owner_name)
     clients = pg_ident(PG_CLIENTS_ROLE)
@@ -64,7 +65,7 @@ def pg_create_sql(user, database, verifier, expires_at, role, owner=None):
         f"GRANT USAGE ON SCHEMA public TO {u};\nGRANT SELECT ON ALL TABLES IN SCHEMA public TO {u};\n"
         f"GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO {u};\n"
     )
-    return [("postgres", sql), (ident(database), grants)]
+    return [(ident(database), sql + grants)]  # roles are the cluster's: one psql in the database does it all
 
 
 def pg_find_sql(user, database):
@@ -103,7 +104,7 @@ def pg_owner(database):
 def pg_create(req):
     verifier = scram_verifier(req["password"])
     attrs = req["attrs"]
-    owner = pg_owner(req["database"])
+    owner = pg_owner(req["database"]) if attrs["role"] == "readwrite" else None  # only readwrite acts as it
     steps = pg_create_sql(req["user"], req["database"], verifier, attrs["expires_at"], attrs["role"], owner)
     for database, sql in steps:
         psql(sql, database)
