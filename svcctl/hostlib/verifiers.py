@@ -6,19 +6,21 @@ against the password derived from the environment's key (`credentials: stale` wh
 
 from __future__ import annotations
 
-import base64
 import os
-import re
 
 SCRAM_ROUNDS = 4096  # PostgreSQL's default scram_iterations
 SCRAM_MAX_ROUNDS = 100_000  # a stored verifier asking for more is not svcctl's: never computed (a node could
 # report a billion rounds to stall the controller)
 MYSQL_NATIVE = "mysql_native_password"
-_SCRAM = re.compile(r"SCRAM-SHA-256\$(\d{1,12}):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+_SCRAM = r"SCRAM-SHA-256\$(\d{1,12}):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)"
+_HEX64 = r"[0-9a-f]{64}"
+# Compiled where used (re's own cache keeps them), and base64 imported there: observe bundles this module for
+# Redis's one digest, and each pattern compiled at import cost every node's observe its CPU whether used or not.
 
 
 def _b64(data: bytes) -> str:
+    import base64
+
     return base64.b64encode(data).decode("ascii")
 
 
@@ -46,7 +48,10 @@ def scram_matches(password: str, verifier: str) -> bool:
     more than SCRAM_MAX_ROUNDS rounds. PostgreSQL applies SASLprep first, which leaves ASCII (every derived
     password) unchanged. Both halves are compared without short-circuiting.
     """
-    match = _SCRAM.fullmatch(verifier)
+    import base64
+    import re
+
+    match = re.fullmatch(_SCRAM, verifier)
     if match is None:
         return False
     rounds = int(match.group(1))
@@ -91,7 +96,9 @@ def redis_acl_digest(password: str) -> str:
 def redis_acl_matches(password: str, digest: str) -> bool:
     """Whether a Redis ACL password digest (hex SHA-256, with or without ACL LIST's leading `#`) is for it."""
     given = digest[1:] if digest.startswith("#") else digest
-    if _HEX64.fullmatch(given.lower()) is None:
+    import re
+
+    if re.fullmatch(_HEX64, given.lower()) is None:
         return False
     import hmac  # see _scram_keys
 

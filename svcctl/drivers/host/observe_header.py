@@ -223,6 +223,20 @@ def installed_version(package):
     return installed_packages().get(package)
 
 
+_PROC_NET: "dict[str, list[list[str]]]" = {}
+
+
+def proc_net_tcp(path):
+    """The socket lines of /proc/net/tcp or /proc/net/tcp6, each split into its fields (the header dropped),
+    read once per run: MariaDB's listeners and Redis's listeners and clients are all in them, and the kernel
+    walks every TCP hash bucket for each read.  Raises what opening the file raises."""
+    rows = _PROC_NET.get(path)
+    if rows is None:
+        with open(path) as f:
+            rows = _PROC_NET[path] = [line.split() for line in f.read().splitlines()[1:]]
+    return rows
+
+
 _UNITS: "dict[str, dict[str, bool]]" = {}
 
 

@@ -18,7 +18,8 @@ _RELEASE_LISTS = "/var/lib/apt/lists"
 # svcctl supports).  A name apt does not know costs nothing; apt's regex matching ('^postgresql-[0-9]+$')
 # would find any major but visits every package name: 60-140 ms against 25-40 ms on the lab's hosts.
 _RELEASE_QUERY = ("mariadb-server", "redis-server", *(f"postgresql-{major}" for major in range(10, 41)))
-_RELEASE_PACKAGE = _release_re.compile(r"(postgresql-[0-9]+(?:\.[0-9]+)?|mariadb-server|redis-server):")
+_RELEASE_PACKAGE = r"(postgresql-[0-9]+(?:\.[0-9]+)?|mariadb-server|redis-server):"  # compiled when used:
+# apt-cache's answer is parsed only when observe's cache of it misses
 
 
 def _release_os():
@@ -56,7 +57,7 @@ def _release_parse_policy(text):
     packages, current = {}, None
     for line in text.splitlines():
         if not line.startswith(" "):
-            m = _RELEASE_PACKAGE.fullmatch(line.strip())
+            m = _release_re.fullmatch(_RELEASE_PACKAGE, line.strip())
             current = m.group(1) if m else None
             if current is not None:
                 packages[current] = {"installed": None, "candidate": None}

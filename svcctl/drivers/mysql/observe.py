@@ -3,11 +3,10 @@
 # (when the server runs) databases with their client connections, users and the grants of svcctl's users, as
 # root over the unix socket.
 # Verifiers are printed for sv_* users only.
-import ipaddress
 import os
 import stat
 
-from svcctl.drivers.host.observe_header import converse, installed_version, unit_state
+from svcctl.drivers.host.observe_header import converse, installed_version, proc_net_tcp, unit_state
 from svcctl.hostlib.run import sh
 
 _MYSQL_CONF = "/etc/mysql/mariadb.conf.d/60-svcctl.cnf"
@@ -220,12 +219,10 @@ def _mysql_listening(port):
     found = set()
     for path, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
         try:
-            with open(path) as f:
-                lines = f.read().splitlines()[1:]
+            rows = proc_net_tcp(path)
         except FileNotFoundError:
             continue
-        for line in lines:
-            fields = line.split()
+        for fields in rows:
             local, state = fields[1], fields[3]
             addr_hex, port_hex = local.split(":")
             if state != "0A" or int(port_hex, 16) != port or len(addr_hex) != width:
@@ -233,7 +230,12 @@ def _mysql_listening(port):
             raw = bytes.fromhex(addr_hex)
             # /proc prints each 32-bit word in host (little-endian) order
             raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-            found.add(str(ipaddress.ip_address(raw)))
+            if len(raw) == 4:
+                found.add(".".join(str(b) for b in raw))  # str(ipaddress.ip_address(raw)), without its import
+            else:
+                import ipaddress  # here: MariaDB on an IPv6 address is rare, and the import costs about 1 ms
+
+                found.add(str(ipaddress.ip_address(raw)))
     return sorted(found)
 
 

@@ -180,6 +180,20 @@ _PG_CONF_SIMPLE = _pg_re.compile(
 )
 
 
+def _pg_unescape(text):
+    """re.sub(r"\\\\(.)", r"\\1", text) (a backslash and the character after it: that character), without
+    compiling it; a line holds no newline, the one character `.` leaves out."""
+    if "\\" not in text:
+        return text
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] != "\n":
+            i += 1
+        out.append(text[i])
+        i += 1
+    return "".join(out)
+
+
 def _pg_read_conf(path, depth=0, skip=None):
     """A postgresql.conf-style file as {name: value}, includes merged in order; {} if it cannot be read.
     `skip`: a file to leave out wherever it is included (svcctl's own drop-in, to see the server without it)."""
@@ -210,7 +224,7 @@ def _pg_read_conf(path, depth=0, skip=None):
         m = _PG_CONF_STRING.match(line)
         if m:
             key = m[1].lower() if path.endswith(".conf") else m[1]
-            conf[key] = _pg_re.sub(r"\\(.)", r"\1", m[2]).replace("''", "'")
+            conf[key] = _pg_unescape(m[2]).replace("''", "'")
             continue
         m = _PG_CONF_SIMPLE.match(line)
         if m:
@@ -254,14 +268,21 @@ def _pg_start_conf(confdir):
         with open(f"{confdir}/start.conf") as f:
             for line in f:
                 line = line.split("#", 1)[0].strip()
-                if line:
-                    m = _pg_re.match(r"(auto|manual|disabled)", line)
-                    if m is None:
+                if line:  # re.match(r"(auto|manual|disabled)", line)[1], without compiling it
+                    mode = next((m for m in ("auto", "manual", "disabled") if line.startswith(m)), None)
+                    if mode is None:
                         raise RuntimeError(f"invalid mode in {confdir}/start.conf: {line[:100]}")
-                    return m[1]
+                    return mode
     except OSError:
         pass
     return "auto"
+
+
+def _pg_version_name(name):
+    """Whether a directory name is a version, as re.fullmatch(r"\\d+(\\.\\d+)?", name) decides (\\d: any
+    decimal digit, str.isdecimal), without compiling it."""
+    parts = name.split(".")
+    return len(parts) <= 2 and all(p and p.isdecimal() for p in parts)
 
 
 def _pg_clusters():
@@ -271,7 +292,7 @@ def _pg_clusters():
     """
     clusters: list[dict[str, Any]] = []
     try:
-        versions = [v for v in os.listdir("/etc/postgresql") if _pg_re.fullmatch(r"\d+(\.\d+)?", v)]
+        versions = [v for v in os.listdir("/etc/postgresql") if _pg_version_name(v)]
     except OSError:
         return clusters
     for version in versions:
