@@ -354,12 +354,15 @@ def test_a_changed_host_key_is_refused(applied: Env, lab: Lab, tmp_path: Path) -
     original = (env.path / "svcctl.yaml").read_text()
     try:
         env.write(body(env), lab2_extra=f"\n    known_hosts: {wrong}")
-        res = tunnel(env, env.my(), "--", "true")
+        res = tunnel(env, env.my(), "--", "true")  # the OpenSSH master connects first, and refuses it
+        own = tunnel(env, env.my(), "--via", "paramiko", "--", "true")  # svcctl's own session refuses it
     finally:
         (env.path / "svcctl.yaml").write_text(original)
     assert res.returncode == 1
-    assert "CHANGED" in res.stderr and "lab-2" in res.stderr
-    assert "Traceback" not in res.stderr
+    assert f"the host key of node lab-2 does not match the one pinned in {wrong}" in res.stderr, res.stderr
+    assert own.returncode == 1
+    assert "CHANGED" in own.stderr and "lab-2" in own.stderr, own.stderr
+    assert "Traceback" not in res.stderr + own.stderr
 
 
 def test_errors_are_one_paragraph_without_traceback(applied: Env, tmp_path: Path) -> None:
