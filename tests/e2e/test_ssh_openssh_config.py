@@ -144,9 +144,13 @@ def test_plan_apply_and_tunnel_reach_a_node_only_an_included_proxycommand_knows(
     res = behind.run("tunnel", pg, "--", "psql", "-XAtc", "select current_database(), 6 * 7", timeout=180)
     assert res.returncode == 0, res.stdout + res.stderr  # type: ignore[attr-defined]
     assert res.stdout.strip() == f"{pg}|42"  # type: ignore[attr-defined]
-    # the registry read and the session user over svcctl's own session, the forward over its OpenSSH master
-    # (the default forwarder): both through the same ProxyCommand, neither directly
-    assert set(behind.through_proxy()[before:]) == {(behind.alias, "svcctl"), (behind.alias, "ssh")}
+    # the node is the instance's only one: the registry read, the session user and the forward all go over the
+    # tunnel's OpenSSH master (the default forwarder), one connection through the ProxyCommand, none directly
+    assert behind.through_proxy()[before:] == [(behind.alias, "ssh")]
+    before = len(behind.through_proxy())
+    res = behind.run("tunnel", pg, "--via", "paramiko", "--", "psql", "-XAtc", "select 6 * 7", timeout=180)
+    assert res.returncode == 0 and res.stdout.strip() == "42", res.stdout + res.stderr  # type: ignore[attr-defined]
+    assert set(behind.through_proxy()[before:]) == {(behind.alias, "svcctl")}  # svcctl's own session, alone
 
 
 def test_a_directive_svcctl_cannot_honour_fails_the_plan_naming_it(lab: Lab, tmp_path: Path, unique: str) -> None:
