@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
@@ -254,8 +255,16 @@ def _clear(password: Secret | str) -> str:
 
 def scram_sha256_matches(password: Secret | str, verifier: str) -> bool:
     """Whether PostgreSQL's `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>` verifier is for `password`
-    (the host library's rule, `svcctl.hostlib.verifiers`: never computed above its round cap)."""
-    return verifiers.scram_matches(_clear(password), verifier)
+    (the host library's rule, `svcctl.hostlib.verifiers`: never computed above its round cap).
+
+    Each answer is kept for the process: PBKDF2's 4096 rounds cost ~2 ms, and apply asks the same
+    questions again when it verifies (this process's memory only; nothing is written anywhere)."""
+    return _scram_matches(_clear(password), verifier)
+
+
+@functools.lru_cache(maxsize=8192)
+def _scram_matches(password: str, verifier: str) -> bool:
+    return verifiers.scram_matches(password, verifier)
 
 
 def mysql_native_matches(password: Secret | str, auth_string: str) -> bool:

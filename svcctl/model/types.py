@@ -36,6 +36,8 @@ TEXT_MAX = 1000
 
 def unsafe_character(value: str) -> str | None:
     """The first character of `value` that no svcctl value may hold, shown as U+XXXX, or None."""
+    if value.isascii() and value.isprintable():  # space to tilde: letters, digits, punctuation, symbols, Zs
+        return None
     for char in value:
         if unicodedata.category(char) in _UNSAFE_CATEGORIES:
             return f"U+{ord(char):04X}"
