@@ -29,6 +29,7 @@ from ruamel.yaml.scalarstring import SingleQuotedScalarString
 from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
 
+from svcctl.apply.vcap_swap import Swap
 from svcctl.errors import SvcctlError
 from svcctl.model.paths import manifest_path
 from svcctl.secrets import Secret
@@ -246,9 +247,24 @@ def render_cf(
     """Set `env.VCAP_SERVICES` of application `app_name`, leaving every other byte's meaning alone.
 
     The application entry (and the file) is created if missing; with no services, VCAP_SERVICES (and an
-    `env` left empty by that) is removed. Other apps, keys, comments and order survive.
+    `env` left empty by that) is removed. Other apps, keys, comments and order survive. The JSON values are
+    kept out of the YAML round trip where that gives the very same text (`svcctl.apply.vcap_swap`).
     """
-    yaml, data = _yaml_for(existing_text or "", source)
+    vcap = json.dumps(vcap_services(services), sort_keys=True, separators=(",", ":")) if services else None
+    swap = Swap()
+    swapped = swap.out_of(existing_text or "")
+    stand_in = swap.stand_in(vcap) if vcap is not None else None
+    if swapped is not None and (vcap is None or stand_in is not None):
+        with suppress(SvcctlError):  # the slow way below says what is wrong, where, in the file as it is
+            fast = swap.back_into(_render_cf(swapped, app_name, stand_in, source))
+            if fast is not None:
+                return fast
+    return _render_cf(existing_text or "", app_name, vcap, source)
+
+
+def _render_cf(text: str, app_name: str, vcap: str | None, source: str) -> str:
+    """render_cf through ruamel.yaml's round trip: `vcap` is the VCAP_SERVICES JSON (None: remove it)."""
+    yaml, data = _yaml_for(text, source)
     if data is None:
         data = CommentedMap()
     if not isinstance(data, CommentedMap):
@@ -268,8 +284,8 @@ def render_cf(
     env = app.get("env")
     if env is not None and not isinstance(env, CommentedMap):
         raise SvcctlError(f"{source}: `env` of application {app_name} must be a mapping; nothing was written.")
-    if services:
-        value = SingleQuotedScalarString(json.dumps(vcap_services(services), sort_keys=True, separators=(",", ":")))
+    if vcap is not None:
+        value = SingleQuotedScalarString(vcap)
         if env is None:
             _append(app, "env", CommentedMap([("VCAP_SERVICES", value)]))
         elif "VCAP_SERVICES" in env:
