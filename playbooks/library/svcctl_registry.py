@@ -10,7 +10,7 @@ import os
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.svcctl_hostlib.registry import changing_registry, read_registry, record
+from ansible.module_utils.svcctl_hostlib.registry import changing_registry, hold_changing, read_registry, record
 
 DOCUMENTATION = r"""
 module: svcctl_registry
@@ -65,6 +65,7 @@ def main():
                        "helper_path": {"type": "path", "required": True}},
         supports_check_mode=True,
     )  # fmt: skip
+    hold_changing(module.fail_json)  # for the whole run: the next apply waits until this process ends
     p = module.params
     for c in p["changes"]:
         if not isinstance(c.get("address"), str) or not isinstance(c.get("attrs"), dict):

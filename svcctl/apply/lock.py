@@ -2,7 +2,9 @@
 
 The lock is a file on the node (/var/lib/svcctl/apply.lock, root 0600) created with O_EXCL, so it works
 for every operator and CI job whatever machine they run on, and it survives their crash: a lock past its
-expiry is reported as stale and is only removed by `--break-lock`.
+expiry is reported as stale and is only removed by `--break-lock`. Once it holds a node's lock, an apply
+also waits for any svcctl module still running there from an apply that was killed or cut off (each holds
+`CHANGING_LOCK` shared while it runs): it never observes or changes what such a module is still making.
 """
 
 from __future__ import annotations
@@ -20,21 +22,29 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from svcctl.errors import SvcctlError
+from svcctl.hostlib.registry import CHANGING_LOCK
 from svcctl.ssh import Sessions, SshSession, SshTarget, run_on_nodes
 
 LOCK_PATH = "/var/lib/svcctl/apply.lock"
 DEFAULT_TTL = 3600
+CHANGING_WAIT = 20
+"""Seconds an apply waits, once it holds a node's lock, for svcctl modules of an earlier apply still running there."""
 
 # POSIX sh, not python3: the lock is taken and released on every apply, converged ones included, and a
 # shell costs the node a few milliseconds where python3 costs ~50 (measured: 0.10 s per round trip).
 # `set -C` (noclobber) creates the file with O_EXCL: of two applies, exactly one creates it.
+# Taken, it then waits (flock -x, up to $wait s) for svcctl modules still running on the node: an apply killed or
+# cut off leaves its module to finish there, and the next must not observe or change what it is still making.
 _ACQUIRE = r"""
-path=$1 token=$2 record=$3 force=$4
+path=$1 token=$2 record=$3 force=$4 changing=$5 wait=$6
 umask 077
 mkdir -p "${path%/*}" || exit 1
 set -C
 for attempt in 1 2; do
-  if printf '%s' "$record" 2>/dev/null > "$path"; then echo ok; exit 0; fi
+  if printf '%s' "$record" 2>/dev/null > "$path"; then
+    if ! command -v flock >/dev/null || flock -x -w "$wait" "$changing" true 2>/dev/null; then echo ok; exit 0; fi
+    rm -f "$path"; echo busy; exit 0
+  fi
   case $(cat "$path" 2>/dev/null) in *"\"token\": \"$token\""*) force=1;; esac
   [ "$force" = 1 ] || break
   rm -f "$path"; force=0
@@ -113,12 +123,14 @@ def describe_held(node: str, held: dict[str, object] | None, now: float) -> str:
 
 def _run(session: SshSession, script: str, *args: str) -> dict[str, object]:
     """Run a lock script as root on the node: {"ok": True} or {"ok": False, "held": record, "now": epoch}."""
-    res = session.run(["sh", "-c", script, "svcctl-lock", LOCK_PATH, *args], sudo=True, timeout=30)
+    res = session.run(["sh", "-c", script, "svcctl-lock", LOCK_PATH, *args], sudo=True, timeout=CHANGING_WAIT + 30)
     lines = res.stdout.split("\n", 2)
-    if res.rc != 0 or lines[0] not in ("ok", "held"):
+    if res.rc != 0 or lines[0] not in ("ok", "held", "busy"):
         raise SvcctlError(f"{session.name}: could not manage the apply lock: {res.stderr.strip()[-300:]}")
     if lines[0] == "ok":
         return {"ok": True}
+    if lines[0] == "busy":
+        return {"ok": False, "busy": True}
     try:
         held = json.loads(lines[2]) if len(lines) > 2 and lines[2].strip() else None
     except ValueError:
@@ -145,7 +157,7 @@ def locked(
     record = json.dumps({"token": me.token, "who": me.who, "pid": me.pid, "since": now, "expires": now + ttl})
 
     def acquire(session: SshSession) -> dict[str, object]:
-        return _run(session, _ACQUIRE, me.token, record, "1" if break_lock else "0")
+        return _run(session, _ACQUIRE, me.token, record, "1" if break_lock else "0", CHANGING_LOCK, str(CHANGING_WAIT))
 
     results = run_on_nodes(targets, acquire, sessions=sessions)
     taken = [n for n, r in results.items() if isinstance(r, dict) and r.get("ok")]
@@ -153,6 +165,12 @@ def locked(
     for node, result in sorted(results.items()):
         if isinstance(result, SvcctlError):
             problems.append(f"{node}: {result.message}")
+        elif result.get("busy"):
+            problems.append(
+                f"{node}: a change an earlier apply started is still being made there (an svcctl module that went "
+                f"on after its apply was stopped or cut off; waited {CHANGING_WAIT} s). Nothing was changed: run "
+                f"again once it has ended (on the node, `sudo flock {CHANGING_LOCK} true` returns when it has)."
+            )
         elif not result.get("ok"):
             held = result.get("held")
             problems.append(describe_held(node, held if isinstance(held, dict) else None, float(str(result["now"]))))

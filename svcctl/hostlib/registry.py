@@ -21,12 +21,16 @@ import fcntl
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 REGISTRY_PATH = "/var/lib/svcctl/registry.json"
 REGISTRY_LOCK = "/var/lib/svcctl/.registry.lock"
 REGISTRY_FORMAT = 1
+CHANGING_LOCK = "/var/lib/svcctl/.changing.lock"
+"""Held shared by every svcctl module while it runs (`hold_changing`); an apply takes it exclusively, for an
+instant, before it goes on (svcctl.apply.lock)."""
+_held: list[int] = []
 
 Registry = dict[str, Any]  # the whole document
 
@@ -69,6 +73,23 @@ def changing_registry(path: str = REGISTRY_PATH, lock: str = REGISTRY_LOCK) -> I
         yield doc
         if json.dumps(doc, sort_keys=True) != before:
             _save(doc, path)
+
+
+def hold_changing(fail: Callable[..., Any], path: str = CHANGING_LOCK) -> None:
+    """Hold the changing lock, shared, for the rest of this process (the kernel lets it go when the process
+    ends, however it ends); `fail(msg=...)` (a module's fail_json) if it cannot be taken.
+
+    A module whose apply was killed or cut off goes on running on the node until it is done; the next apply
+    waits for every holder before it observes, so it never plans against (or races) a change still being made.
+    """
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError as exc:
+        fail(msg=f"cannot take svcctl's changing lock {path}: {exc}")
+        return
+    _held.append(fd)
 
 
 def now_iso() -> str:

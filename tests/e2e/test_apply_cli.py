@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from svcctl.apply.lock import Holder, locked
+from svcctl.apply.lock import CHANGING_WAIT, Holder, locked
+from svcctl.hostlib.registry import CHANGING_LOCK
 from svcctl.model.loader import load_environment
 from svcctl.secrets import binding_password, decode_key
 from svcctl.ssh import SshTarget
@@ -116,6 +117,34 @@ def test_a_concurrent_apply_fails_naming_the_lock_holder(lab: Lab, env: Env) -> 
     # The lock was released on the way out: a plan (which needs no lock) and the lock itself work again.
     with locked(targets, holder=Holder(token=f"again-{env.token}", who="me@here", pid=1)):
         pass
+
+
+def test_an_apply_waits_for_a_module_an_earlier_apply_left_running(lab: Lab, env: Env) -> None:
+    """A module whose apply was killed or cut off goes on running on its node: the next apply waits for it (each
+    svcctl module holds the changing lock shared while it runs; here a process holds it the same way), and
+    one that outlasts the wait refuses the apply, with nothing changed and no lock left behind."""
+    (env.path / "apps").mkdir()
+    env.write(body(env))
+    lab.ssh("lab-1", "sudo mkdir -p -m 0700 /var/lib/svcctl")
+
+    def hold(seconds: int) -> str:  # in the background, its output away from ssh's: ssh returns at once
+        return f"sudo nohup flock -s {CHANGING_LOCK} sleep {seconds} </dev/null >/dev/null 2>&1 &"
+
+    lab.ssh("lab-1", hold(CHANGING_WAIT + 20))
+    try:
+        res = env.run("apply", ".", "--auto-approve")
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert "lab-1: a change an earlier apply started is still being made there" in res.stderr, res.stderr
+        assert "Nothing was changed" in res.stderr and "Traceback" not in res.stdout + res.stderr
+        for node in ("lab-1", "lab-2"):  # ours is removed where it waited in vain, released where it was taken
+            assert lab.ssh(node, "sudo test -e /var/lib/svcctl/apply.lock", check=False).returncode == 1, node
+        assert env.run("plan", ".", "--detailed-exitcode").returncode == 2  # nothing was made
+    finally:
+        lab.ssh("lab-1", f"sudo pkill -f 'flock -s {CHANGING_LOCK} sleep'", check=False)
+    lab.ssh("lab-1", hold(4))  # ends within the wait: the apply waits, then goes on
+    res = apply(env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert env.run("plan", ".", "--detailed-exitcode").returncode == 0
 
 
 def test_destroying_needs_protect_false_and_allow_destroy_and_dumps_first(lab: Lab, env: Env) -> None:

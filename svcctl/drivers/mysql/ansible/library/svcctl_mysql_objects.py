@@ -17,7 +17,7 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.svcctl_hostlib.registry import change_one
+from ansible.module_utils.svcctl_hostlib.registry import change_one, hold_changing
 from ansible.module_utils.svcctl_hostlib.verifiers import MYSQL_NATIVE, mysql_native_hash, mysql_native_matches
 
 DOCUMENTATION = r"""
@@ -308,6 +308,7 @@ def main():
         },
         supports_check_mode=True,
     )
+    hold_changing(module.fail_json)  # for the whole run: the next apply waits until this process ends
     try:
         objects = Objects(module)
     except ImportError:

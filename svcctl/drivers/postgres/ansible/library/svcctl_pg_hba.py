@@ -10,6 +10,7 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.svcctl_hostlib.marked import MarkerError, with_block
+from ansible.module_utils.svcctl_hostlib.registry import hold_changing
 
 DOCUMENTATION = r"""
 module: svcctl_pg_hba
@@ -30,6 +31,7 @@ def main():
                        "lines": {"type": "list", "elements": "str", "required": True}},
         supports_check_mode=True,
     )  # fmt: skip
+    hold_changing(module.fail_json)  # for the whole run: the next apply waits until this process ends
     path, lines = module.params["path"], module.params["lines"]
     bad = [line for line in lines if not RULE.match(line)]
     if bad:

@@ -13,7 +13,7 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.svcctl_hostlib.registry import change_one
+from ansible.module_utils.svcctl_hostlib.registry import change_one, hold_changing
 from ansible.module_utils.svcctl_hostlib.verifiers import scram_matches, scram_verifier
 
 DOCUMENTATION = r"""
@@ -405,6 +405,7 @@ def main():
         },
         supports_check_mode=True,
     )
+    hold_changing(module.fail_json)  # for the whole run: the next apply waits until this process ends
     try:
         objects = Objects(module)
     except ImportError:

@@ -31,7 +31,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.svcctl_hostlib.backups import CREDENTIAL, LEGACY_AUTH, REDIS_BACKUP_USER, credential_paths
 from ansible.module_utils.svcctl_hostlib.redis_acl import acl_rules
-from ansible.module_utils.svcctl_hostlib.registry import change_one
+from ansible.module_utils.svcctl_hostlib.registry import change_one, hold_changing
 from ansible.module_utils.svcctl_hostlib.run import sh
 from ansible.module_utils.svcctl_hostlib.verifiers import redis_acl_digest
 
@@ -491,6 +491,7 @@ def main():
         },
         supports_check_mode=True,
     )
+    hold_changing(module.fail_json)  # for the whole run: the next apply waits until this process ends
     results, reports, credential_line = [], [], None
     late = set(module.params["recorded_late"])
     secrets = module.params["secrets"]
