@@ -70,6 +70,8 @@ class NodeVars(TypedDict):
     svcctl_changes: list[ChangeVars]
     svcctl_secrets: dict[str, dict[str, str]]  # address -> {password, admin_password}; never logged
     svcctl_steps: list[Step]
+    svcctl_recorded_first: list[ChangeVars]  # recorded by the run's first task, before anything is touched
+    svcctl_recorded_late: list[str]  # addresses the step that makes them records, just before (`records`)
 
 
 def instance_of(res: Resource) -> str:

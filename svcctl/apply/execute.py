@@ -35,7 +35,7 @@ from svcctl.errors import InvalidEnvironment, SvcctlError
 from svcctl.model.loader import display_path, load_environment
 from svcctl.model.paths import environment_root
 from svcctl.model.spec import Environment
-from svcctl.plan.observe import ObserveOptions
+from svcctl.plan.observe import ObserveOptions, Reuse
 from svcctl.plan.planfile import SavedPlan, is_plan_file, load_plan
 from svcctl.plan.planner import Planned, make_plan, password_source
 from svcctl.plan.render import render_text
@@ -152,7 +152,11 @@ def hostvars(planned: Planned, password_for: PasswordFor) -> dict[str, NodeVars]
     by_driver = drivers()
     out: dict[str, NodeVars] = {}
     for change in planned.plan.changes:
-        node = out.setdefault(change.node, {"svcctl_changes": [], "svcctl_secrets": {}, "svcctl_steps": []})
+        node = out.setdefault(
+            change.node,
+            {"svcctl_changes": [], "svcctl_secrets": {}, "svcctl_steps": [], "svcctl_recorded_first": [],
+             "svcctl_recorded_late": []},
+        )  # fmt: skip
         node["svcctl_changes"].extend(_change_vars(change, planned))
         res = planned.desired.get(change.address) or planned.observed.get(change.address)
         if res is not None:
@@ -166,7 +170,22 @@ def hostvars(planned: Planned, password_for: PasswordFor) -> dict[str, NodeVars]
                 node["svcctl_secrets"][res.address] = {k: v.reveal() for k, v in secrets.items()}
     for node in out.values():
         node["svcctl_steps"] = steps(node["svcctl_changes"])
+        node["svcctl_recorded_first"], node["svcctl_recorded_late"] = records(
+            node["svcctl_changes"], node["svcctl_steps"]
+        )
     return out
+
+
+def records(changes: list[ChangeVars], steps_: list[Step]) -> tuple[list[ChangeVars], list[str]]:
+    """Which changes the run's first task records in the node's registry before anything is touched, and the
+    addresses the step making them records itself, just before: each is recorded before it is made.
+
+    An address the run also deletes (a replace) is recorded late, after its delete has forgotten it. When
+    every step is an objects module run, each module records its own changes (one remote process less)."""
+    deleted = [c["address"] for c in changes if c["action"] == "delete"]
+    if all("batch" in step for step in steps_):
+        return [], [c["address"] for c in changes]
+    return [c for c in changes if c["action"] != "delete" and c["address"] not in deleted], deleted
 
 
 BATCHED = {
@@ -457,7 +476,9 @@ def apply(path: Path, opts: ApplyOptions, say: Say, confirm: Confirm, progress: 
                 "what is left and `svcctl apply` resumes; no data was dropped."
             )
             return 1
-        after = make_plan(env, key, options, None, ssh, targets=only)
+        # Verified where the playbook ran; the other nodes were observed under these same locks moments ago.
+        again = Reuse(planned.observation, frozenset(vars_)) if planned.observation is not None else None
+        after = make_plan(env, key, options, None, ssh, targets=only, reuse=again)
         left = [c for c in after.plan.changes if not retiring(c)]
         pending = frozenset(c.address for c in left) | after.left_out
         write_manifests(env, planned, password_for, addresses, set(), say, environment_root(env_path), pending)

@@ -154,6 +154,9 @@ def run_apply(
                 result.changed[host] = result.changed.get(host, 0) + 1
                 if progress:
                     progress(f"  {host}: {task}: changed")
+            if progress:  # an objects module's run is no_log (its result hidden): its summary task names each
+                for change in _objects_changed(res):
+                    progress(f"  {host}: {change}: changed")
             result.reports += [f"{host}: {r}" for r in _reports(res)]
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
             res = data.get("res", {}) or {}
@@ -285,6 +288,20 @@ def keep_log(text: str) -> Path | None:
     except OSError:
         return None
     return path
+
+
+def _objects_changed(res: Any) -> list[str]:
+    """`<action> <address>` of each object an objects module changed, from the task that shows its results
+    (`What <engine> did`: a list of {address, action, changed, did}); nothing for any other task."""
+    msg = res.get("msg") if isinstance(res, dict) else None
+    if not isinstance(msg, list):
+        return []
+    return [
+        f"{m['action']} {m['address']}"
+        for m in msg
+        if isinstance(m, dict) and m.get("changed") is True and isinstance(m.get("address"), str)
+        and isinstance(m.get("action"), str)
+    ]  # fmt: skip
 
 
 def _reports(res: Any) -> list[str]:

@@ -98,11 +98,26 @@ def _backups(raw: Observed, password_for: PasswordFor) -> list[Resource]:
 @dataclass(frozen=True)
 class Observation:
     """The observed state, each node's checked release report (None: the node reported none), and, when
-    observed with `partial`, why each node that could not be observed could not (node -> message)."""
+    observed with `partial`, why each node that could not be observed could not (node -> message).
+
+    `by_node` keeps each observed node's own resources, so a later observation can take a node's from this
+    one instead of asking it again (`Reuse`)."""
 
     state: State
     releases: Mapping[str, Mapping[str, Any] | None]
     failures: Mapping[str, str] = field(default_factory=dict)
+    by_node: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """Observe only the nodes `again`; every other node's report is `earlier`'s.
+
+    Apply's verification uses it: under the apply's locks, a node the run did not touch cannot have changed
+    through svcctl since the plan observed it, so only the nodes the playbook ran on are asked again."""
+
+    earlier: Observation
+    again: frozenset[str]
 
 
 def observe(
@@ -128,11 +143,13 @@ def observe_nodes(
     progress: Progress | None = None,
     sessions: Sessions | None = None,
     partial: bool = False,
+    reuse: Reuse | None = None,
 ) -> Observation:
     """`observe`, keeping each node's release report too (placement filters by what nodes offer).
 
     A plan fails closed: any node that cannot be observed is NodesUnobservable. With `partial` (a health
-    check, which must not), the nodes that answered are kept and the others' failures returned.
+    check, which must not), the nodes that answered are kept and the others' failures returned. With
+    `reuse`, only its `again` nodes are asked; the others' reports are taken from its earlier observation.
     """
     script = observe_script()
     targets = [
@@ -143,6 +160,7 @@ def observe_nodes(
             connect_timeout=options.connect_timeout,
         )
         for name, node in sorted(env.nodes.items())
+        if reuse is None or name in reuse.again or name not in reuse.earlier.by_node
     ]
 
     def one(session: SshSession) -> dict[str, Any]:
@@ -151,26 +169,32 @@ def observe_nodes(
     t0 = time.monotonic()
     results = run_on_nodes(targets, one, max_parallel=options.max_parallel, progress=progress, sessions=sessions)
     failures: dict[str, str] = {}
-    resources: list[Resource] = []
+    by_node: dict[str, tuple[Resource, ...]] = {}
     releases: dict[str, Mapping[str, Any] | None] = {}
+    if reuse is not None:
+        kept = set(env.nodes) - {t.name for t in targets}
+        by_node.update({n: reuse.earlier.by_node[n] for n in kept})
+        releases.update({n: reuse.earlier.releases.get(n) for n in kept})
     for node, result in sorted(results.items()):
         if isinstance(result, SvcctlError):
             failures[node] = result.message
             continue
         try:
             raw = reported.observation(node, result)  # nothing unchecked from the node goes further
-            found = parse_node(raw, environment, password_for)
+            by_node[node] = tuple(parse_node(raw, environment, password_for))
             releases[node] = _release(raw)
         except SvcctlError as exc:
             failures[node] = exc.message
+            by_node.pop(node, None)
             continue
-        resources += found
     if failures and not partial:
         raise NodesUnobservable(failures)
     if progress:
         progress("*", f"observed {len(targets)} node(s) in {time.monotonic() - t0:.1f} s")
+    resources = [r for node in sorted(by_node) for r in by_node[node]]
     try:
-        return Observation(state=State.of(merge_nodes(resources)), releases=releases, failures=failures)
+        state = State.of(merge_nodes(resources))
+        return Observation(state=state, releases=releases, failures=failures, by_node=by_node)
     except SvcctlError as exc:
         raise SvcctlError(f"the nodes disagree: {exc.message}") from None
 

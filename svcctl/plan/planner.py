@@ -11,7 +11,7 @@ from svcctl.model.placement import place
 from svcctl.model.spec import Environment
 from svcctl.plan.desired import desired_state
 from svcctl.plan.diff import diff, fingerprint
-from svcctl.plan.observe import DEFAULT_OPTIONS, ObserveOptions, Progress, observe_nodes
+from svcctl.plan.observe import DEFAULT_OPTIONS, Observation, ObserveOptions, Progress, Reuse, observe_nodes
 from svcctl.plan.review import pinned
 from svcctl.plan.targets import narrow
 from svcctl.plan.types import Plan
@@ -35,6 +35,8 @@ class Planned:
     placement: dict[str, str]
     left_out: frozenset[str] = frozenset()
     """With --target: the addresses of the changes the targets left out (still to do, never done by it)."""
+    observation: Observation | None = None
+    """What the nodes reported, node by node (apply's verification asks again only the nodes it changed)."""
 
 
 def relevant(observed: State, desired: State) -> State:
@@ -49,6 +51,7 @@ def make_plan(
     progress: Progress | None = None,
     sessions: Sessions | None = None,
     targets: Collection[str] = (),
+    reuse: Reuse | None = None,
 ) -> Planned:
     """Observe the nodes, place the instances (filtered by what the nodes offer) and diff them against the
     environment (through `sessions`' connections if given).
@@ -56,9 +59,10 @@ def make_plan(
     The environment's declared name is the owner its objects are recorded under on the hosts. The plan's
     fingerprint is that of the observed state it rests on (`review.pinned`). With `targets`, the plan holds
     only their changes and their dependencies' (`svcctl.plan.targets`, the one place a plan is narrowed).
+    With `reuse`, only its nodes are observed again (`svcctl.plan.observe.Reuse`).
     """
     name = env.name
-    observation = observe_nodes(env, name, password_source(key), options, progress, sessions)
+    observation = observe_nodes(env, name, password_source(key), options, progress, sessions, reuse=reuse)
     observed = observation.state
     placement = place(env, observed.placements(), all_offers(observation.releases, observed))
     desired = desired_state(env, placement, observed)
@@ -67,4 +71,5 @@ def make_plan(
     plan, left_out = narrow(diff(desired, seen, protected=protected, environment=name), desired, seen, targets)
     changing = {c.address for c in plan.changes}
     plan = plan.model_copy(update={"fingerprint": fingerprint(pinned(seen, desired, changing))})
-    return Planned(plan=plan, desired=desired, observed=seen, placement=placement, left_out=frozenset(left_out))
+    return Planned(plan=plan, desired=desired, observed=seen, placement=placement, left_out=frozenset(left_out),
+                   observation=observation)  # fmt: skip

@@ -75,7 +75,6 @@ class Apply:
         )  # fmt: skip
         self.stderr: list[str] = []
         self.stdout = ""
-        self.first_change = threading.Event()
         self._threads = [threading.Thread(target=self._read_err), threading.Thread(target=self._read_out)]
         for t in self._threads:
             t.start()
@@ -84,8 +83,6 @@ class Apply:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.stderr.append(line)
-            if line.endswith(": changed\n"):  # a task's progress line: the playbook is running and changing
-                self.first_change.set()
 
     def _read_out(self) -> None:
         assert self.proc.stdout is not None
@@ -102,12 +99,26 @@ class Apply:
         return self.stdout + "".join(self.stderr)
 
 
-def start_and_wait_for_a_change(env: Env) -> Apply:
-    """An apply that has got past the locks and made a first change (retrying while others hold a lock)."""
+def recorded_on_a_node(lab: Lab, env: Env) -> bool:
+    """Whether a node's registry records an object of this environment: each is recorded right before it is
+    made, so the playbook is making its first change."""
+    for host in ("lab-1", "lab-2"):
+        found = lab.ssh(
+            host, f'sudo grep -c \'"environment": "{env.name}"\' /var/lib/svcctl/registry.json', check=False
+        )
+        if found.stdout.strip() not in ("", "0"):
+            return True
+    return False
+
+
+def start_and_wait_for_a_change(lab: Lab, env: Env) -> Apply:
+    """An apply that has got past the locks and is making a first change (retrying while others hold a lock)."""
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
         run = Apply(env)
-        if run.first_change.wait(timeout=300):
+        while run.proc.poll() is None and not recorded_on_a_node(lab, env):
+            time.sleep(0.05)
+        if run.proc.poll() is None:
             return run
         rc = run.wait()
         if rc == 1 and held_by_another_apply("".join(run.stderr)) and time.monotonic() < deadline:
@@ -172,7 +183,7 @@ def test_sigint_mid_apply_releases_the_locks_and_the_next_apply_converges(
 ) -> None:
     env = new_env(tmp_path, unique)
     try:
-        run = start_and_wait_for_a_change(env)
+        run = start_and_wait_for_a_change(lab, env)
         pid = run.proc.pid
         assert run_dirs(pid) != [] and processes_of_run(pid) != []  # the playbook is running
         os.killpg(pid, signal.SIGINT)  # what Ctrl-C does to the foreground job
@@ -200,7 +211,7 @@ def test_sigkill_mid_apply_leaves_a_lock_that_break_lock_removes_and_the_next_ap
     env = new_env(tmp_path, unique)
     pid: int | None = None
     try:
-        run = start_and_wait_for_a_change(env)
+        run = start_and_wait_for_a_change(lab, env)
         pid = run.proc.pid
         os.kill(pid, signal.SIGKILL)
         assert run.wait(timeout=60) == -signal.SIGKILL

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from svcctl.apply.execute import steps
+from svcctl.apply.execute import records, steps
 
 
 def change(action: str, kind: str, engine: str, name: str) -> dict[str, Any]:
@@ -105,3 +105,22 @@ def test_mysql_and_redis_objects_batch_too_but_never_with_another_engine() -> No
     assert out[2]["label"] == "3 create (instances, bindings)"
     assert out[3]["label"] == "create engine.n.redis"
     assert steps([]) == []
+
+
+def test_objects_only_runs_record_in_their_modules_and_skip_the_first_task() -> None:
+    changes = [change("update", "binding", "postgres", "app.db0"), change("delete", "instance", "mysql", "db1")]
+    first, late = records(changes, steps(changes))
+    assert first == []  # the registry task is skipped: each module records its own, just before making it
+    assert late == ["binding.app.db0", "instance.db1"]
+
+
+def test_a_run_with_an_engine_records_first_and_a_replace_late() -> None:
+    changes = [
+        change("create", "engine", "postgres", "n.postgres"),
+        change("delete", "instance", "postgres", "db0"),  # a replace: delete, then create again
+        change("create", "instance", "postgres", "db0"),
+        change("create", "binding", "postgres", "app.db1"),
+    ]
+    first, late = records(changes, steps(changes))
+    assert [c["address"] for c in first] == ["engine.n.postgres", "binding.app.db1"]
+    assert late == ["instance.db0"]  # recorded by its step after its delete has forgotten it

@@ -55,3 +55,16 @@ def test_a_kept_log_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     path = keep_log("output")
     assert path is not None and path.read_text() == "output"
     assert (path.stat().st_mode & 0o777, path.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+
+
+def test_an_objects_modules_summary_names_each_changed_object_and_nothing_else() -> None:
+    from svcctl.apply.runner import _objects_changed
+
+    summary = {"msg": [
+        {"address": "binding.app.db", "action": "update", "changed": True, "did": ["grant"]},
+        {"address": "instance.db", "action": "create", "changed": False, "did": []},
+        {"address": 3, "action": "create", "changed": True},
+    ]}  # fmt: skip
+    assert _objects_changed(summary) == ["update binding.app.db"]
+    assert _objects_changed({"msg": ["svcctl: dumped instance.db"]}) == []  # a report, not a summary
+    assert _objects_changed({"censored": "hidden"}) == []

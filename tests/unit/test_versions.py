@@ -309,3 +309,29 @@ def test_debian_13s_mariadb_version_text_passes_the_schema() -> None:
     raw = base_document()["engines"]["mysql"]
     raw["server"]["version"] = "11.8.9-MariaDB-0+deb13u1 from Debian"
     assert reported.engine_report("lab-trixie", "mysql", raw)["server"]["version"] == raw["server"]["version"]
+
+
+def test_observing_again_asks_only_the_nodes_named_and_keeps_the_others_reports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from svcctl.plan import observe as observe_module
+    from svcctl.plan.observe import Reuse, observe_nodes
+    from tests.unit.test_reported import ENV, FakeSession, _password_for, _printed, _quiet_document
+
+    asked: list[str] = []
+    documents = {"lab-1": {**_quiet_document()}, "lab-2": _quiet_document()}
+    documents["lab-1"]["engines"] = {**documents["lab-1"]["engines"], "release": GOOD}
+
+    def run_on_nodes(targets: Any, fn: Any, **_: Any) -> dict[str, Any]:
+        asked.extend(t.name for t in targets)
+        return {t.name: fn(FakeSession(t.name, _printed(documents[t.name]))) for t in targets}
+
+    monkeypatch.setattr(observe_module, "run_on_nodes", run_on_nodes)
+    first = observe_nodes(ENV, "hostile", _password_for)
+    assert sorted(asked) == ["lab-1", "lab-2"] and sorted(first.by_node) == ["lab-1", "lab-2"]
+    asked.clear()
+    documents["lab-1"] = {"broken": True}  # lab-1 is not asked again: its earlier report stands
+    again = observe_nodes(ENV, "hostile", _password_for, reuse=Reuse(first, frozenset({"lab-2"})))
+    assert asked == ["lab-2"]
+    assert again.by_node["lab-1"] == first.by_node["lab-1"] and again.releases["lab-1"] == first.releases["lab-1"]
+    assert {r.address for r in again.state} == {r.address for r in first.state}
