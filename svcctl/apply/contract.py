@@ -59,6 +59,7 @@ class BatchStep(TypedDict):
     engine: str
     changes: list[ChangeVars]
     label: str
+    record_first: list[str]  # addresses the module records at once, first (when no registry task ran for them)
 
 
 Step = OneStep | BatchStep

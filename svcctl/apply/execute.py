@@ -181,11 +181,17 @@ def records(changes: list[ChangeVars], steps_: list[Step]) -> tuple[list[ChangeV
     addresses the step making them records itself, just before: each is recorded before it is made.
 
     An address the run also deletes (a replace) is recorded late, after its delete has forgotten it. When
-    every step is an objects module run, each module records its own changes (one remote process less)."""
+    every step is an objects module run, the first task is not run (one remote process less): each module
+    records its share first, in one write (the steps' `record_first`)."""
     deleted = [c["address"] for c in changes if c["action"] == "delete"]
-    if all("batch" in step for step in steps_):
-        return [], [c["address"] for c in changes]
-    return [c for c in changes if c["action"] != "delete" and c["address"] not in deleted], deleted
+    first = [c for c in changes if c["action"] != "delete" and c["address"] not in deleted]
+    if not all("batch" in step for step in steps_):
+        return first, deleted
+    early = {c["address"] for c in first}
+    for step in steps_:
+        if "batch" in step:  # always, here: narrows the type
+            step["record_first"] = [c["address"] for c in step["changes"] if c["address"] in early]
+    return [], deleted
 
 
 BATCHED = {
@@ -214,7 +220,7 @@ def steps(changes: list[ChangeVars]) -> list[Step]:
         elif engine in run:
             run[engine]["changes"].append(change)
         else:
-            run[engine] = {"batch": True, "engine": engine, "changes": [change], "label": ""}
+            run[engine] = {"batch": True, "engine": engine, "changes": [change], "label": "", "record_first": []}
             out.append(run[engine])
     for step in out:
         if "batch" in step:

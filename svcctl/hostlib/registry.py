@@ -147,20 +147,42 @@ def change_one(
         return forget(doc, address)
 
 
+def record_all(
+    changes: list[dict[str, Any]], environment: str, path: str = REGISTRY_PATH, lock: str = REGISTRY_LOCK
+) -> bool:
+    """Record every change ({"address", "attrs"[, "claim"]}) for `environment` in one locked write (an apply
+    run's records, before any of its objects is touched); True if the registry changed."""
+    changed = False
+    with changing_registry(path, lock) as doc:
+        for change in changes:
+            changed |= record(doc, change["address"], change["attrs"], environment, change.get("claim"))
+    return changed
+
+
+def record_early(module: Any, addresses: list[str]) -> None:
+    """An objects module's first act: record, in one write, its changes whose `addresses` the run records before
+    anything is touched (when no registry task ran for them); the module fails, naming why, if it cannot."""
+    early = set(addresses)
+    if module.check_mode or not early:
+        return
+    try:
+        record_all([c for c in module.params["changes"] if c["address"] in early], module.params["environment"])
+    except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        module.fail_json(msg=f"could not record this run's changes in the host registry: {exc}")
+
+
 def registry_main(argv: list[str]) -> str:
     """The registry helper's command line (`record`, `record-many`, `forget`); returns changed/unchanged."""
     verb, address = (argv[0] if argv else ""), (argv[1] if len(argv) > 1 else "")
     if verb not in ("record", "record-many", "forget"):
         raise SystemExit(f"svcctl-registry: unknown verb {verb!r}; use record, record-many or forget")
+    if verb == "record-many":  # one write for every object of an apply run, before any is created
+        batch = json.load(sys.stdin)
+        return "changed" if record_all(batch["changes"], batch["environment"]) else "unchanged"
     with changing_registry() as doc:
         if verb == "record":
             given = json.load(sys.stdin)
             changed = record(doc, address, given["attrs"], given["environment"])
-        elif verb == "record-many":  # one write for every object of an apply run, before any is created
-            batch = json.load(sys.stdin)
-            changed = False
-            for change in batch["changes"]:
-                changed |= record(doc, change["address"], change["attrs"], batch["environment"], change.get("claim"))
         else:
             changed = forget(doc, address)
     return "changed" if changed else "unchanged"

@@ -108,10 +108,18 @@ def test_mysql_and_redis_objects_batch_too_but_never_with_another_engine() -> No
 
 
 def test_objects_only_runs_record_in_their_modules_and_skip_the_first_task() -> None:
-    changes = [change("update", "binding", "postgres", "app.db0"), change("delete", "instance", "mysql", "db1")]
-    first, late = records(changes, steps(changes))
-    assert first == []  # the registry task is skipped: each module records its own, just before making it
-    assert late == ["binding.app.db0", "instance.db1"]
+    changes = [
+        change("update", "binding", "postgres", "app.db0"),
+        change("delete", "instance", "mysql", "db1"),
+        change("delete", "instance", "postgres", "db2"),  # a replace: delete, then create again
+        change("create", "instance", "postgres", "db2"),
+        change("create", "instance", "mysql", "db3"),
+    ]
+    out = steps(changes)
+    first, late = records(changes, out)
+    assert first == []  # the registry task is skipped: each module records its share first, in one write
+    assert [s.get("record_first") for s in out] == [["binding.app.db0"], ["instance.db3"]]
+    assert late == ["instance.db1", "instance.db2"]  # the replace's create is recorded after its delete
 
 
 def test_a_run_with_an_engine_records_first_and_a_replace_late() -> None:
@@ -121,6 +129,8 @@ def test_a_run_with_an_engine_records_first_and_a_replace_late() -> None:
         change("create", "instance", "postgres", "db0"),
         change("create", "binding", "postgres", "app.db1"),
     ]
-    first, late = records(changes, steps(changes))
+    out = steps(changes)
+    first, late = records(changes, out)
     assert [c["address"] for c in first] == ["engine.n.postgres", "binding.app.db1"]
+    assert all(s.get("record_first", []) == [] for s in out)  # the first task records them all
     assert late == ["instance.db0"]  # recorded by its step after its delete has forgotten it

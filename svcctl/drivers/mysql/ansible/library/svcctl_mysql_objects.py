@@ -17,7 +17,7 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.svcctl_hostlib.registry import change_one, hold_changing
+from ansible.module_utils.svcctl_hostlib.registry import change_one, hold_changing, record_early
 from ansible.module_utils.svcctl_hostlib.verifiers import MYSQL_NATIVE, mysql_native_hash, mysql_native_matches
 
 DOCUMENTATION = r"""
@@ -40,6 +40,7 @@ options:
   environment: {type: str, required: true}
   dump_dir: {type: str, default: /var/backups/svcctl}
   recorded_late: {type: list, elements: str, default: [], description: "addresses to record just before creating"}
+  record_first: {type: list, elements: str, default: [], description: "addresses to record at once, first"}
   login_unix_socket: {type: str, default: /run/mysqld/mysqld.sock}
 """
 
@@ -304,6 +305,7 @@ def main():
             "environment": {"type": "str", "required": True},
             "dump_dir": {"type": "str", "default": "/var/backups/svcctl"},
             "recorded_late": {"type": "list", "elements": "str", "default": []},
+            "record_first": {"type": "list", "elements": "str", "default": []},
             "login_unix_socket": {"type": "str", "default": "/run/mysqld/mysqld.sock"},
         },
         supports_check_mode=True,
@@ -314,6 +316,7 @@ def main():
     except ImportError:
         module.fail_json(msg="python3-pymysql is not installed on this node (svcctl needs it to manage MariaDB)")
     results, reports = [], []
+    record_early(module, module.params["record_first"])  # when no registry task recorded them for this run
     late = set(module.params["recorded_late"])
     change = None
     try:

@@ -13,7 +13,7 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.svcctl_hostlib.registry import change_one, hold_changing
+from ansible.module_utils.svcctl_hostlib.registry import change_one, hold_changing, record_early
 from ansible.module_utils.svcctl_hostlib.verifiers import scram_matches, scram_verifier
 
 DOCUMENTATION = r"""
@@ -35,6 +35,7 @@ options:
   environment: {type: str, required: true}
   dump_dir: {type: str, default: /var/backups/svcctl}
   recorded_late: {type: list, elements: str, default: [], description: "addresses to record just before creating"}
+  record_first: {type: list, elements: str, default: [], description: "addresses to record at once, first"}
   login_unix_socket: {type: str, default: /var/run/postgresql}
   port: {type: int, default: 5432}
 """
@@ -400,6 +401,7 @@ def main():
             "environment": {"type": "str", "required": True},
             "dump_dir": {"type": "str", "default": "/var/backups/svcctl"},
             "recorded_late": {"type": "list", "elements": "str", "default": []},
+            "record_first": {"type": "list", "elements": "str", "default": []},
             "login_unix_socket": {"type": "str", "default": "/var/run/postgresql"},
             "port": {"type": "int", "default": 5432},
         },
@@ -414,6 +416,7 @@ def main():
             "PostgreSQL was installed otherwise, run `apt-get install python3-psycopg2` there"
         )
     results, reports = [], []
+    record_early(module, module.params["record_first"])  # when no registry task recorded them for this run
     late = set(module.params["recorded_late"])
     try:
         for change in module.params["changes"]:

@@ -31,7 +31,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.svcctl_hostlib.backups import CREDENTIAL, LEGACY_AUTH, REDIS_BACKUP_USER, credential_paths
 from ansible.module_utils.svcctl_hostlib.redis_acl import acl_rules
-from ansible.module_utils.svcctl_hostlib.registry import change_one, hold_changing
+from ansible.module_utils.svcctl_hostlib.registry import change_one, hold_changing, record_early
 from ansible.module_utils.svcctl_hostlib.run import sh
 from ansible.module_utils.svcctl_hostlib.verifiers import redis_acl_digest
 
@@ -57,6 +57,7 @@ options:
   environment: {type: str, required: true}
   dump_dir: {type: str, default: /var/backups/svcctl}
   recorded_late: {type: list, elements: str, default: [], description: "addresses to record just before creating"}
+  record_first: {type: list, elements: str, default: [], description: "addresses to record at once, first"}
 """
 
 RETURN = r"""
@@ -488,11 +489,13 @@ def main():
             "environment": {"type": "str", "required": True},
             "dump_dir": {"type": "str", "default": "/var/backups/svcctl"},
             "recorded_late": {"type": "list", "elements": "str", "default": []},
+            "record_first": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
     hold_changing(module.fail_json)  # for the whole run: the next apply waits until this process ends
     results, reports, credential_line = [], [], None
+    record_early(module, module.params["record_first"])  # when no registry task recorded them for this run
     late = set(module.params["recorded_late"])
     secrets = module.params["secrets"]
     change = None
