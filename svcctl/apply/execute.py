@@ -150,14 +150,11 @@ def change_vars(action: PlaybookAction, res: Resource, old: dict[str, Any] | Non
 def hostvars(planned: Planned, password_for: PasswordFor) -> dict[str, NodeVars]:
     """Per-node variables for apply.yml: ordered changes and the secrets they need (never logged)."""
     by_driver = drivers()
-    out: dict[str, NodeVars] = {}
+    changes: dict[str, list[ChangeVars]] = {}
+    secrets_of: dict[str, dict[str, dict[str, str]]] = {}
     for change in planned.plan.changes:
-        node = out.setdefault(
-            change.node,
-            {"svcctl_changes": [], "svcctl_secrets": {}, "svcctl_steps": [], "svcctl_recorded_first": [],
-             "svcctl_recorded_late": []},
-        )  # fmt: skip
-        node["svcctl_changes"].extend(_change_vars(change, planned))
+        changes.setdefault(change.node, []).extend(_change_vars(change, planned))
+        node_secrets = secrets_of.setdefault(change.node, {})
         res = planned.desired.get(change.address) or planned.observed.get(change.address)
         if res is not None:
             if res.kind is Kind.SESSION:
@@ -167,13 +164,17 @@ def hostvars(planned: Planned, password_for: PasswordFor) -> dict[str, NodeVars]
             else:
                 secrets = by_driver[res.engine].secrets_for(res, password_for)
             if secrets:
-                node["svcctl_secrets"][res.address] = {k: v.reveal() for k, v in secrets.items()}
-    for node in out.values():
-        node["svcctl_steps"] = steps(node["svcctl_changes"])
-        node["svcctl_recorded_first"], node["svcctl_recorded_late"] = records(
-            node["svcctl_changes"], node["svcctl_steps"]
-        )
-    return out
+                node_secrets[res.address] = {k: v.reveal() for k, v in secrets.items()}
+    return {node: node_vars(node_changes, secrets_of[node]) for node, node_changes in changes.items()}
+
+
+def node_vars(changes: list[ChangeVars], secrets: dict[str, dict[str, str]]) -> NodeVars:
+    """One node's variables for apply.yml from its ordered changes and their secrets: the steps, and what records
+    what in its registry (the e2e tests that run the playbooks themselves build them here too)."""
+    steps_ = steps(changes)
+    first, late = records(changes, steps_)
+    return {"svcctl_changes": changes, "svcctl_secrets": secrets, "svcctl_steps": steps_,
+            "svcctl_recorded_first": first, "svcctl_recorded_late": late}  # fmt: skip
 
 
 def records(changes: list[ChangeVars], steps_: list[Step]) -> tuple[list[ChangeVars], list[str]]:

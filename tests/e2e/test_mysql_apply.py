@@ -25,7 +25,7 @@ import pytest
 
 from svcctl.apply import project
 from svcctl.apply.contract import ChangeVars, PlaybookAction
-from svcctl.apply.execute import change_vars, steps
+from svcctl.apply.execute import change_vars, node_vars
 from svcctl.apply.runner import write_host_programs
 from svcctl.drivers.base import DesiredContext
 from svcctl.drivers.hostprograms import observe_program
@@ -197,9 +197,7 @@ def run_apply(
                     "ansible_host": HOST,
                     "svcctl_programs": str(programs),
                     "svcctl_environment": "e2e-mysql",
-                    "svcctl_changes": changes,
-                    "svcctl_steps": steps(changes),
-                    "svcctl_secrets": dict(secrets_),
+                    **node_vars(changes, dict(secrets_)),
                 }
             }
         }
@@ -538,7 +536,7 @@ def test_rotation_creates_the_new_user_and_keeps_the_old_until_deleted(world: Wo
     before = world.observe()[address]
     run = world.apply([change("update", desired[address], before)], secrets_of([desired[address]]))
     world.rw_rotation = rotation + 1  # the host has the new user now (and, until dropped below, the old one)
-    assert run.changed_tasks() == [RECORD, "MySQL: 1 update (instances, bindings)"]
+    assert run.changed_tasks() == ["MySQL: 1 update (instances, bindings)"]  # objects only: it records them itself
     new_user = desired[address].attrs["user"]
     assert new_user == before.attrs["user"].removesuffix(f"_r{rotation}") + f"_r{rotation + 1}"
     db = world.instance.replace("-", "_")
@@ -568,7 +566,7 @@ def test_an_instance_connections_change_reaches_its_users_and_comment(world: Wor
     address = f"instance.{world.instance}"
     live = world.observe()
     run = world.apply([change("update", desired[address], live[address])], {})
-    assert run.changed_tasks() == [RECORD, "MySQL: 1 update (instances, bindings)"]
+    assert run.changed_tasks() == ["MySQL: 1 update (instances, bindings)"]  # objects only: it records them itself
     db = world.instance.replace("-", "_")
     did = run.did()
     assert list(did) == [address]

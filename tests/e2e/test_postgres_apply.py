@@ -25,7 +25,7 @@ import pytest
 
 from svcctl.apply import project
 from svcctl.apply.contract import ChangeVars, PlaybookAction
-from svcctl.apply.execute import change_vars, steps
+from svcctl.apply.execute import change_vars, node_vars
 from svcctl.apply.runner import write_host_programs
 from svcctl.drivers.base import binding_user as user_name
 from svcctl.drivers.hostprograms import observe_program
@@ -175,9 +175,7 @@ class Pg:
             extravars={
                 "svcctl_programs": str(programs),
                 "svcctl_environment": self.env,
-                "svcctl_changes": changes,
-                "svcctl_steps": steps(changes),
-                "svcctl_secrets": secrets_,
+                **node_vars(changes, secrets_),
             },
             quiet=True,
             event_handler=on_event,

@@ -22,7 +22,7 @@ import pytest
 
 from svcctl.apply import project
 from svcctl.apply.contract import ChangeVars, PlaybookAction
-from svcctl.apply.execute import change_vars, steps
+from svcctl.apply.execute import change_vars, node_vars
 from svcctl.apply.runner import write_host_programs
 from svcctl.drivers.base import DesiredContext
 from svcctl.drivers.hostprograms import observe_program
@@ -133,12 +133,13 @@ class Redis:
         private.mkdir(mode=0o700)
         hostvars = {
             "ansible_host": HOST,
-            "svcctl_changes": changes,
-            "svcctl_steps": steps(changes),
-            "svcctl_secrets": {
-                r.address: {k: v.reveal() for k, v in DRIVER.secrets_for(r, self.password_for).items()}
-                for r in secret_of
-            },
+            **node_vars(
+                changes,
+                {
+                    r.address: {k: v.reveal() for k, v in DRIVER.secrets_for(r, self.password_for).items()}
+                    for r in secret_of
+                },
+            ),
         }
         programs = write_host_programs(private)
         runner = ansible_runner.run(
