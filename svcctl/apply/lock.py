@@ -122,7 +122,8 @@ def describe_held(node: str, held: dict[str, object] | None, now: float) -> str:
 
 
 def _run(session: SshSession, script: str, *args: str) -> dict[str, object]:
-    """Run a lock script as root on the node: {"ok": True} or {"ok": False, "held": record, "now": epoch}."""
+    """Run a lock script as root on the node: {"ok": True}, {"ok": False, "busy": True} (a module still runs
+    there) or {"ok": False, "held": record, "now": epoch}."""
     res = session.run(["sh", "-c", script, "svcctl-lock", LOCK_PATH, *args], sudo=True, timeout=CHANGING_WAIT + 30)
     lines = res.stdout.split("\n", 2)
     if res.rc != 0 or lines[0] not in ("ok", "held", "busy"):

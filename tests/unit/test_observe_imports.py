@@ -122,7 +122,7 @@ def test_redis_listeners_are_those_ss_ltnp_names_for_redis_server(tmp_path: Path
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        rd.proc_net_tcp.__globals__["_PROC_NET"].clear()  # read afresh, as each run of the script does
+        rd.tcp_sockets.__globals__["_PROC_NET"].clear()  # read afresh, as each run of the script does
         got = rd._redis_listen()
         out = subprocess.run(["ss", "-H", "-ltnp"], capture_output=True, text=True, check=True).stdout
         want = sorted({ln.split()[3] for ln in out.splitlines() if '"redis-server"' in ln and len(ln.split()) > 3})
@@ -130,7 +130,7 @@ def test_redis_listeners_are_those_ss_ltnp_names_for_redis_server(tmp_path: Path
     finally:
         proc.kill()
         proc.wait()
-        rd.proc_net_tcp.__globals__["_PROC_NET"].clear()
+        rd.tcp_sockets.__globals__["_PROC_NET"].clear()
 
 
 @pytest.mark.parametrize("text", ["", "plain", "a\\'b", "\\\\\\", "x\\", "\\n\\t", "a\\\nb", "\\é", "''\\''"])

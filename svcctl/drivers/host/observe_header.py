@@ -237,6 +237,17 @@ def proc_net_tcp(path):
     return rows
 
 
+def tcp_sockets():
+    """The socket lines of /proc/net/tcp, then of /proc/net/tcp6 (proc_net_tcp); a file that cannot be read
+    (no IPv6) is left out."""
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = proc_net_tcp(path)
+        except OSError:
+            continue
+        yield from rows
+
+
 _UNITS: "dict[str, dict[str, bool]]" = {}
 
 

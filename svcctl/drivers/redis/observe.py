@@ -4,7 +4,7 @@
 # Helpers are `_redis_*`: the footer calls every global named observe_*, and snippets share one module.
 import os as _redis_os
 
-from svcctl.drivers.host.observe_header import installed_version, proc_net_tcp, unit_states
+from svcctl.drivers.host.observe_header import installed_version, tcp_sockets, unit_states
 from svcctl.hostlib.backups import LEGACY_AUTH, REDIS_BACKUP_USER, credential_paths
 from svcctl.hostlib.verifiers import redis_acl_digest
 
@@ -208,16 +208,11 @@ def _redis_listen():
     found = set()
     if not inodes:
         return []
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = proc_net_tcp(path)
-        except OSError:
-            continue
-        for fields in rows:
-            if len(fields) < 10 or fields[3] != "0A" or not fields[9].isdigit() or int(fields[9]) not in inodes:
-                continue  # 0A: LISTEN
-            addr_hex, _, port_hex = fields[1].partition(":")
-            found.add(f"{_redis_address(addr_hex)}:{int(port_hex, 16)}")
+    for fields in tcp_sockets():
+        if len(fields) < 10 or fields[3] != "0A" or not fields[9].isdigit() or int(fields[9]) not in inodes:
+            continue  # 0A: LISTEN
+        addr_hex, _, port_hex = fields[1].partition(":")
+        found.add(f"{_redis_address(addr_hex)}:{int(port_hex, 16)}")
     return sorted(found)
 
 
@@ -225,17 +220,12 @@ def _redis_clients(ports):
     """Established TCP connections to each of `ports` (a redis instance's clients), from /proc/net/tcp and tcp6:
     the servers themselves need the admin's password, which this script never reads."""
     counts = dict.fromkeys(ports, 0)
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = proc_net_tcp(path)
-        except OSError:
+    for fields in tcp_sockets():
+        if len(fields) < 4 or fields[3] != "01":  # 01: ESTABLISHED
             continue
-        for fields in rows:
-            if len(fields) < 4 or fields[3] != "01":  # 01: ESTABLISHED
-                continue
-            port = int(fields[1].rsplit(":", 1)[-1], 16)
-            if port in counts:
-                counts[port] += 1
+        port = int(fields[1].rsplit(":", 1)[-1], 16)
+        if port in counts:
+            counts[port] += 1
     return counts
 
 
